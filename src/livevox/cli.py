@@ -1,0 +1,141 @@
+"""Command line: `livevox serve`, `livevox call`, `livevox config check`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from .settings import Settings, load_settings
+
+log = logging.getLogger("livevox")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "api_keys": args.api_key or None,
+        "allow_unauthenticated": True if args.allow_unauthenticated else None,
+        "log_level": args.log_level,
+    }
+    return load_settings(args.config, **overrides)
+
+
+async def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from .engines.registry import build_engines
+    from .server.app import create_app
+
+    try:
+        engines = await build_engines(settings)
+    except Exception as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    app = create_app(settings, engines)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        # Frames up to twice the session's own limit still reach it and get an error event;
+        # only beyond that does the WebSocket layer close the connection (1009).
+        ws_max_size=settings.limits.max_frame_bytes * 2,
+        ws_per_message_deflate=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    await server.serve()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings_from(args)
+    except ValidationError as exc:
+        print(f"invalid settings: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.api_keys and not _is_loopback(settings.host) and not settings.allow_unauthenticated:
+        log.error("refusing to listen on %s without API keys: configure --api-key (or LIVEVOX_API_KEYS), "
+                  "or pass --allow-unauthenticated", settings.host)
+        return 2
+    return asyncio.run(_serve(settings))
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from .client.call import run_call
+
+    return asyncio.run(run_call(args))
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.file)
+    except ValidationError as exc:
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            print(f"{args.file}: {key}: {err['msg']}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok (vad={settings.vad.engine}, stt={settings.stt.engine}, "
+          f"llm={settings.llm.engine}, tts={settings.tts.engine})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livevox", description="A Voice Live compatible voice agent server.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="serve the realtime endpoints")
+    s.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    s.add_argument("--config", default=None, help="TOML config file")
+    s.add_argument("--api-key", action="append", default=None, help="accepted API key (repeatable)")
+    s.add_argument("--allow-unauthenticated", action="store_true",
+                   help="allow a non-loopback --host with no API keys")
+    s.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    s.set_defaults(func=cmd_serve)
+
+    c = sub.add_parser("call", help="talk to a livevox (or Voice Live) server with a WAV file")
+    c.add_argument("--wav", required=True, help="the question, a WAV file")
+    c.add_argument("--url", default="ws://127.0.0.1:8000/voice-live/realtime?api-version=2026-07-15&model=livevox")
+    c.add_argument("--out", default=None, help="save the spoken answer here (WAV, 24 kHz)")
+    c.add_argument("--api-key", default=None)
+    c.add_argument("--timeout", type=float, default=60.0)
+    c.set_defaults(func=cmd_call)
+
+    cfg = sub.add_parser("config", help="configuration tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    chk = cfg_sub.add_parser("check", help="validate a config file")
+    chk.add_argument("file")
+    chk.set_defaults(func=cmd_config_check)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

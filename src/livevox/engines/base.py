@@ -1,0 +1,150 @@
+"""Stage interfaces: VAD, speech-to-text, LLM and text-to-speech.
+
+Each stage is a small typed protocol. Engines load once per process and are shared by all
+sessions; anything with per-session state (the VAD's recurrent state) is split into a
+per-session stream object. Every method that does model work is async and runs the work off
+the event loop, through the stage's `FairExecutor` (see `executor.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+Float32Array = npt.NDArray[np.float32]
+Int16Array = npt.NDArray[np.int16]
+
+#: The internal rate of the VAD and STT path.
+STT_RATE = 16000
+
+
+class EngineError(Exception):
+    """An engine failed. `code` names the failure for the client (`llm_unavailable`, ...)."""
+
+    def __init__(self, stage: str, code: str, message: str) -> None:
+        super().__init__(f"{stage}: {message}")
+        self.stage = stage
+        self.code = code
+        self.message = message
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What every engine has: a name for logs and `/readyz`, and load/warm-up/close."""
+
+    name: str
+
+    async def load(self) -> None: ...
+
+    async def warmup(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------- VAD
+
+
+class VADStream(Protocol):
+    """Per-session VAD state. `frame_samples` samples of 16 kHz float32 audio per frame."""
+
+    frame_samples: int
+
+    async def probabilities(self, audio: Float32Array, session_id: str) -> list[float]:
+        """Speech probability for each whole frame in `audio` (len must be a multiple of frame_samples)."""
+        ...
+
+    def reset(self) -> None: ...
+
+
+class VADEngine(Engine, Protocol):
+    def stream(self) -> VADStream: ...
+
+
+# ---------------------------------------------------------------- STT
+
+
+@dataclass(slots=True)
+class TranscribeOptions:
+    language: str | None = None
+    prompt: str | None = None
+    model: str | None = None
+
+
+class STTEngine(Engine, Protocol):
+    #: True when `transcribe` yields more than one piece (deltas are meaningful).
+    streams: bool
+
+    def transcribe(
+        self, audio: Float32Array, options: TranscribeOptions, session_id: str
+    ) -> AsyncIterator[str]:
+        """Yield the transcript of 16 kHz mono float32 `audio` in pieces; joined, they are the transcript."""
+        ...
+
+
+# ---------------------------------------------------------------- LLM
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """An OpenAI Chat Completions shaped request."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] = field(default_factory=list)  # chat-completions tool objects
+    tool_choice: Any = "auto"
+    temperature: float | None = None
+    max_tokens: int | None = None
+    parallel_tool_calls: bool = True
+
+
+@dataclass(slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    index: int
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(slots=True)
+class Finish:
+    reason: Literal["stop", "length", "tool_calls"]
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+LLMEvent = TextDelta | ToolCallDelta | Finish
+
+
+class LLMEngine(Engine, Protocol):
+    def stream(self, request: ChatRequest, session_id: str) -> AsyncIterator[LLMEvent]:
+        """Stream the answer. Closing the iterator early (aclose) must stop generation."""
+        ...
+
+
+# ---------------------------------------------------------------- TTS
+
+
+@dataclass(slots=True)
+class SynthesisOptions:
+    voice: str | None = None
+    speed: float = 1.0
+
+
+class TTSEngine(Engine, Protocol):
+    sample_rate: int
+
+    def voices(self) -> list[str]: ...
+
+    def synthesize(
+        self, text: str, options: SynthesisOptions, session_id: str
+    ) -> AsyncIterator[Int16Array]:
+        """Yield mono int16 audio at `sample_rate` for `text`, in order, as soon as each piece is ready."""
+        ...

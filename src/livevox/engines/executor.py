@@ -1,0 +1,106 @@
+"""Run blocking model work off the event loop, fairly across sessions.
+
+Each stage (VAD, STT, LLM, TTS) gets its own worker threads, so a long LLM answer never
+holds up another session's VAD. Within a stage, jobs are queued per session and the workers
+take them round-robin, so one session that submits many jobs (a long answer's clauses) cannot
+starve another that submits one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class FairExecutor:
+    def __init__(self, name: str, threads: int = 1) -> None:
+        self.name = name
+        self._queues: collections.OrderedDict[str, collections.deque[Callable[[], None]]] = (
+            collections.OrderedDict()
+        )
+        self._cond = threading.Condition()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._worker, name=f"livevox-{name}-{i}", daemon=True)
+            for i in range(max(1, threads))
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _next_job(self) -> Callable[[], None] | None:
+        with self._cond:
+            while not self._closed:
+                if self._queues:
+                    key, q = next(iter(self._queues.items()))
+                    job = q.popleft()
+                    # Rotate: this session goes to the back of the line.
+                    del self._queues[key]
+                    if q:
+                        self._queues[key] = q
+                    return job
+                self._cond.wait()
+            return None
+
+    def _worker(self) -> None:
+        while (job := self._next_job()) is not None:
+            job()
+
+    async def run(self, key: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` on a worker thread, queued behind `key`'s earlier jobs."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+
+        def job() -> None:
+            if fut.cancelled():
+                return
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - delivered to the awaiting task
+                loop.call_soon_threadsafe(_set_exception, fut, exc)
+            else:
+                loop.call_soon_threadsafe(_set_result, fut, result)
+
+        with self._cond:
+            if self._closed:
+                raise RuntimeError(f"executor {self.name} is closed")
+            self._queues.setdefault(key, collections.deque()).append(job)
+            self._cond.notify()
+        return await fut
+
+    def pending(self) -> int:
+        with self._cond:
+            return sum(len(q) for q in self._queues.values())
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._queues.clear()
+            self._cond.notify_all()
+
+
+def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+_executors: dict[str, FairExecutor] = {}
+_lock = threading.Lock()
+
+
+def stage_executor(stage: str, threads: int = 1) -> FairExecutor:
+    """The process-wide executor for a stage (created on first use)."""
+    with _lock:
+        ex = _executors.get(stage)
+        if ex is None:
+            ex = _executors[stage] = FairExecutor(stage, threads)
+        return ex

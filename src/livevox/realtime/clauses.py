@@ -1,0 +1,48 @@
+"""Cut streamed LLM text into clauses for TTS, so the first audio does not wait for the answer."""
+
+from __future__ import annotations
+
+import re
+
+# A clause ends at sentence punctuation, or at , ; : once it holds a few words.
+_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*\s")
+_CLAUSE_END = re.compile(r"[,;:—]\s")
+_MIN_CLAUSE_WORDS = 4
+
+
+class ClauseSplitter:
+    def __init__(self, max_chars: int = 220) -> None:
+        self._buf = ""
+        self.max_chars = max_chars
+
+    def push(self, text: str) -> list[str]:
+        self._buf += text
+        out: list[str] = []
+        while True:
+            cut = self._find_cut()
+            if cut is None:
+                break
+            clause, self._buf = self._buf[:cut].strip(), self._buf[cut:].lstrip()
+            if clause:
+                out.append(clause)
+        return out
+
+    def flush(self) -> list[str]:
+        rest, self._buf = self._buf.strip(), ""
+        return [rest] if rest else []
+
+    def _find_cut(self) -> int | None:
+        m = _SENTENCE_END.search(self._buf)
+        if m:
+            return m.end()
+        for m in _CLAUSE_END.finditer(self._buf):
+            if len(self._buf[: m.start()].split()) >= _MIN_CLAUSE_WORDS:
+                return m.end()
+        if len(self._buf) > self.max_chars:
+            space = self._buf.rfind(" ", 0, self.max_chars)
+            return space + 1 if space > 0 else self.max_chars
+        return None
+
+
+def speakable(text: str) -> bool:
+    return any(ch.isalnum() for ch in text)

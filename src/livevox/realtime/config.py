@@ -1,0 +1,275 @@
+"""The session configuration in its canonical (Voice Live / OpenAI beta) shape.
+
+Dialects translate to and from this shape; the session only ever sees this one. Validation
+names the exact `param` at fault, and an invalid update leaves the config untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ProtocolError, unsupported
+
+INPUT_FORMATS = ("pcm16", "g711_ulaw", "g711_alaw")
+#: Output format name -> (codec, rate). Hyphenated names are what older SDKs sent.
+OUTPUT_FORMATS: dict[str, tuple[str, int]] = {
+    "pcm16": ("pcm16", 24000),
+    "g711_ulaw": ("g711_ulaw", 8000),
+    "g711_alaw": ("g711_alaw", 8000),
+}
+for _rate in (8000, 16000, 22050, 24000, 44100, 48000):
+    OUTPUT_FORMATS[f"pcm16_{_rate}hz"] = ("pcm16", _rate)
+    OUTPUT_FORMATS[f"pcm16-{_rate}hz"] = ("pcm16", _rate)
+INPUT_RATES = (8000, 16000, 24000, 44100, 48000)
+
+TURN_TYPES = (
+    "server_vad",
+    "semantic_vad",
+    "azure_semantic_vad",
+    "azure_semantic_vad_en",
+    "azure_semantic_vad_multilingual",
+)
+SEMANTIC_TYPES = TURN_TYPES[1:]
+
+_Lenient = ConfigDict(extra="allow")
+
+
+class TurnDetection(BaseModel):
+    model_config = _Lenient
+    type: Literal[
+        "server_vad",
+        "semantic_vad",
+        "azure_semantic_vad",
+        "azure_semantic_vad_en",
+        "azure_semantic_vad_multilingual",
+    ] = "server_vad"
+    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    prefix_padding_ms: int | None = Field(None, ge=0, le=10000)
+    silence_duration_ms: int | None = Field(None, ge=0, le=10000)
+    speech_duration_ms: int | None = Field(None, ge=0, le=10000)
+    create_response: bool = True
+    interrupt_response: bool = True
+    auto_truncate: bool = False
+    eagerness: Literal["low", "medium", "high", "auto"] | None = None
+    remove_filler_words: bool | None = None
+    idle_timeout_ms: int | None = Field(None, ge=0)
+
+
+class Transcription(BaseModel):
+    model_config = _Lenient
+    model: str | None = None
+    language: str | None = None
+    prompt: str | None = None
+
+
+class FunctionTool(BaseModel):
+    model_config = _Lenient
+    type: str = "function"
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class TypedObject(BaseModel):
+    model_config = _Lenient
+    type: str
+
+
+class SessionModel(BaseModel):
+    """Validates a full canonical session dict."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    modalities: list[Literal["text", "audio", "animation", "avatar"]] = ["text", "audio"]
+    instructions: str = ""
+    voice: str | dict[str, Any] = "alloy"
+    input_audio_format: Literal["pcm16", "g711_ulaw", "g711_alaw"] = "pcm16"
+    input_audio_sampling_rate: int = 24000
+    output_audio_format: str = "pcm16"
+    turn_detection: TurnDetection | None = Field(default_factory=TurnDetection)
+    input_audio_transcription: Transcription | None = None
+    input_audio_noise_reduction: TypedObject | None = None
+    input_audio_echo_cancellation: TypedObject | None = None
+    tools: list[FunctionTool] = []
+    tool_choice: str | dict[str, Any] = "auto"
+    parallel_tool_calls: bool = True
+    temperature: float = Field(0.8, ge=0.0, le=2.0)
+    max_response_output_tokens: int | Literal["inf"] = "inf"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    animation: dict[str, Any] | None = None
+    output_audio_timestamp_types: list[str] | None = None
+    avatar: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+    interim_response: dict[str, Any] | None = None
+    include: list[str] | None = None
+    metadata: dict[str, str] | None = None
+    tracing: Any = None
+
+    @field_validator("modalities")
+    @classmethod
+    def _modalities(cls, v: list[str]) -> list[str]:
+        if "audio" in v and "text" not in v:
+            raise ValueError("audio-only modalities are not allowed; use ['text', 'audio']")
+        if not v:
+            raise ValueError("modalities must not be empty")
+        return v
+
+    @field_validator("output_audio_format")
+    @classmethod
+    def _out_fmt(cls, v: str) -> str:
+        if v not in OUTPUT_FORMATS:
+            raise ValueError(f"unsupported output_audio_format {v!r}; one of {sorted(OUTPUT_FORMATS)}")
+        return v
+
+    @field_validator("input_audio_sampling_rate")
+    @classmethod
+    def _in_rate(cls, v: int) -> int:
+        if v not in INPUT_RATES:
+            raise ValueError(f"input_audio_sampling_rate must be one of {list(INPUT_RATES)}")
+        return v
+
+    @field_validator("max_response_output_tokens")
+    @classmethod
+    def _max_tokens(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 4096:
+            raise ValueError("max_response_output_tokens must be 1-4096 or 'inf'")
+        return v
+
+    @field_validator("voice")
+    @classmethod
+    def _voice(cls, v: str | dict[str, Any]) -> str | dict[str, Any]:
+        if isinstance(v, dict) and not isinstance(v.get("name", v.get("id")), str):
+            raise ValueError("a voice object needs a string 'name'")
+        if isinstance(v, str) and not v:
+            raise ValueError("voice must not be empty")
+        return v
+
+
+#: Read-only session fields clients sometimes echo back; accepted and ignored.
+_READ_ONLY = {"id", "object", "expires_at", "client_secret", "agent", "type"}
+_KNOWN = set(SessionModel.model_fields) | _READ_ONLY
+
+
+def turn_defaults(td: dict[str, Any], api_version: str | None) -> dict[str, Any]:
+    """Fill a turn_detection object with the concrete defaults for its type and api-version."""
+    new_defaults = (api_version or "9999") >= "2026-04-10"
+    semantic = td.get("type", "server_vad").startswith("azure_semantic")
+    defaults: dict[str, Any] = {
+        "threshold": 0.5,
+        "prefix_padding_ms": (420 if new_defaults else 300) if semantic else (400 if new_defaults else 300),
+        "silence_duration_ms": 500,
+        "speech_duration_ms": 80 if semantic else 200,
+    }
+    if semantic:
+        defaults["remove_filler_words"] = False
+    if td.get("type") == "semantic_vad":
+        defaults["eagerness"] = "auto"
+    out = dict(td)
+    for k, v in defaults.items():
+        if out.get(k) is None:
+            out[k] = v
+    return out
+
+
+def default_session(model: str | None, api_version: str | None, instructions: str) -> dict[str, Any]:
+    cfg = SessionModel(model=model, instructions=instructions).model_dump(mode="json")
+    cfg["turn_detection"] = turn_defaults(cfg["turn_detection"], api_version)
+    return _strip_none_objects(cfg)
+
+
+def _strip_none_objects(cfg: dict[str, Any]) -> dict[str, Any]:
+    td = cfg.get("turn_detection")
+    if isinstance(td, dict):
+        cfg["turn_detection"] = {k: v for k, v in td.items() if v is not None}
+    for key in ("input_audio_transcription",):
+        obj = cfg.get(key)
+        if isinstance(obj, dict):
+            cfg[key] = {k: v for k, v in obj.items() if v is not None}
+    return cfg
+
+
+def _param(loc: tuple[int | str, ...], prefix: str) -> str:
+    parts = [prefix]
+    for p in loc:
+        if isinstance(p, int):
+            parts[-1] += f"[{p}]"
+        elif p in TURN_TYPES or p in ("str", "dict[str,any]", "int", "function-after[_max_tokens(), union[int,literal['inf']]]"):
+            continue  # pydantic's union-branch labels are not part of the client's path
+        else:
+            parts.append(str(p))
+    return ".".join(parts)
+
+
+def validation_error(exc: ValidationError, prefix: str = "session") -> ProtocolError:
+    err = exc.errors()[0]
+    loc = tuple(x for x in err["loc"] if not str(x).startswith(("literal[", "function-", "union[")))
+    param = _param(loc, prefix)
+    msg = err["msg"].removeprefix("Value error, ")
+    return ProtocolError("invalid_value", f"Invalid value for '{param}': {msg}", param=param)
+
+
+def merge_update(
+    current: dict[str, Any], update: Any, api_version: str | None, prefix: str = "session"
+) -> tuple[dict[str, Any], list[str]]:
+    """Apply a `session.update` to `current`. Returns (new config, warnings). Raises ProtocolError."""
+    if not isinstance(update, dict):
+        raise ProtocolError("invalid_type", f"'{prefix}' must be an object", param=prefix)
+    warnings: list[str] = []
+    merged = copy.deepcopy(current)
+    for key, value in update.items():
+        if key not in _KNOWN:
+            raise ProtocolError(
+                "unknown_parameter", f"Unknown parameter: '{prefix}.{key}'.", param=f"{prefix}.{key}"
+            )
+        if key in _READ_ONLY:
+            continue
+        if key == "model" and value is not None and value != current.get("model"):
+            # The model is chosen on the URL and cannot change (Voice Live rule); ignore quietly.
+            continue
+        merged[key] = value
+    # G.711 is always 8 kHz; the rate follows the format unless the client gave both.
+    if "input_audio_format" in update and update["input_audio_format"] in ("g711_ulaw", "g711_alaw"):
+        merged["input_audio_sampling_rate"] = 8000
+    elif "input_audio_format" in update and "input_audio_sampling_rate" not in update:
+        if merged.get("input_audio_sampling_rate") == 8000:
+            merged["input_audio_sampling_rate"] = 24000
+    try:
+        validated = SessionModel.model_validate(merged)
+    except ValidationError as exc:
+        raise validation_error(exc, prefix) from None
+    if validated.avatar is not None:
+        raise unsupported("Avatar output", f"{prefix}.avatar")
+    for i, tool in enumerate(validated.tools):
+        if tool.type != "function":
+            raise unsupported(f"Tools of type {tool.type!r} (MCP and hosted tools)", f"{prefix}.tools[{i}].type")
+    if "modalities" in update and "avatar" in validated.modalities:
+        raise unsupported("Avatar output", f"{prefix}.modalities")
+    out = validated.model_dump(mode="json", exclude_unset=False)
+    # Keep the client's own spelling of extra keys inside objects (pydantic keeps extras).
+    if out.get("turn_detection") is not None:
+        td = out["turn_detection"]
+        if "turn_detection" in update and isinstance(update["turn_detection"], dict):
+            # Nested objects are replaced whole, then completed with their defaults.
+            td = {**{k: v for k, v in td.items() if v is not None}}
+        out["turn_detection"] = turn_defaults(td, api_version)
+        if out["turn_detection"]["type"] in SEMANTIC_TYPES and "turn_detection" in update:
+            warnings.append(
+                f"turn_detection type {out['turn_detection']['type']!r} runs as server_vad in this "
+                "livevox version (semantic end-of-turn detection is not available yet)."
+            )
+    for key, what in (
+        ("input_audio_noise_reduction", "Noise suppression"),
+        ("input_audio_echo_cancellation", "Echo cancellation"),
+        ("animation", "Animation (visemes)"),
+        ("output_audio_timestamp_types", "Word timestamps"),
+    ):
+        if key in update and update[key]:
+            warnings.append(f"{what} ({prefix}.{key}) is accepted but not applied by this livevox version.")
+    return _strip_none_objects(out), warnings
+
+
+def output_format(cfg: dict[str, Any]) -> tuple[str, int]:
+    return OUTPUT_FORMATS[cfg["output_audio_format"]]

@@ -1,0 +1,206 @@
+"""The conversation: ordered items, and their rendering as Chat Completions messages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import ProtocolError
+from .ids import new_id
+
+_ITEM_TYPES = ("message", "function_call", "function_call_output")
+_ROLES = ("user", "assistant", "system")
+
+
+@dataclass
+class Entry:
+    item: dict[str, Any]
+    #: Assistant audio at 24 kHz (for retrieve and truncate).
+    audio: list[npt.NDArray[np.int16]] = field(default_factory=list)
+    #: (audio offset ms, text) per spoken clause, to cut the transcript at a play position.
+    clause_marks: list[tuple[int, str]] = field(default_factory=list)
+    #: For user audio: resolves to the transcript (or "" when transcription failed).
+    transcript: asyncio.Future[str] | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.item["id"])
+
+    def audio_ms(self) -> int:
+        return sum(len(a) for a in self.audio) * 1000 // 24000
+
+
+class Conversation:
+    def __init__(self, max_items: int) -> None:
+        self.entries: list[Entry] = []
+        self.max_items = max_items
+        self.version = 0
+
+    def get(self, item_id: Any, param: str = "item_id") -> Entry:
+        if not isinstance(item_id, str):
+            raise ProtocolError("invalid_type", f"'{param}' must be a string", param=param)
+        for e in self.entries:
+            if e.id == item_id:
+                return e
+        raise ProtocolError("item_not_found", f"Item with item_id '{item_id}' not found.", param=param)
+
+    def last_id(self) -> str | None:
+        return self.entries[-1].id if self.entries else None
+
+    def insert(self, entry: Entry, previous_item_id: str | None = None) -> str | None:
+        """Insert after `previous_item_id` (or append). Returns the id of the item before it."""
+        if any(e.id == entry.id for e in self.entries):
+            raise ProtocolError("duplicate_item_id", f"Item id '{entry.id}' already exists.", param="item.id")
+        if previous_item_id is None:
+            prev = self.last_id()
+            self.entries.append(entry)
+        elif previous_item_id == "root":
+            prev = None
+            self.entries.insert(0, entry)
+        else:
+            idx = self.entries.index(self.get(previous_item_id, "previous_item_id"))
+            prev = previous_item_id
+            self.entries.insert(idx + 1, entry)
+        while len(self.entries) > self.max_items:
+            self.entries.pop(0)  # oldest first; documented limit `limits.max_items`
+        self.version += 1
+        return prev
+
+    def delete(self, item_id: Any) -> None:
+        self.entries.remove(self.get(item_id))
+        self.version += 1
+
+    def touch(self) -> None:
+        self.version += 1
+
+
+def normalize_client_item(item: Any) -> dict[str, Any]:
+    """Validate a client item and give it its server shape."""
+    if not isinstance(item, dict):
+        raise ProtocolError("invalid_type", "'item' must be an object", param="item")
+    kind = item.get("type", "message")
+    if kind not in _ITEM_TYPES:
+        if kind in ("mcp_approval_response", "mcp_call", "mcp_list_tools"):
+            raise ProtocolError("unsupported_feature", f"Items of type {kind!r} (MCP) are not supported.",
+                                param="item.type")
+        raise ProtocolError("invalid_value", f"Invalid item type {kind!r}", param="item.type")
+    item_id = item.get("id") or new_id("item")
+    if not isinstance(item_id, str):
+        raise ProtocolError("invalid_type", "'item.id' must be a string", param="item.id")
+    out: dict[str, Any] = {"id": item_id, "object": "realtime.item", "type": kind}
+    if kind == "message":
+        role = item.get("role")
+        if role not in _ROLES:
+            raise ProtocolError("invalid_value", "'item.role' must be user, assistant or system",
+                                param="item.role")
+        content = item.get("content")
+        if not isinstance(content, list):
+            raise ProtocolError("invalid_type", "'item.content' must be an array", param="item.content")
+        parts = []
+        for i, part in enumerate(content):
+            param = f"item.content[{i}]"
+            if not isinstance(part, dict):
+                raise ProtocolError("invalid_type", f"'{param}' must be an object", param=param)
+            ptype = part.get("type")
+            allowed = ("text", "audio") if role == "assistant" else ("input_text", "input_audio", "input_image")
+            if role == "assistant" and ptype in ("output_text", "output_audio"):
+                ptype = ptype.removeprefix("output_")
+            if ptype not in allowed:
+                raise ProtocolError("invalid_value", f"Invalid content type {ptype!r} for a {role} message",
+                                    param=f"{param}.type")
+            if ptype in ("text", "input_text"):
+                if not isinstance(part.get("text"), str):
+                    raise ProtocolError("invalid_type", f"'{param}.text' must be a string", param=f"{param}.text")
+                parts.append({"type": ptype, "text": part["text"]})
+            elif ptype == "input_image":
+                raise ProtocolError("unsupported_feature", "Image input is not supported by the local LLM.",
+                                    param=f"{param}.type")
+            else:
+                transcript = part.get("transcript")
+                if transcript is not None and not isinstance(transcript, str):
+                    raise ProtocolError("invalid_type", f"'{param}.transcript' must be a string",
+                                        param=f"{param}.transcript")
+                parts.append({"type": ptype, "transcript": transcript, **(
+                    {"audio": part["audio"]} if isinstance(part.get("audio"), str) else {})})
+        out.update(role=role, content=parts, status="completed")
+    elif kind == "function_call":
+        for key in ("call_id", "name"):
+            if not isinstance(item.get(key), str):
+                raise ProtocolError("invalid_type", f"'item.{key}' must be a string", param=f"item.{key}")
+        args = item.get("arguments", "")
+        if not isinstance(args, str):
+            raise ProtocolError("invalid_type", "'item.arguments' must be a string", param="item.arguments")
+        out.update(call_id=item["call_id"], name=item["name"], arguments=args, status="completed")
+    else:
+        if not isinstance(item.get("call_id"), str):
+            raise ProtocolError("invalid_type", "'item.call_id' must be a string", param="item.call_id")
+        output = item.get("output")
+        if not isinstance(output, str):
+            raise ProtocolError("invalid_type", "'item.output' must be a string", param="item.output")
+        out.update(call_id=item["call_id"], output=output, status="completed")
+    return out
+
+
+async def to_messages(entries: list[Entry], instructions: str) -> list[dict[str, Any]]:
+    """Render items as Chat Completions messages, waiting for pending user transcripts."""
+    msgs: list[dict[str, Any]] = []
+    if instructions:
+        msgs.append({"role": "system", "content": instructions})
+    for e in entries:
+        it = e.item
+        if it["type"] == "message":
+            text = await _message_text(e)
+            if not text:
+                continue
+            if msgs and msgs[-1]["role"] == it["role"] == "user":
+                msgs[-1]["content"] += " " + text  # some chat templates need alternation
+            else:
+                msgs.append({"role": it["role"], "content": text})
+        elif it["type"] == "function_call":
+            call = {"id": it["call_id"], "type": "function",
+                    "function": {"name": it["name"], "arguments": it.get("arguments") or "{}"}}
+            if msgs and msgs[-1]["role"] == "assistant" and "tool_calls" in msgs[-1]:
+                msgs[-1]["tool_calls"].append(call)
+            else:
+                msgs.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        else:
+            msgs.append({"role": "tool", "tool_call_id": it["call_id"], "content": it["output"]})
+    return msgs
+
+
+async def _message_text(e: Entry) -> str:
+    pieces = []
+    for part in e.item.get("content", []):
+        t = part.get("type")
+        if t in ("text", "input_text"):
+            pieces.append(part.get("text") or "")
+        elif t in ("audio", "input_audio"):
+            if part.get("transcript") is None and e.transcript is not None:
+                await asyncio.shield(e.transcript)
+            pieces.append(part.get("transcript") or "")
+    return " ".join(p for p in pieces if p).strip()
+
+
+def tool_for_chat(tool: dict[str, Any]) -> dict[str, Any]:
+    fn = {"name": tool["name"], "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}
+    if tool.get("description"):
+        fn["description"] = tool["description"]
+    return {"type": "function", "function": fn}
+
+
+def tool_choice_for_chat(choice: Any) -> Any:
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        name = choice.get("name") or (choice.get("function") or {}).get("name")
+        return {"type": "function", "function": {"name": name}}
+    if isinstance(choice, str) and choice not in ("auto", "none", "required"):
+        return {"type": "function", "function": {"name": choice}}
+    return choice
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,64 @@
+"""Per-turn stage timings, measured inside the server, exported as Prometheus histograms and
+(opt-in) as a `livevox.turn.metrics` server event."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Gauge, Histogram
+
+#: Marks of a turn, in the order they normally happen.
+STAGES = (
+    "speech_end",  # last speech frame (audio clock, mapped to wall time)
+    "eot_decision",  # the silence window closed: speech_stopped
+    "transcript_final",
+    "llm_first_token",
+    "first_clause",
+    "tts_first_audio",
+    "first_audio_sent",
+)
+
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.25, 1.5, 2, 3, 5, 10)
+
+TURN_STAGE_SECONDS = Histogram(
+    "livevox_turn_stage_seconds",
+    "Time from the end of the user's speech to each stage of the turn.",
+    ["stage"],
+    buckets=_BUCKETS,
+)
+RESPONSE_FIRST_AUDIO_SECONDS = Histogram(
+    "livevox_response_first_audio_seconds",
+    "Time from response start (after the end-of-turn decision or response.create) to first audio sent.",
+    buckets=_BUCKETS,
+)
+SESSIONS_ACTIVE = Gauge("livevox_sessions_active", "Open realtime sessions.", ["transport"])
+SESSIONS_TOTAL = Counter("livevox_sessions_total", "Realtime sessions opened.", ["transport"])
+ERRORS_TOTAL = Counter("livevox_errors_total", "Error events sent to clients.", ["code"])
+RESPONSES_TOTAL = Counter("livevox_responses_total", "Responses finished.", ["status"])
+
+
+@dataclass
+class TurnTimings:
+    marks: dict[str, float] = field(default_factory=dict)
+    response_start: float | None = None
+
+    def mark(self, stage: str, at: float | None = None) -> None:
+        if stage not in self.marks:
+            self.marks[stage] = time.monotonic() if at is None else at
+
+    def relative_ms(self) -> dict[str, float]:
+        base = self.marks.get("speech_end")
+        if base is None:
+            return {}
+        return {k: round((v - base) * 1000.0, 1) for k, v in self.marks.items()}
+
+    def observe(self) -> None:
+        base = self.marks.get("speech_end")
+        if base is not None:
+            for stage, t in self.marks.items():
+                if stage != "speech_end":
+                    TURN_STAGE_SECONDS.labels(stage).observe(max(0.0, t - base))
+        sent = self.marks.get("first_audio_sent")
+        if self.response_start is not None and sent is not None:
+            RESPONSE_FIRST_AUDIO_SECONDS.observe(max(0.0, sent - self.response_start))

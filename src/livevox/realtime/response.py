@@ -1,0 +1,448 @@
+"""One response: LLM tokens -> clauses -> TTS audio, streamed as the canonical event sequence.
+
+The LLM and TTS run concurrently: a clause goes to TTS as soon as it is complete. A response
+can be *gated*: it computes ahead (speculatively, during the end-of-turn silence) but nothing
+reaches the client, or the conversation, until the gate opens; a discarded speculative
+response leaves no trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..engines.base import ChatRequest, EngineError, Finish, SynthesisOptions, TextDelta, ToolCallDelta
+from . import audio as audio_codec
+from .clauses import ClauseSplitter, speakable
+from .config import OUTPUT_FORMATS
+from .conversation import Entry, tool_choice_for_chat, tool_for_chat
+from .ids import new_id
+from .metrics import RESPONSES_TOTAL, TurnTimings
+from .transport import Route
+
+if TYPE_CHECKING:
+    from .session import RealtimeSession
+
+log = logging.getLogger("livevox.response")
+
+Thunk = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class ResponseParams:
+    modalities: list[str]
+    instructions: str
+    voice: Any
+    output_audio_format: str
+    tools: list[dict[str, Any]]
+    tool_choice: Any
+    temperature: float
+    max_output_tokens: int | str
+    speed: float = 1.0
+    in_conversation: bool = True
+    metadata: dict[str, Any] | None = None
+    #: Items for the model instead of the conversation (`response.input`); None = the conversation.
+    input_entries: list[Entry] | None = None
+    extra_messages: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ResponseRun:
+    def __init__(
+        self,
+        session: RealtimeSession,
+        params: ResponseParams,
+        messages: Callable[[], Awaitable[list[dict[str, Any]]]],
+        timings: TurnTimings | None = None,
+        gated: bool = False,
+    ) -> None:
+        self.session = session
+        self.params = params
+        self.id = new_id("resp")
+        self.status = "in_progress"
+        self.status_details: dict[str, Any] | None = None
+        self.output: list[dict[str, Any]] = []
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.timings = timings or TurnTimings()
+        self._messages = messages
+        self._gated = gated
+        self._pending: list[Thunk] = []
+        self._emit_lock = asyncio.Lock()
+        self._silent = False
+        self.task: asyncio.Task[None] | None = None
+        self.cancel_reason: str | None = None
+        self.done = asyncio.Event()
+        # the spoken/text message item being built
+        self._msg: Entry | None = None
+        self._msg_index = -1
+        self._text = ""  # transcript (audio) or text sent so far
+        self._calls: dict[int, tuple[Entry, int]] = {}
+        self._audio_ms = 0.0
+        self._first_audio_sent = False
+        codec, rate = OUTPUT_FORMATS[params.output_audio_format]
+        self._codec, self._out_rate = codec, rate
+        self._audio_started = False
+
+    # ------------------------------------------------------------ control
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._main(), name=f"response-{self.id}")
+
+    async def open_gate(self) -> None:
+        async with self._emit_lock:
+            self.timings.response_start = time.monotonic()
+            pending, self._pending = self._pending, []
+            for thunk in pending:
+                await thunk()
+            self._gated = False
+
+    async def cancel(self, reason: str) -> None:
+        if self.task is None or self.task.done():
+            return
+        self.cancel_reason = reason
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+    async def discard(self) -> None:
+        """Drop a gated (speculative) response without a trace."""
+        self._silent = True
+        await self.cancel("discarded")
+
+    @property
+    def active(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    # ------------------------------------------------------------ emission
+
+    async def _do(self, thunk: Thunk) -> None:
+        if self._silent:
+            return
+        async with self._emit_lock:
+            if self._gated:
+                self._pending.append(thunk)
+            else:
+                await thunk()
+
+    async def _event(self, event: dict[str, Any], route: Route | None = None) -> None:
+        async def send() -> None:
+            await self.session.emit(event, route)
+
+        await self._do(send)
+
+    def resource(self, final: bool = False) -> dict[str, Any]:
+        p = self.params
+        r: dict[str, Any] = {
+            "id": self.id,
+            "object": "realtime.response",
+            "status": self.status,
+            "status_details": self.status_details,
+            "output": [dict(o) for o in self.output] if final else [],
+            "conversation_id": self.session.conversation_id if p.in_conversation else None,
+            "modalities": p.modalities,
+            "voice": p.voice,
+            "output_audio_format": p.output_audio_format,
+            "temperature": p.temperature,
+            "max_output_tokens": p.max_output_tokens,
+            "metadata": p.metadata,
+            "usage": None,
+        }
+        if final:
+            r["usage"] = {
+                "total_tokens": self.input_tokens + self.output_tokens,
+                "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens,
+                "input_token_details": {"cached_tokens": 0, "text_tokens": self.input_tokens,
+                                        "audio_tokens": 0, "image_tokens": 0},
+                "output_token_details": {"text_tokens": self.output_tokens, "audio_tokens": 0},
+            }
+        return r
+
+    # ------------------------------------------------------------ run
+
+    async def _main(self) -> None:
+        try:
+            await self._event({"type": "response.created", "response": self.resource()})
+            await self._run()
+            if self.status == "in_progress":
+                self.status = "completed"
+        except asyncio.CancelledError:
+            self.status = "cancelled"
+            reason = self.cancel_reason or "client_cancelled"
+            self.status_details = {"type": "cancelled", "reason": reason}
+        except EngineError as exc:
+            log.warning("response %s failed in %s: %s", self.id, exc.stage, exc.message)
+            self._fail(exc.code, f"{exc.stage} engine failed: {exc.message}")
+        except Exception as exc:
+            log.exception("response %s failed", self.id)
+            self._fail("server_error", f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            try:
+                if not self._silent:
+                    await asyncio.shield(self._finish())
+            finally:
+                self.done.set()
+
+    def _fail(self, code: str, message: str) -> None:
+        self.status = "failed"
+        self.status_details = {
+            "type": "failed",
+            "error": {"type": "server_error", "code": code, "message": message},
+        }
+
+    async def _run(self) -> None:
+        p = self.params
+        messages = await self._messages()
+        self.timings.mark("transcript_final")
+        req = ChatRequest(
+            messages=messages + p.extra_messages,
+            tools=[tool_for_chat(t) for t in p.tools],
+            tool_choice=tool_choice_for_chat(p.tool_choice) if p.tools else "none",
+            temperature=p.temperature,
+            max_tokens=self.session.max_tokens(p.max_output_tokens),
+            parallel_tool_calls=self.session.config.get("parallel_tool_calls", True),
+        )
+        audio = "audio" in p.modalities
+        clauses: asyncio.Queue[str | None] = asyncio.Queue()
+        tts_task = asyncio.create_task(self._speak(clauses)) if audio else None
+        splitter = ClauseSplitter()
+        finish: Finish | None = None
+        stream = self.session.engines.llm.stream(req, self.session.id)
+        ended = False
+        try:
+            async for ev in stream:
+                if isinstance(ev, TextDelta):
+                    if not ev.text:
+                        continue
+                    self.timings.mark("llm_first_token")
+                    await self._ensure_message(audio)
+                    if audio:
+                        for clause in splitter.push(ev.text):
+                            self.timings.mark("first_clause")
+                            clauses.put_nowait(clause)
+                    else:
+                        await self._text_delta(ev.text)
+                elif isinstance(ev, ToolCallDelta):
+                    self.timings.mark("llm_first_token")
+                    await self._tool_delta(ev)
+                elif isinstance(ev, Finish):
+                    finish = ev
+            ended = True
+        finally:
+            await stream.aclose()  # stops generation at once on cancel (barge-in)
+            if tts_task is not None:
+                for clause in splitter.flush():
+                    clauses.put_nowait(clause)
+                clauses.put_nowait(None)
+                if not tts_task.done():
+                    try:
+                        await tts_task if ended else _cancel(tts_task)
+                    except asyncio.CancelledError:
+                        tts_task.cancel()
+                        raise
+        if tts_task is not None and tts_task.done() and not tts_task.cancelled():
+            tts_task.result()  # re-raise a TTS failure
+        if finish is not None:
+            self.input_tokens, self.output_tokens = finish.input_tokens, finish.output_tokens
+            if finish.reason == "length":
+                self.status = "incomplete"
+                self.status_details = {"type": "incomplete", "reason": "max_output_tokens"}
+
+    async def _ensure_message(self, audio: bool) -> None:
+        if self._msg is not None:
+            return
+        item: dict[str, Any] = {
+            "id": new_id("item"), "object": "realtime.item", "type": "message",
+            "status": "in_progress", "role": "assistant", "content": [],
+        }
+        self._msg = Entry(item)
+        self._msg_index = len(self.output)
+        self.output.append(item)
+        part = {"type": "audio", "transcript": ""} if audio else {"type": "text", "text": ""}
+        await self._item_added(self._msg, self._msg_index)
+        await self._event({
+            "type": "response.content_part.added", "response_id": self.id, "item_id": item["id"],
+            "output_index": self._msg_index, "content_index": 0, "part": part,
+        })
+
+    async def _item_added(self, entry: Entry, index: int) -> None:
+        item = entry.item
+        snapshot = dict(item)
+        route = Route.CONTROL if item["type"] != "message" else Route.EVENTS
+        await self._event({"type": "response.output_item.added", "response_id": self.id,
+                           "output_index": index, "item": snapshot}, route)
+        if self.params.in_conversation:
+            async def add() -> None:
+                prev = self.session.conversation.insert(entry)
+                await self.session.emit({"type": "conversation.item.created",
+                                         "previous_item_id": prev, "item": snapshot}, route)
+            await self._do(add)
+
+    async def _text_delta(self, text: str) -> None:
+        assert self._msg is not None
+        self._text += text
+        await self._event({
+            "type": "response.text.delta", "response_id": self.id, "item_id": self._msg.id,
+            "output_index": self._msg_index, "content_index": 0, "delta": text,
+        })
+
+    async def _tool_delta(self, ev: ToolCallDelta) -> None:
+        if ev.index not in self._calls:
+            item = {
+                "id": new_id("item"), "object": "realtime.item", "type": "function_call",
+                "status": "in_progress", "call_id": ev.call_id or new_id("call"),
+                "name": ev.name or "", "arguments": "",
+            }
+            entry = Entry(item)
+            self._calls[ev.index] = (entry, len(self.output))
+            self.output.append(item)
+            await self._item_added(entry, len(self.output) - 1)
+        entry, index = self._calls[ev.index]
+        if ev.name and not entry.item["name"]:
+            entry.item["name"] = ev.name
+        if ev.arguments:
+            entry.item["arguments"] += ev.arguments
+            await self._event({
+                "type": "response.function_call_arguments.delta", "response_id": self.id,
+                "item_id": entry.id, "output_index": index, "call_id": entry.item["call_id"],
+                "delta": ev.arguments,
+            }, Route.CONTROL)
+
+    async def _speak(self, clauses: asyncio.Queue[str | None]) -> None:
+        tts = self.session.engines.tts
+        resampler = audio_codec.StreamResampler(tts.sample_rate, 24000)
+        opts = SynthesisOptions(voice=self.session.tts_voice(self.params.voice), speed=self.params.speed)
+        while (clause := await clauses.get()) is not None:
+            if not speakable(clause):
+                continue
+            first = True
+            async for chunk in tts.synthesize(clause, opts, self.session.id):
+                self.timings.mark("tts_first_audio")
+                pcm = resampler.process(chunk)
+                if first:
+                    first = False
+                    await self._transcript_delta(clause)
+                await self._audio(pcm)
+            if first:  # TTS produced nothing; the words still belong in the transcript
+                await self._transcript_delta(clause)
+        tail = resampler.flush()
+        if tail.size:
+            await self._audio(tail)
+
+    async def _transcript_delta(self, clause: str) -> None:
+        assert self._msg is not None
+        delta = clause if not self._text else " " + clause
+        msg = self._msg
+        offset = int(self._audio_ms)
+
+        async def send() -> None:
+            self._text += delta
+            msg.clause_marks.append((offset, delta))
+            await self.session.emit({
+                "type": "response.audio_transcript.delta", "response_id": self.id, "item_id": msg.id,
+                "output_index": self._msg_index, "content_index": 0, "delta": delta,
+            })
+
+        await self._do(send)
+
+    async def _audio(self, pcm: npt.NDArray[np.int16]) -> None:
+        if pcm.size == 0:
+            return
+        assert self._msg is not None
+        msg = self._msg
+        self._audio_ms += pcm.size * 1000 / 24000
+
+        async def send() -> None:
+            msg.audio.append(pcm)
+            self.session.audio_sent(self, msg.id, pcm.size)
+            if not self._first_audio_sent:
+                self._first_audio_sent = True
+                self.timings.mark("first_audio_sent")
+            transport = self.session.transport
+            if not transport.audio_in_events:
+                await transport.play_audio(self.id, msg.id, pcm)
+                return
+            out = audio_codec.resample(pcm, 24000, self._out_rate)
+            data = audio_codec.encode(out, self._codec)
+            # Split so every frame stays well under the client's limit (4 MiB for the Voice Live SDK).
+            step = max(2, (self.session.max_audio_delta_bytes() * 3 // 4) // 2 * 2)
+            for i in range(0, len(data), step):
+                await self.session.emit({
+                    "type": "response.audio.delta", "response_id": self.id, "item_id": msg.id,
+                    "output_index": self._msg_index, "content_index": 0,
+                    "delta": base64.b64encode(data[i:i + step]).decode("ascii"),
+                })
+
+        await self._do(send)
+
+    # ------------------------------------------------------------ finish
+
+    async def _finish(self) -> None:
+        async with self._emit_lock:
+            if self._gated:
+                # Cancelled or failed before the gate opened: nothing was sent, send nothing.
+                if self.status in ("cancelled",):
+                    self._pending.clear()
+                    return
+                for thunk in self._pending:
+                    await thunk()
+                self._pending.clear()
+                self._gated = False
+        audio = "audio" in self.params.modalities
+        item_status = "completed" if self.status == "completed" else "incomplete"
+        if self._msg is not None:
+            msg, idx = self._msg, self._msg_index
+            ids = {"response_id": self.id, "item_id": msg.id, "output_index": idx, "content_index": 0}
+            if audio:
+                part = {"type": "audio", "transcript": self._text}
+                if self.session.transport.audio_in_events:
+                    await self.session.emit({"type": "response.audio.done", **ids})
+                else:
+                    await self.session.transport.end_audio(self.id, msg.id)
+                await self.session.emit({"type": "response.audio_transcript.done", **ids,
+                                         "transcript": self._text})
+            else:
+                part = {"type": "text", "text": self._text}
+                await self.session.emit({"type": "response.text.done", **ids, "text": self._text})
+            msg.item["content"] = [part]
+            msg.item["status"] = item_status
+            self.output[idx] = msg.item
+            await self.session.emit({"type": "response.content_part.done", **ids, "part": part})
+            await self.session.emit({"type": "response.output_item.done", "response_id": self.id,
+                                     "output_index": idx, "item": dict(msg.item)})
+            if self.params.in_conversation:
+                await self.session.emit({"type": "conversation.item.done", "item": dict(msg.item)})
+        for entry, idx in self._calls.values():
+            item = entry.item
+            item["status"] = item_status
+            if self.status == "completed" or self.status == "incomplete":
+                await self.session.emit({
+                    "type": "response.function_call_arguments.done", "response_id": self.id,
+                    "item_id": item["id"], "output_index": idx, "call_id": item["call_id"],
+                    "name": item["name"], "arguments": item["arguments"],
+                }, Route.CONTROL)
+            self.output[idx] = item
+            await self.session.emit({"type": "response.output_item.done", "response_id": self.id,
+                                     "output_index": idx, "item": dict(item)}, Route.CONTROL)
+            if self.params.in_conversation:
+                await self.session.emit({"type": "conversation.item.done", "item": dict(item)}, Route.CONTROL)
+        if self.status == "failed" and self.status_details:
+            err = self.status_details["error"]
+            await self.session.emit({"type": "error", "error": {**err, "param": None, "event_id": None}})
+        await self.session.emit({"type": "response.done", "response": self.resource(final=True)})
+        RESPONSES_TOTAL.labels(self.status).inc()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,63 @@
+"""The WebSocket transport: events as JSON text frames, audio as base64 inside events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketState
+
+from ..realtime.session import RealtimeSession
+from ..realtime.transport import Route, SessionTransport
+
+log = logging.getLogger("livevox.ws")
+
+
+class WebSocketTransport(SessionTransport):
+    audio_in_events = True
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self._lock = asyncio.Lock()
+        self.closed = False
+
+    async def send_event(self, event: dict[str, Any], route: Route) -> None:
+        if self.closed:
+            return
+        text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        async with self._lock:  # FIFO lock: events leave in the order they were emitted
+            if self.closed:
+                return
+            try:
+                await self.ws.send_text(text)
+            except Exception:  # the peer went away; the reader loop ends the session
+                self.closed = True
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):
+            if self.ws.application_state != WebSocketState.DISCONNECTED:
+                await self.ws.close(code, reason)
+
+
+async def read_frames(ws: WebSocket, session: RealtimeSession, transport: WebSocketTransport) -> None:
+    """Feed client frames to the session until the socket closes."""
+    while not transport.closed:
+        try:
+            message = await ws.receive()
+        except Exception:
+            break
+        if message["type"] == "websocket.disconnect":
+            break
+        data = message.get("text")
+        if data is None:
+            data = message.get("bytes")
+        if data is None:
+            continue
+        await session.handle_frame(data)
+    transport.closed = True
