@@ -236,15 +236,18 @@ def merge_update(
     elif "input_audio_format" in update and "input_audio_sampling_rate" not in update:
         if merged.get("input_audio_sampling_rate") == 8000:
             merged["input_audio_sampling_rate"] = 24000
+    tools = update.get("tools")
+    if isinstance(tools, list):
+        for i, tool in enumerate(tools):
+            if isinstance(tool, dict) and tool.get("type", "function") != "function":
+                raise unsupported(f"Tools of type {tool.get('type')!r} (MCP and hosted tools)",
+                                  f"{prefix}.tools[{i}].type")
     try:
         validated = SessionModel.model_validate(merged)
     except ValidationError as exc:
         raise validation_error(exc, prefix) from None
     if validated.avatar is not None:
         raise unsupported("Avatar output", f"{prefix}.avatar")
-    for i, tool in enumerate(validated.tools):
-        if tool.type != "function":
-            raise unsupported(f"Tools of type {tool.type!r} (MCP and hosted tools)", f"{prefix}.tools[{i}].type")
     if "modalities" in update and "avatar" in validated.modalities:
         raise unsupported("Avatar output", f"{prefix}.modalities")
     out = validated.model_dump(mode="json", exclude_unset=False)

@@ -452,6 +452,7 @@ class RealtimeSession:
         prev = self.conversation.insert(entry)
         await self.emit({"type": "input_audio_buffer.committed", "previous_item_id": prev, "item_id": item_id})
         await self.emit({"type": "conversation.item.created", "previous_item_id": prev, "item": dict(item)})
+        await self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": dict(item)})
         stt = spec.stt if spec is not None else asyncio.ensure_future(self._transcribe_text(audio))
         if stt.done():  # speculative transcription finished in the silence window: report it first
             await self._finish_transcription(entry, stt, timings)
