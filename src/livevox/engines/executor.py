@@ -60,7 +60,7 @@ class FairExecutor:
                 return
             try:
                 result = fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - delivered to the awaiting task
+            except BaseException as exc:  # delivered to the awaiting task
                 loop.call_soon_threadsafe(_set_exception, fut, exc)
             else:
                 loop.call_soon_threadsafe(_set_result, fut, result)

@@ -245,7 +245,10 @@ class ResponseRun:
                 clauses.put_nowait(None)
                 if not tts_task.done():
                     try:
-                        await tts_task if ended else _cancel(tts_task)
+                        if ended:
+                            await tts_task
+                        else:
+                            await _cancel(tts_task)
                     except asyncio.CancelledError:
                         tts_task.cancel()
                         raise

@@ -1,0 +1,214 @@
+"""LLM on llama.cpp through xllamacpp's in-process server (no HTTP), by default SmolLM2-135M.
+
+`Server.handle_chat_completions(request, callback)` blocks while it generates and calls
+`callback(chunk)` with OpenAI-style `chat.completion.chunk` dicts; a callback returning True stops
+generation. Errors arrive as a `{"error": {...}}` chunk or as a raised ValueError.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from .base import ChatRequest, EngineError, Finish, LLMEvent, TextDelta, ToolCallDelta
+from .carriers import smollm2_gguf
+from .executor import stage_executor
+from .whisper import stream_job
+
+log = logging.getLogger(__name__)
+
+_FINISH_REASONS = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
+
+
+class _LlamaError(Exception):
+    """An error chunk from llama.cpp (kept apart so the tools retry can recognise it)."""
+
+
+def _estimate_tokens(text: str) -> int:
+    # ~4 characters per token for English BPE vocabularies; only used when llama.cpp gives no usage.
+    return max(1, len(text) // 4) if text else 0
+
+
+class LlamaCppLLM:
+    """llama.cpp via xllamacpp. `parallel` > 1 gives that many slots that generate concurrently
+    (continuous batching); each slot gets n_ctx / parallel tokens of context."""
+
+    name = "llamacpp"
+
+    def __init__(
+        self,
+        gguf_path: str | None = None,
+        *,
+        n_ctx: int = 4096,
+        threads: int = 2,
+        max_tokens: int = 256,
+        default_instructions: str = "",
+        parallel: int = 1,
+    ) -> None:
+        self._gguf_path = gguf_path
+        self.n_ctx = n_ctx
+        self.threads = threads
+        self.max_tokens = max_tokens
+        self.default_instructions = default_instructions
+        self.parallel = max(1, parallel)
+        self.path: Path | None = None
+        self.embedded = gguf_path is None
+        self._server: Any = None
+
+    @property
+    def model_file(self) -> str:
+        return self.path.name if self.path else "model.gguf"
+
+    def _executor_threads(self) -> int:
+        # One worker per llama.cpp slot, so `parallel` requests can actually run at once.
+        return self.parallel
+
+    def _load(self) -> None:
+        import xllamacpp as xlc
+
+        self.path = smollm2_gguf(self._gguf_path)
+        p = xlc.CommonParams()
+        p.model.path = str(self.path)
+        p.n_ctx = self.n_ctx
+        p.n_parallel = self.parallel
+        p.verbosity = -1  # otherwise llama.cpp floods stderr
+        p.cpuparams.n_threads = self.threads
+        p.cpuparams_batch.n_threads = self.threads
+        p.cache_prompt = True  # keeps the system prompt's KV between turns: TTFT ~60 ms
+        self._server = xlc.Server(p)
+
+    async def load(self) -> None:
+        await stage_executor("llm", self._executor_threads()).run("_load", self._load)
+
+    async def warmup(self) -> None:
+        # Prime the prompt cache with the default instructions, so the first real turn only
+        # prefills the user's words.
+        messages: list[dict[str, Any]] = []
+        if self.default_instructions:
+            messages.append({"role": "system", "content": self.default_instructions})
+        messages.append({"role": "user", "content": "Hello."})
+        async for _ in self.stream(ChatRequest(messages=messages, max_tokens=1), "_warmup"):
+            pass
+
+    async def close(self) -> None:
+        self._server = None
+
+    # ------------------------------------------------------------ request mapping
+
+    def _body(self, request: ChatRequest, with_tools: bool) -> dict[str, Any]:
+        # The settings cap applies only when the request sets none ("inf"); llama.cpp itself stops
+        # at the end of the context.
+        max_tokens = request.max_tokens if request.max_tokens is not None else self.max_tokens
+        body: dict[str, Any] = {
+            "messages": request.messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": max(1, max_tokens),
+        }
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if with_tools and request.tools:
+            body["tools"] = request.tools
+            body["tool_choice"] = request.tool_choice
+            body["parallel_tool_calls"] = request.parallel_tool_calls
+        return body
+
+    def _produce(
+        self, request: ChatRequest
+    ) -> Callable[[Callable[[dict[str, Any]], None], threading.Event], None]:
+        server = self._server
+        if server is None:
+            raise EngineError("llm", "llm_unavailable", "llama.cpp is not loaded")
+
+        def produce(emit: Callable[[dict[str, Any]], None], stop: threading.Event) -> None:
+            with_tools = bool(request.tools)
+            emitted = False
+            errors: list[str] = []
+
+            def callback(chunk: dict[str, Any]) -> bool:
+                # Never raise here: xllamacpp swallows callback exceptions (it just stops).
+                nonlocal emitted
+                if "error" in chunk:
+                    err = chunk["error"]
+                    errors.append(str(err.get("message", err)) if isinstance(err, dict) else str(err))
+                    return True
+                emitted = True
+                emit(chunk)
+                return stop.is_set()  # True stops generation at the next token
+
+            def run(body: dict[str, Any]) -> None:
+                server.handle_chat_completions(body, callback)
+                if errors:
+                    raise _LlamaError(errors[-1])
+
+            try:
+                try:
+                    run(self._body(request, with_tools))
+                except (_LlamaError, ValueError, RuntimeError) as exc:
+                    if not (with_tools and not emitted) or stop.is_set():
+                        raise
+                    # llama.cpp refuses tools it cannot render for this model's template ("Failed to
+                    # parse tools", "tools param requires --jinja"): answer without them rather than
+                    # fail. Decided per request, so one client's bad tools don't disable others'.
+                    log.warning(
+                        "llm: llama.cpp rejected tools for %s (%s); retrying without tools",
+                        self.model_file,
+                        exc,
+                    )
+                    errors.clear()
+                    run(self._body(request, False))
+            except (_LlamaError, ValueError, RuntimeError) as exc:
+                raise EngineError("llm", "llm_error", f"llama.cpp: {exc}") from None
+
+        return produce
+
+    async def stream(self, request: ChatRequest, session_id: str) -> AsyncIterator[LLMEvent]:
+        produce = self._produce(request)
+        finish_reason = "stop"
+        usage: dict[str, Any] | None = None
+        out_text: list[str] = []
+        saw_tool_call = False
+        try:
+            async for chunk in stream_job("llm", session_id, produce):
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    content = delta.get("content")
+                    if content:
+                        out_text.append(content)
+                        yield TextDelta(content)
+                    for tc in delta.get("tool_calls") or ():
+                        saw_tool_call = True
+                        fn = tc.get("function") or {}
+                        yield ToolCallDelta(
+                            index=int(tc.get("index", 0)),
+                            call_id=tc.get("id") or None,
+                            name=fn.get("name") or None,
+                            arguments=fn.get("arguments") or "",
+                        )
+                    if choice.get("finish_reason"):
+                        finish_reason = choice["finish_reason"]
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise EngineError("llm", "llm_error", f"llama.cpp failed: {exc}") from exc
+        reason = _FINISH_REASONS.get(finish_reason, "stop")
+        if saw_tool_call and reason == "stop":
+            reason = "tool_calls"
+        if usage:
+            yield Finish(
+                reason,  # type: ignore[arg-type]
+                input_tokens=int(usage.get("prompt_tokens", 0)),
+                output_tokens=int(usage.get("completion_tokens", 0)),
+            )
+        else:
+            prompt = "".join(str(m.get("content") or "") for m in request.messages)
+            yield Finish(
+                reason,  # type: ignore[arg-type]
+                input_tokens=_estimate_tokens(prompt),
+                output_tokens=_estimate_tokens("".join(out_text)),
+            )

@@ -1,0 +1,123 @@
+"""Text-to-speech with Piper (VITS on onnxruntime), by default en_US-joe-medium from a pinned wheel.
+
+Piper synthesises one chunk per sentence; callers get lower latency by sending clauses.
+piper-tts is GPL-3.0-or-later: it is imported only when this engine loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import EngineError, Int16Array, SynthesisOptions
+from .carriers import piper_voice
+from .executor import stage_executor
+from .whisper import stream_job
+
+log = logging.getLogger(__name__)
+
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
+
+
+def _speakable(text: str) -> bool:
+    # Piper reads lone punctuation aloud (", ! ?" -> "exclamation"); only text with a letter or
+    # digit is worth synthesising.
+    return any(ch.isalnum() for ch in text)
+
+
+class PiperTTS:
+    """One Piper voice, shared by all sessions. `sample_rate` is the voice's own (22050 for joe)."""
+
+    name = "piper"
+
+    def __init__(self, voice_path: str | None = None, *, threads: int = 1) -> None:
+        self._voice_path = voice_path
+        self.threads = threads
+        self.path: Path | None = None
+        self.sample_rate = 22050
+        self._voice: Any = None
+        self._length_scale = 1.0
+
+    @property
+    def model_file(self) -> str:
+        return self.path.name if self.path else "voice.onnx"
+
+    @property
+    def voice_name(self) -> str:
+        # "en_US-joe-medium.onnx" -> "en_US-joe-medium"
+        return self.path.stem if self.path else "piper"
+
+    def voices(self) -> list[str]:
+        return [self.voice_name]
+
+    def _load(self) -> None:
+        import json
+
+        import onnxruntime as ort
+        from piper.config import PiperConfig
+        from piper.voice import PiperVoice
+
+        onnx, config_path = piper_voice(self._voice_path)
+        with open(config_path, encoding="utf-8") as f:
+            config = PiperConfig.from_dict(json.load(f))
+        # Built like PiperVoice.load(onnx, config_path=...), but with an explicit thread count:
+        # load() uses onnxruntime's default (every core), which would starve the other stages.
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(onnx), sess_options=so, providers=["CPUExecutionProvider"])
+        self._voice = PiperVoice(session=session, config=config)
+        self.path = onnx
+        self.sample_rate = int(config.sample_rate)
+        self._length_scale = float(config.length_scale or 1.0)
+
+    async def load(self) -> None:
+        await stage_executor("tts").run("_load", self._load)
+
+    async def warmup(self) -> None:
+        async for _ in self.synthesize("Hello.", SynthesisOptions(), "_warmup"):
+            pass
+
+    async def close(self) -> None:
+        self._voice = None
+
+    def _produce(
+        self, text: str, options: SynthesisOptions
+    ) -> Callable[[Callable[[Int16Array], None], threading.Event], None]:
+        from piper.config import SynthesisConfig
+
+        voice = self._voice
+        if voice is None:
+            raise EngineError("tts", "tts_unavailable", "Piper is not loaded")
+        speed = min(MAX_SPEED, max(MIN_SPEED, float(options.speed or 1.0)))
+        # length_scale is phoneme duration: the voice's default divided by the speed-up.
+        config = SynthesisConfig(length_scale=self._length_scale / speed)
+
+        def produce(emit: Callable[[Int16Array], None], stop: threading.Event) -> None:
+            for chunk in voice.synthesize(text, config):  # lazy: one sentence per next()
+                if stop.is_set():
+                    return
+                audio = np.asarray(chunk.audio_int16_array, dtype=np.int16)
+                if audio.size:
+                    emit(audio)
+
+        return produce
+
+    async def synthesize(
+        self, text: str, options: SynthesisOptions, session_id: str
+    ) -> AsyncIterator[Int16Array]:
+        if not _speakable(text):
+            return
+        produce = self._produce(text, options)
+        try:
+            async for audio in stream_job("tts", session_id, produce):
+                yield audio
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise EngineError("tts", "tts_error", f"Piper failed: {exc}") from exc

@@ -1,0 +1,323 @@
+"""Scripted stand-in engines for protocol tests. They load no model and answer instantly.
+
+These are NOT real engines: they exist so the Realtime protocol, turn-taking and error paths
+can be tested deterministically and fast. Each is named "scripted-<stage>" so `/readyz` and
+logs never pass them off as models. Select them with `engine = "scripted"` per stage.
+
+Test hooks are class-level (per process) and documented on each class; call
+`reset_scripted()` between tests to restore the defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .base import (
+    ChatRequest,
+    EngineError,
+    Finish,
+    Float32Array,
+    Int16Array,
+    LLMEvent,
+    SynthesisOptions,
+    TextDelta,
+    ToolCallDelta,
+    TranscribeOptions,
+)
+
+FRAME_SAMPLES = 512
+
+
+def _rms(audio: Float32Array) -> float:
+    if audio.size == 0:
+        return 0.0
+    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+
+
+# ---------------------------------------------------------------- VAD
+
+
+class ScriptedVADStream:
+    """Stand-in VAD stream: stateless, one RMS decision per 512-sample frame."""
+
+    frame_samples = FRAME_SAMPLES
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+
+    async def probabilities(self, audio: Float32Array, session_id: str) -> list[float]:
+        n = len(audio)
+        if n % FRAME_SAMPLES:
+            raise ValueError(f"VAD audio length {n} is not a multiple of {FRAME_SAMPLES}")
+        frames = np.asarray(audio, dtype=np.float32).reshape(-1, FRAME_SAMPLES)
+        return [1.0 if _rms(f) > self.threshold else 0.0 for f in frames]
+
+    def reset(self) -> None:
+        pass
+
+
+class ScriptedVAD:
+    """Stand-in VAD: speech probability 1.0 for a frame whose RMS exceeds `threshold`, else 0.0.
+
+    Deterministic: a test makes "speech" with any tone/noise above ~0.02 RMS (-34 dBFS) and
+    "silence" with zeros.
+    """
+
+    name = "scripted-vad"
+    #: RMS above which a frame counts as speech.
+    threshold: ClassVar[float] = 0.02
+
+    async def load(self) -> None:
+        pass
+
+    async def warmup(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def stream(self) -> ScriptedVADStream:
+        return ScriptedVADStream(self.threshold)
+
+
+# ---------------------------------------------------------------- STT
+
+
+class ScriptedSTT:
+    """Stand-in STT.
+
+    Transcript rules, in order:
+    - `ScriptedSTT.fail_next = True`: the next call raises `EngineError("stt", "stt_error", ...)`
+      (once; the flag resets), for testing `conversation.item.input_audio_transcription.failed`.
+    - `ScriptedSTT.script(["first", "second"])`: the next calls return these texts in order
+      (each consumed once), whatever the audio.
+    - `ScriptedSTT.default_text` (default "scripted transcript") if the audio has energy
+      (RMS > `ScriptedVAD.threshold`), else "".
+    The transcript is yielded word by word (`streams = True`), so delta events can be tested.
+    """
+
+    name = "scripted-stt"
+    streams = True
+
+    default_text: ClassVar[str] = "scripted transcript"
+    fail_next: ClassVar[bool] = False
+    _queue: ClassVar[deque[str]] = deque()
+
+    @classmethod
+    def script(cls, texts: list[str] | tuple[str, ...]) -> None:
+        """Queue transcripts for the next calls (one per call)."""
+        cls._queue.extend(texts)
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.default_text = "scripted transcript"
+        cls.fail_next = False
+        cls._queue.clear()
+
+    async def load(self) -> None:
+        pass
+
+    async def warmup(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def transcribe(
+        self, audio: Float32Array, options: TranscribeOptions, session_id: str
+    ) -> AsyncIterator[str]:
+        cls = type(self)
+        if cls.fail_next:
+            cls.fail_next = False
+            raise EngineError("stt", "stt_error", "scripted STT failure (fail_next)")
+        if cls._queue:
+            text = cls._queue.popleft()
+        elif _rms(np.asarray(audio, dtype=np.float32)) > ScriptedVAD.threshold:
+            text = cls.default_text
+        else:
+            text = ""
+        for i, word in enumerate(text.split()):
+            yield word if i == 0 else " " + word
+
+
+# ---------------------------------------------------------------- LLM
+
+
+@dataclass(slots=True)
+class ScriptedToolCall:
+    """A tool call the scripted LLM makes when the last user message matches `when`."""
+
+    name: str
+    arguments: dict[str, Any]
+    #: Regex searched (case-insensitive) in the last user message's text.
+    when: str = ".*"
+    call_id: str = "call_scripted_1"
+
+
+class ScriptedLLM:
+    """Stand-in LLM. Streams `reply` word by word (one TextDelta per word, spaces kept).
+
+    Hooks (class-level; `reset()` restores them):
+    - `reply`: the answer text (default "This is a scripted answer. It has two sentences.").
+    - `tool_call = ScriptedToolCall(name, arguments, when=regex)`: when the request has tools
+      including `name` and the last user message matches `when`, emit that call instead of text:
+      ToolCallDelta(index 0, call_id, name), then the JSON arguments in three pieces, then
+      Finish("tool_calls"). Requests whose last message is a tool result get the text reply.
+    - `fail_next = True`: the next call raises `EngineError("llm", "llm_error", ...)` (once).
+    - `token_delay`: seconds to sleep before each token (e.g. 0.05 for barge-in tests).
+    - `max_tokens` on the request is honoured: one word = one token; a cut answer ends with
+      Finish("length").
+    Usage counts: input = words in all messages, output = tokens emitted.
+    `calls` records every request (for assertions).
+    """
+
+    name = "scripted-llm"
+
+    reply: ClassVar[str] = "This is a scripted answer. It has two sentences."
+    tool_call: ClassVar[ScriptedToolCall | None] = None
+    fail_next: ClassVar[bool] = False
+    token_delay: ClassVar[float] = 0.0
+    calls: ClassVar[list[ChatRequest]] = []
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.reply = "This is a scripted answer. It has two sentences."
+        cls.tool_call = None
+        cls.fail_next = False
+        cls.token_delay = 0.0
+        cls.calls = []
+
+    async def load(self) -> None:
+        pass
+
+    async def warmup(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    @staticmethod
+    def _text(content: Any) -> str:
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):  # content parts
+            return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        return ""
+
+    def _wants_tool(self, request: ChatRequest) -> ScriptedToolCall | None:
+        call = type(self).tool_call
+        if call is None or not request.tools or request.tool_choice == "none":
+            return None
+        names = {(t.get("function") or {}).get("name", t.get("name")) for t in request.tools}
+        if call.name not in names or not request.messages:
+            return None
+        last = request.messages[-1]
+        if last.get("role") != "user":
+            return None
+        return call if re.search(call.when, self._text(last.get("content")), re.IGNORECASE) else None
+
+    async def _tick(self) -> None:
+        delay = type(self).token_delay
+        # sleep(0) still yields, so even an instant stream lets other tasks (barge-in) run.
+        await asyncio.sleep(delay)
+
+    async def stream(self, request: ChatRequest, session_id: str) -> AsyncIterator[LLMEvent]:
+        cls = type(self)
+        cls.calls.append(request)
+        if cls.fail_next:
+            cls.fail_next = False
+            raise EngineError("llm", "llm_error", "scripted LLM failure (fail_next)")
+        input_tokens = sum(len(self._text(m.get("content")).split()) for m in request.messages)
+        call = self._wants_tool(request)
+        if call is not None:
+            args = json.dumps(call.arguments)
+            third = max(1, len(args) // 3)
+            await self._tick()
+            yield ToolCallDelta(index=0, call_id=call.call_id, name=call.name)
+            pieces = [args[:third], args[third : 2 * third], args[2 * third :]]
+            for piece in pieces:
+                await self._tick()
+                yield ToolCallDelta(index=0, arguments=piece)
+            yield Finish("tool_calls", input_tokens=input_tokens, output_tokens=len(pieces) + 1)
+            return
+        words = cls.reply.split(" ")
+        limit = request.max_tokens if request.max_tokens is not None else len(words)
+        emitted = 0
+        for i, word in enumerate(words):
+            if emitted >= limit:
+                yield Finish("length", input_tokens=input_tokens, output_tokens=emitted)
+                return
+            await self._tick()
+            yield TextDelta(word if i == 0 else " " + word)
+            emitted += 1
+        yield Finish("stop", input_tokens=input_tokens, output_tokens=emitted)
+
+
+# ---------------------------------------------------------------- TTS
+
+
+class ScriptedTTS:
+    """Stand-in TTS: 24 kHz, a quiet 440 Hz tone (amplitude ~0.05), 60 ms per word, one chunk
+    per call, instantly. Empty or punctuation-only text yields nothing. `speed` shortens it.
+    `calls` records every text synthesised (for assertions)."""
+
+    name = "scripted-tts"
+    sample_rate = 24000
+    MS_PER_WORD = 60
+    AMPLITUDE = 1600  # int16; quiet but clearly non-zero
+
+    calls: ClassVar[list[str]] = []
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.calls = []
+
+    def voices(self) -> list[str]:
+        return ["scripted"]
+
+    async def load(self) -> None:
+        pass
+
+    async def warmup(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def synthesize(
+        self, text: str, options: SynthesisOptions, session_id: str
+    ) -> AsyncIterator[Int16Array]:
+        type(self).calls.append(text)
+        words = [w for w in text.split() if any(ch.isalnum() for ch in w)]
+        if not words:
+            return
+        speed = min(4.0, max(0.25, float(options.speed or 1.0)))
+        n = round(self.sample_rate * self.MS_PER_WORD / 1000 * len(words) / speed)
+        t = np.arange(n, dtype=np.float64) / self.sample_rate
+        yield (np.sin(2 * np.pi * 440.0 * t) * self.AMPLITUDE).astype(np.int16)
+
+
+def reset_scripted() -> None:
+    """Restore every scripted engine's hooks to their defaults."""
+    ScriptedSTT.reset()
+    ScriptedLLM.reset()
+    ScriptedTTS.reset()
+    ScriptedVAD.threshold = 0.02
+
+
+__all__ = [
+    "ScriptedLLM",
+    "ScriptedSTT",
+    "ScriptedTTS",
+    "ScriptedToolCall",
+    "ScriptedVAD",
+    "reset_scripted",
+]

