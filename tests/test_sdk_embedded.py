@@ -1,0 +1,166 @@
+"""Full spoken turns through the unmodified azure-ai-voicelive and openai SDKs, against a real
+server running the embedded offline pipeline (Silero, Whisper tiny.en, SmolLM2, Piper).
+
+The question is espeak-ng speech (a different voice from the agent's Piper voice)."""
+
+from __future__ import annotations
+
+import base64
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soxr
+from azure.ai.voicelive.aio import connect
+from azure.ai.voicelive.models import AudioInputTranscriptionOptions, RequestSession, ServerVad
+from azure.core.credentials import AzureKeyCredential
+from openai import AsyncOpenAI
+
+from livevox.engines.base import TranscribeOptions
+from server_harness import ServerThread, embedded_settings
+from test_protocol import AUDIO_RESPONSE, AUDIO_TURN, ordered_subsequence
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def load_wav_24k(name: str) -> np.ndarray:
+    with wave.open(str(FIXTURES / name)) as w:
+        rate = w.getframerate()
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    out: np.ndarray = soxr.resample(pcm, rate, 24000).astype(np.int16)
+    return out
+
+
+def chunks(pcm: np.ndarray, ms: int = 100) -> Iterator[str]:
+    step = 24000 * ms // 1000
+    for i in range(0, len(pcm), step):
+        yield base64.b64encode(pcm[i:i + step].astype("<i2").tobytes()).decode()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerThread]:
+    srv = ServerThread(embedded_settings(api_keys=["test-key"])).start(timeout=300)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def question() -> np.ndarray:
+    pcm = load_wav_24k("question_capital.wav")
+    return np.concatenate([np.zeros(7200, np.int16), pcm, np.zeros(36000, np.int16)])
+
+
+def answer_text(server: ServerThread, audio24k: np.ndarray) -> str:
+    """Transcribe the agent's answer with the server's own STT engine: is it speech?"""
+
+    async def run() -> str:
+        engines = server.app.state.livevox.engines
+        pcm16k = soxr.resample(audio24k, 24000, 16000).astype(np.float32) / 32768.0
+        parts = [p async for p in engines.stt.transcribe(pcm16k.astype(np.float32),
+                                                          TranscribeOptions(language="en"), "test")]
+        return "".join(parts).strip()
+
+    text: str = server.run_coro(run())
+    return text
+
+
+def check_turn(server: ServerThread, seq: list[str], user: str, audio: bytes, transcript: str) -> None:
+    assert ordered_subsequence(seq, AUDIO_TURN + AUDIO_RESPONSE), seq
+    assert "capital" in user.lower() and "france" in user.lower(), user
+    pcm = np.frombuffer(audio, dtype="<i2")
+    assert pcm.size > 24000 * 0.5, "answer shorter than half a second"
+    assert np.sqrt(np.mean(pcm.astype(np.float64) ** 2)) > 300, "answer audio is near silent"
+    heard = answer_text(server, pcm)
+    print(f"user={user!r} agent={transcript!r} heard={heard!r}")
+    assert len(heard.split()) >= 2, f"answer audio does not transcribe to speech: {heard!r}"
+    assert transcript.strip()
+
+
+async def test_voicelive_sdk_spoken_turn(server: ServerThread, question: np.ndarray) -> None:
+    seq: list[str] = []
+    user, transcript, audio = "", "", b""
+    async with connect(endpoint=server.http, credential=AzureKeyCredential("test-key"),
+                       model="gpt-realtime") as conn:
+        await conn.session.update(session=RequestSession(
+            instructions="You are a helpful assistant. Answer in one short sentence.",
+            turn_detection=ServerVad(threshold=0.5, silence_duration_ms=500),
+            input_audio_transcription=AudioInputTranscriptionOptions(model="azure-speech")))
+        for piece in chunks(question):
+            await conn.input_audio_buffer.append(audio=piece)
+        async for ev in conn:
+            seq.append(ev.type)
+            if ev.type == "conversation.item.input_audio_transcription.completed":
+                user = ev.transcript
+            elif ev.type == "response.audio.delta":
+                audio += ev.delta  # the SDK decodes base64 to bytes
+            elif ev.type == "response.audio_transcript.done":
+                transcript = ev.transcript
+            elif ev.type == "response.done":
+                assert ev.response.status == "completed"
+                break
+    assert seq[:2] == ["session.created", "session.updated"]
+    check_turn(server, seq, user, audio, transcript)
+
+
+@pytest.mark.parametrize("beta", [False, True], ids=["ga", "beta"])
+async def test_openai_sdk_spoken_turn(server: ServerThread, question: np.ndarray, beta: bool) -> None:
+    client = AsyncOpenAI(api_key="test-key", base_url=server.http + "/v1", websocket_base_url=server.ws + "/v1")
+    seq: list[str] = []
+    user, transcript, audio = "", "", b""
+    cm: Any = client.beta.realtime.connect(model="gpt-realtime") if beta else \
+        client.realtime.connect(model="gpt-realtime")
+    async with cm as conn:
+        if beta:
+            await conn.session.update(session={"modalities": ["text", "audio"],
+                                               "input_audio_transcription": {"model": "whisper-1"},
+                                               "turn_detection": {"type": "server_vad"}})
+        else:
+            await conn.session.update(session={
+                "type": "realtime", "output_modalities": ["audio"],
+                "audio": {"input": {"transcription": {"model": "whisper-1"},
+                                    "turn_detection": {"type": "server_vad"}},
+                          "output": {"voice": "alloy"}}})
+        for piece in chunks(question):
+            await conn.input_audio_buffer.append(audio=piece)
+        async for ev in conn:
+            t = ev.type
+            seq.append(t)
+            if t == "conversation.item.input_audio_transcription.completed":
+                user = ev.transcript
+            elif t in ("response.audio.delta", "response.output_audio.delta"):
+                audio += base64.b64decode(ev.delta)
+            elif t in ("response.audio_transcript.done", "response.output_audio_transcript.done"):
+                transcript = ev.transcript
+            elif t == "response.done":
+                assert ev.response.status == "completed"
+                break
+    if not beta:
+        ga = {"response.audio.delta": "response.output_audio.delta",
+              "response.audio.done": "response.output_audio.done",
+              "response.audio_transcript.delta": "response.output_audio_transcript.delta",
+              "response.audio_transcript.done": "response.output_audio_transcript.done",
+              "conversation.item.created": "conversation.item.added"}
+        seq = [next((k for k, v in ga.items() if v == t), t) for t in seq]
+    check_turn(server, seq, user, audio, transcript)
+
+
+async def test_auth_rejects_missing_and_wrong_keys(server: ServerThread) -> None:
+    import httpx
+    import websockets
+
+    for headers, query in (({}, ""), ({"api-key": "wrong"}, ""), ({"Authorization": "Bearer wrong"}, "")):
+        with pytest.raises(websockets.InvalidStatus) as info:
+            await websockets.connect(server.ws + "/voice-live/realtime?model=x" + query, additional_headers=headers)
+        assert info.value.response.status_code == 401
+        assert b"invalid_api_key" in info.value.response.body
+    for headers, query in (({"api-key": "test-key"}, ""), ({"Authorization": "Bearer test-key"}, ""),
+                           ({}, "&api-key=test-key"), ({}, "&Authorization=Bearer%20test-key")):
+        ws = await websockets.connect(server.ws + "/voice-live/realtime?model=x" + query,
+                                      additional_headers=headers)
+        assert '"session.created"' in str(await ws.recv())
+        await ws.close()
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(server.http + "/healthz")).status_code == 200
