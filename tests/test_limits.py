@@ -1,0 +1,139 @@
+"""Limits and lifecycle: session cap, idle timeout, maximum length, and no leaks after 200 sessions
+killed mid-response (scripted stand-in engines)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import subprocess
+import sys
+
+import psutil
+import pytest
+import websockets
+
+from livevox.engines.scripted import ScriptedLLM, ScriptedTTS
+from livevox.settings import load_settings
+from server_harness import ServerThread, scripted_settings
+from wsclient import RealtimeClient, tone
+
+
+async def test_session_limit_503_then_recovers() -> None:
+    srv = ServerThread(scripted_settings(limits={"max_sessions": 2})).start()
+    try:
+        a = await RealtimeClient.connect(srv.ws)
+        b = await RealtimeClient.connect(srv.ws)
+        with pytest.raises(websockets.InvalidStatus) as info:
+            await websockets.connect(srv.ws + "/voice-live/realtime?model=x")
+        assert info.value.response.status_code == 503
+        assert b"session_limit_reached" in info.value.response.body
+        await a.close()
+        await asyncio.sleep(0.2)
+        c = await RealtimeClient.connect(srv.ws)
+        await c.close()
+        await b.close()
+    finally:
+        srv.stop()
+
+
+async def test_idle_timeout_and_max_length_close_with_error() -> None:
+    srv = ServerThread(scripted_settings(limits={"idle_timeout_seconds": 0.6,
+                                                 "max_session_seconds": 30})).start()
+    try:
+        c = await RealtimeClient.connect(srv.ws)
+        err = await c.error(timeout=5)
+        assert err["code"] == "idle_timeout"
+        with pytest.raises(websockets.ConnectionClosed):
+            await c.recv(timeout=5)
+    finally:
+        srv.stop()
+    srv = ServerThread(scripted_settings(limits={"max_session_seconds": 1.0})).start()
+    try:
+        c = await RealtimeClient.connect(srv.ws)
+        await c.update({"instructions": "x"})
+        err = await c.error(timeout=5)
+        assert err["code"] == "session_expired"
+    finally:
+        srv.stop()
+
+
+def _live_tasks(srv: ServerThread) -> int:
+    async def count() -> int:
+        return len(asyncio.all_tasks())
+
+    n: int = srv.run_coro(count())
+    return n
+
+
+async def test_200_sessions_killed_mid_response_leave_nothing_behind() -> None:
+    srv = ServerThread(scripted_settings(limits={"max_sessions": 1000})).start()
+    ScriptedLLM.token_delay = 0.02
+    ScriptedLLM.reply = "a fairly long scripted answer that keeps streaming for a while " * 4
+    proc = psutil.Process(os.getpid())
+    try:
+        async def one() -> None:
+            c = await RealtimeClient.connect(srv.ws)
+            await c.update({"turn_detection": None})
+            await c.append(tone(0.3))
+            await c.send({"type": "input_audio_buffer.commit"})
+            await c.send({"type": "response.create"})
+            await c.until("response.audio.delta")
+            c.ws.transport.abort()  # vanish mid-response, no close handshake
+
+        async def round_of_200() -> None:
+            for _ in range(10):
+                await asyncio.gather(*(one() for _ in range(20)))
+                ScriptedLLM.calls.clear()  # the stand-in records requests; not server state
+                ScriptedTTS.calls.clear()
+
+        await round_of_200()  # warm up: allocator arenas, caches, executor threads
+        await asyncio.sleep(1.0)
+        gc.collect()
+        base_tasks = _live_tasks(srv)
+        base_rss = proc.memory_info().rss
+        threads = len(proc.threads())
+        await round_of_200()
+        for _ in range(50):  # sessions wind down asynchronously
+            await asyncio.sleep(0.1)
+            if _live_tasks(srv) <= base_tasks and not srv.app.state.livevox.sessions:
+                break
+        gc.collect()
+        assert not srv.app.state.livevox.sessions
+        assert _live_tasks(srv) <= base_tasks, "tasks left behind"
+        assert len(proc.threads()) <= threads, "threads left behind"
+        growth = proc.memory_info().rss - base_rss
+        assert growth < 16 * 1024 * 1024, f"RSS grew by {growth / 1e6:.1f} MB over 200 sessions"
+    finally:
+        ScriptedLLM.reset()
+        srv.stop()
+
+
+def test_settings_precedence(tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "livevox.toml"  # type: ignore[operator]
+    cfg.write_text('port = 9001\nlog_level = "warning"\n[llm]\nmax_tokens = 77\n[limits]\nmax_items = 5\n')
+    monkeypatch.setenv("LIVEVOX_PORT", "9002")
+    monkeypatch.setenv("LIVEVOX_LIMITS__MAX_ITEMS", "6")
+    monkeypatch.setenv("LIVEVOX_API_KEYS", "a, b")
+    s = load_settings(cfg, port=9003)
+    assert s.port == 9003  # flag beats env beats file
+    assert s.limits.max_items == 6  # env beats file
+    assert s.llm.max_tokens == 77 and s.log_level == "warning"  # file beats defaults
+    assert s.api_keys == ["a", "b"]
+
+
+def test_cli_refuses_public_host_without_keys() -> None:
+    env = {**os.environ, "LIVEVOX_VAD__ENGINE": "scripted", "LIVEVOX_STT__ENGINE": "scripted",
+           "LIVEVOX_LLM__ENGINE": "scripted", "LIVEVOX_TTS__ENGINE": "scripted"}
+    r = subprocess.run([sys.executable, "-m", "livevox", "serve", "--host", "0.0.0.0", "--port", "0"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 2
+    assert "--allow-unauthenticated" in r.stderr
+
+
+def test_config_check_names_key(tmp_path: pytest.TempPathFactory) -> None:
+    bad = tmp_path / "bad.toml"  # type: ignore[operator]
+    bad.write_text("[llm]\nengine = \"nope\"\n")
+    r = subprocess.run([sys.executable, "-m", "livevox", "config", "check", str(bad)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "llm.engine" in r.stderr
