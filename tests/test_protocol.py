@@ -303,7 +303,8 @@ async def test_item_ordering_with_previous_item_id(client: RealtimeClient) -> No
     await manual(client)
     await client.send({"type": "conversation.item.create", "item": msg("first", "item_a")})
     await client.send({"type": "conversation.item.create", "item": msg("third", "item_c")})
-    await client.send({"type": "conversation.item.create", "previous_item_id": "item_a", "item": msg("second", "item_b")})
+    await client.send({"type": "conversation.item.create", "previous_item_id": "item_a",
+                       "item": msg("second", "item_b")})
     evs = [e for e in await client.quiet(0.3) if e["type"] == "conversation.item.created"]
     assert evs[2]["previous_item_id"] == "item_a"
     await client.send({"type": "conversation.item.create", "previous_item_id": "nope", "item": msg("x", "item_x")})

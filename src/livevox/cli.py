@@ -82,7 +82,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_call(args: argparse.Namespace) -> int:
     from .client.call import run_call
 
-    return asyncio.run(run_call(args))
+    code: int = asyncio.run(run_call(args))
+    return code
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

@@ -191,22 +191,18 @@ def _strip_none_objects(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def _param(loc: tuple[int | str, ...], prefix: str) -> str:
-    parts = [prefix]
-    for p in loc:
-        if isinstance(p, int):
-            parts[-1] += f"[{p}]"
-        elif p in TURN_TYPES or p in ("str", "dict[str,any]", "int", "function-after[_max_tokens(), union[int,literal['inf']]]"):
-            continue  # pydantic's union-branch labels are not part of the client's path
-        else:
-            parts.append(str(p))
-    return ".".join(parts)
+#: pydantic labels union branches in error locations; they are not part of the client's path.
+_BRANCH_LABELS = ("str", "int", "float", "bool", "dict[", "list[", "literal[", "function-", "union[")
 
 
 def validation_error(exc: ValidationError, prefix: str = "session") -> ProtocolError:
     err = exc.errors()[0]
-    loc = tuple(x for x in err["loc"] if not str(x).startswith(("literal[", "function-", "union[")))
-    param = _param(loc, prefix)
+    param = prefix
+    for p in err["loc"]:
+        if isinstance(p, int):
+            param += f"[{p}]"
+        elif not str(p).startswith(_BRANCH_LABELS):
+            param += f".{p}"
     msg = err["msg"].removeprefix("Value error, ")
     return ProtocolError("invalid_value", f"Invalid value for '{param}': {msg}", param=param)
 
@@ -269,7 +265,7 @@ def merge_update(
         ("animation", "Animation (visemes)"),
         ("output_audio_timestamp_types", "Word timestamps"),
     ):
-        if key in update and update[key]:
+        if update.get(key):
             warnings.append(f"{what} ({prefix}.{key}) is accepted but not applied by this livevox version.")
     return _strip_none_objects(out), warnings
 

@@ -115,7 +115,7 @@ class OpenAIGADialect(Dialect):
                 param=f"{prefix}.type",
             )
         out: dict[str, Any] = {}
-        for key, value in s.items():
+        for key in s:
             if key not in _GA_SESSION_KEYS:
                 raise ProtocolError(
                     "unknown_parameter", f"Unknown parameter: '{prefix}.{key}'.", param=f"{prefix}.{key}"

@@ -238,7 +238,9 @@ class ResponseRun:
                     finish = ev
             ended = True
         finally:
-            await stream.aclose()  # stops generation at once on cancel (barge-in)
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()  # stops generation at once on cancel (barge-in)
             if tts_task is not None:
                 for clause in splitter.flush():
                     clauses.put_nowait(clause)

