@@ -40,12 +40,12 @@ serve: venv
 	$(VENV)/bin/livevox serve --host $(HOST) --port $(PORT)
 
 test: venv-test apt-test
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests $(wildcard benchmarks)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
 
 lint: venv-test
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests $(wildcard benchmarks)
 	$(VENV)/bin/mypy
 
 bench: venv-test

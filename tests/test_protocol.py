@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Iterator
@@ -512,3 +513,45 @@ async def test_latency_event_opt_in(server: ServerThread) -> None:
     await c.until("response.done")
     assert not any(e["type"].startswith("livevox.") for e in await c.quiet(0.3))
     await c.close()
+
+
+# ------------------------------------------------------------------ turn options and speculation
+
+
+async def test_speculation_discarded_when_user_goes_on(client: RealtimeClient) -> None:
+    # The pause (300 ms) is long enough to start speculative work but shorter than the 500 ms window.
+    ScriptedSTT.script(["first half", "first half and the rest"])
+    await client.append(np.concatenate([tone(0.6), silence(0.3)]))
+    await asyncio.sleep(0.3)  # give the speculative transcription and LLM time to run
+    await client.append(np.concatenate([tone(0.6), silence(1.0)]))
+    evs = await client.until("response.done")
+    evs += await client.quiet(0.3)
+    seq = types(evs)
+    assert seq.count("input_audio_buffer.speech_started") == 1
+    assert seq.count("response.created") == 1 and seq.count("response.done") == 1
+    done = [e for e in evs if e["type"] == "conversation.item.input_audio_transcription.completed"]
+    assert [e["transcript"] for e in done] == ["first half and the rest"]
+    # the discarded speculative LLM call saw the first half; the answer that was sent saw it all
+    assert ScriptedLLM.calls[-1].messages[-1]["content"] == "first half and the rest"
+    assert any(c.messages[-1]["content"] == "first half" for c in ScriptedLLM.calls[:-1])
+
+
+async def test_create_response_false_commits_without_response(client: RealtimeClient) -> None:
+    await client.update({"turn_detection": {"type": "server_vad", "create_response": False}})
+    await client.append(np.concatenate([tone(0.6), silence(0.8)]))
+    await client.until("input_audio_buffer.committed")
+    assert "response.created" not in types(await client.quiet(0.5))
+    await client.send({"type": "response.create"})
+    assert (await client.until("response.done"))[-1]["response"]["status"] == "completed"
+
+
+async def test_interrupt_response_false_keeps_talking(client: RealtimeClient) -> None:
+    ScriptedLLM.token_delay = 0.05
+    await client.update({"turn_detection": {"type": "server_vad", "interrupt_response": False,
+                                            "silence_duration_ms": 300}})
+    await client.append(np.concatenate([tone(0.6), silence(0.5)]))
+    await client.until("response.audio.delta")
+    await client.append(np.concatenate([tone(0.6), silence(0.5)]))
+    evs = await client.until("response.done")
+    assert "input_audio_buffer.speech_started" in types(evs)
+    assert evs[-1]["response"]["status"] == "completed"

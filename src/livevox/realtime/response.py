@@ -75,6 +75,9 @@ class ResponseRun:
         self.timings = timings or TurnTimings()
         self._messages = messages
         self._gated = gated
+        self._gate_opened = asyncio.Event()  # also set when a gated run is discarded
+        if not gated:
+            self._gate_opened.set()
         self._pending: list[Thunk] = []
         self._emit_lock = asyncio.Lock()
         self._silent = False
@@ -104,6 +107,7 @@ class ResponseRun:
             for thunk in pending:
                 await thunk()
             self._gated = False
+        self._gate_opened.set()
 
     async def cancel(self, reason: str) -> None:
         if self.task is None or self.task.done():
@@ -116,6 +120,7 @@ class ResponseRun:
     async def discard(self) -> None:
         """Drop a gated (speculative) response without a trace."""
         self._silent = True
+        self._gate_opened.set()
         await self.cancel("discarded")
 
     @property
@@ -187,6 +192,8 @@ class ResponseRun:
             self._fail("server_error", f"internal error: {type(exc).__name__}: {exc}")
         finally:
             try:
+                # A speculative run that finished early waits for the end-of-turn decision.
+                await self._gate_opened.wait()
                 if not self._silent:
                     await asyncio.shield(self._finish())
             finally:
@@ -392,16 +399,6 @@ class ResponseRun:
     # ------------------------------------------------------------ finish
 
     async def _finish(self) -> None:
-        async with self._emit_lock:
-            if self._gated:
-                # Cancelled or failed before the gate opened: nothing was sent, send nothing.
-                if self.status in ("cancelled",):
-                    self._pending.clear()
-                    return
-                for thunk in self._pending:
-                    await thunk()
-                self._pending.clear()
-                self._gated = False
         audio = "audio" in self.params.modalities
         item_status = "completed" if self.status == "completed" else "incomplete"
         if self._msg is not None:
