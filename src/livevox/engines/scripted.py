@@ -45,6 +45,19 @@ def _rms(audio: Float32Array) -> float:
 # ---------------------------------------------------------------- VAD
 
 
+class _NothingToLoad:
+    """Stand-ins have no model: loading, warming and closing are no-ops."""
+
+    async def load(self) -> None:
+        return None
+
+    async def warmup(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
 class ScriptedVADStream:
     """Stand-in VAD stream: stateless, one RMS decision per 512-sample frame."""
 
@@ -64,7 +77,7 @@ class ScriptedVADStream:
         pass
 
 
-class ScriptedVAD:
+class ScriptedVAD(_NothingToLoad):
     """Stand-in VAD: speech probability 1.0 for a frame whose RMS exceeds `threshold`, else 0.0.
 
     Deterministic: a test makes "speech" with any tone/noise above ~0.02 RMS (-34 dBFS) and
@@ -75,15 +88,6 @@ class ScriptedVAD:
     #: RMS above which a frame counts as speech.
     threshold: ClassVar[float] = 0.02
 
-    async def load(self) -> None:
-        pass
-
-    async def warmup(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
     def stream(self) -> ScriptedVADStream:
         return ScriptedVADStream(self.threshold)
 
@@ -91,7 +95,7 @@ class ScriptedVAD:
 # ---------------------------------------------------------------- STT
 
 
-class ScriptedSTT:
+class ScriptedSTT(_NothingToLoad):
     """Stand-in STT.
 
     Transcript rules, in order:
@@ -121,15 +125,6 @@ class ScriptedSTT:
         cls.default_text = "scripted transcript"
         cls.fail_next = False
         cls._queue.clear()
-
-    async def load(self) -> None:
-        pass
-
-    async def warmup(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
 
     async def transcribe(
         self, audio: Float32Array, options: TranscribeOptions, session_id: str
@@ -162,7 +157,7 @@ class ScriptedToolCall:
     call_id: str = "call_scripted_1"
 
 
-class ScriptedLLM:
+class ScriptedLLM(_NothingToLoad):
     """Stand-in LLM. Streams `reply` word by word (one TextDelta per word, spaces kept).
 
     Hooks (class-level; `reset()` restores them):
@@ -194,15 +189,6 @@ class ScriptedLLM:
         cls.fail_next = False
         cls.token_delay = 0.0
         cls.calls = []
-
-    async def load(self) -> None:
-        pass
-
-    async def warmup(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
 
     @staticmethod
     def _text(content: Any) -> str:
@@ -264,7 +250,7 @@ class ScriptedLLM:
 # ---------------------------------------------------------------- TTS
 
 
-class ScriptedTTS:
+class ScriptedTTS(_NothingToLoad):
     """Stand-in TTS: 24 kHz, a quiet 440 Hz tone (amplitude ~0.05), 60 ms per word, one chunk
     per call, instantly. Empty or punctuation-only text yields nothing. `speed` shortens it.
     `calls` records every text synthesised (for assertions)."""
@@ -282,15 +268,6 @@ class ScriptedTTS:
 
     def voices(self) -> list[str]:
         return ["scripted"]
-
-    async def load(self) -> None:
-        pass
-
-    async def warmup(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
 
     async def synthesize(
         self, text: str, options: SynthesisOptions, session_id: str
