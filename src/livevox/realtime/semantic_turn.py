@@ -1,0 +1,252 @@
+"""End-of-turn policy: when does silence after speech end the user's turn?
+
+Silero finds the silence; this policy decides whether it ends the turn. `server_vad` ends the
+turn after `silence_duration_ms` of silence, whatever was said. The semantic modes ask Smart
+Turn v3.2 (`engines/smart_turn.py`) whether the utterance so far sounds finished:
+
+- **complete** (P(complete) >= threshold): the turn ends once the silence reaches `complete_ms`
+  (normally `silence_duration_ms`, so a finished question is answered as fast as with
+  `server_vad`);
+- **incomplete**: the policy keeps listening and rescoring every `rescore_every_ms`, and ends the
+  turn when a rescore says complete or when the silence reaches `cap_ms` (the mode's patience).
+
+If the user speaks again before the turn ends, the caller `reset()`s the policy and the next
+silence starts over; the utterance keeps growing (Smart Turn always sees it whole, up to 8 s).
+
+Defaults per mode (silence lengths in ms, measured from the end of speech as Silero sees it):
+
+| turn_detection                                  | threshold | complete_ms         | cap_ms                        |
+|-------------------------------------------------|-----------|---------------------|-------------------------------|
+| `server_vad`                                    | -         | silence_duration_ms | = complete_ms (no model)      |
+| `server_vad` + `end_of_utterance_detection`     | level     | silence_duration_ms | silence_duration_ms + timeout_ms |
+| `azure_semantic_vad`, `_en`, `_multilingual`    | 0.5       | silence_duration_ms | silence_duration_ms + 1000    |
+| the same + `end_of_utterance_detection`         | level     | silence_duration_ms | silence_duration_ms + timeout_ms |
+| `semantic_vad` eagerness `high`                 | 0.3       | 300                 | 2000                          |
+| `semantic_vad` eagerness `medium` / `auto`      | 0.5       | 500                 | 4000                          |
+| `semantic_vad` eagerness `low`                  | 0.7       | 800                 | 8000                          |
+
+- `end_of_utterance_detection.threshold_level`: `low` 0.3, `medium` / `default` 0.5, `high` 0.7.
+  A higher level asks for more confidence before ending the turn (waits more often).
+  `timeout_ms` defaults to 1000 (Voice Live's default): how much longer than
+  `silence_duration_ms` an incomplete turn may wait.
+- The preview shape `{"model": "smart_end_of_turn_detection", "threshold_level", "timeout_ms"}`
+  is read the same way.
+- `semantic_vad` caps (2/4/8 s) are OpenAI's documented maximum timeouts for the eagerness
+  levels; its `silence_duration_ms` is not used (OpenAI's semantic_vad has none).
+- `silence_duration_ms` defaults to 500 and `speech_duration_ms` / `prefix_padding_ms` to the
+  api-version dependent values of `config.turn_defaults`; this policy only reads
+  `silence_duration_ms`, the others belong to the speech-start detector.
+
+The first score is taken at `first_score_ms` (200 ms, the silence Smart Turn's authors pair it
+with), well before `complete_ms`, so a complete turn never waits for the model.
+
+**Lexical veto (English modes).** Smart Turn hears prosody, not grammar, and on the synthetic
+test set it often heard "I'd like to book a table for" as finished (benchmarks/turn_taking.py).
+The session already transcribes the utterance speculatively when the silence starts; when that
+transcript is known, an utterance that ends on a word that cannot end an English sentence ("for",
+"the", "my", "and", a trailing "um") is held as incomplete whatever the audio score. The veto
+only ever makes the policy wait (up to the cap); it never ends a turn sooner, and it is off for
+`azure_semantic_vad_multilingual`. When the caller has said a transcript is coming
+(`expect_transcript()`), a turn the audio calls complete waits for it at most
+`transcript_wait_ms` (100) past `complete_ms`, then ends without it.
+
+Measured (benchmarks/turn_taking.py: 16 complete questions, 16 sentences with a 600-1200 ms
+pause, 12 backchannels; Piper and espeak-ng voices): server_vad cut off 16/16 paused sentences;
+azure_semantic_vad cut off 12/16 on the audio model alone (+19 ms median delay on complete
+ones) and 6-7/16 with the lexical veto (+7 to +19 ms when the speculative STT takes 340 ms;
+7/16 and +93 ms on a saturated box where it took 480 ms, the wait budget being the bound).
+Smart Turn scored most synthetic fragments 0.8-0.98 ("finished"). Synthetic pauses lack the
+lengthening and filled pauses of real hesitation, so human speech may fare differently
+(untested here: no human-speech corpus is available offline).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .filler import is_filler_only
+
+SEMANTIC_TYPES = ("semantic_vad", "azure_semantic_vad", "azure_semantic_vad_en", "azure_semantic_vad_multilingual")
+
+THRESHOLD_LEVELS = {"low": 0.3, "medium": 0.5, "default": 0.5, "high": 0.7}
+#: OpenAI semantic_vad eagerness -> (threshold, complete_ms, cap_ms).
+EAGERNESS = {
+    "high": (0.3, 300, 2000),
+    "medium": (0.5, 500, 4000),
+    "auto": (0.5, 500, 4000),
+    "low": (0.7, 800, 8000),
+}
+AZURE_SEMANTIC_TIMEOUT_MS = 1000  # extra patience of azure_semantic_vad without an explicit EOU
+FIRST_SCORE_MS = 200
+RESCORE_EVERY_MS = 300
+TRANSCRIPT_WAIT_MS = 100
+
+#: Words an English sentence does not end on. Deliberately short: a false "dangling" only costs
+#: waiting to the cap. Prepositions can end a question ("What is it for?"), so a question mark
+#: excuses them; articles, possessives, conjunctions and hesitations are never a real ending
+#: (Whisper writes "Can you play some music by the?" for an unfinished question too).
+PREPOSITIONS = frozenset("to for of in on at by with from about into onto than".split())
+NEVER_FINAL = frozenset("a an the my your our their its and or but because if um uh umm uhm er erm".split())
+DANGLING = PREPOSITIONS | NEVER_FINAL
+_BIGRAMS = {("and", "then"), ("so", "that"), ("such", "as")}
+_QUESTION_END = re.compile(r"\?\W*$")
+# Words and numbers ("6.30" ends a sentence as surely as "six thirty" does).
+_TOKEN = re.compile(r"[^\W_]+(?:['.:][^\W_]+)*")
+
+
+def dangling(transcript: str | None) -> bool:
+    """True when `transcript` stops on a word that leaves the sentence unfinished."""
+    if not transcript or is_filler_only(transcript):
+        return False
+    ws = _TOKEN.findall(transcript.lower())
+    if not ws:
+        return False
+    if ws[-1] in NEVER_FINAL or (len(ws) >= 2 and (ws[-2], ws[-1]) in _BIGRAMS):
+        return True
+    return ws[-1] in PREPOSITIONS and not _QUESTION_END.search(transcript)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnPolicyConfig:
+    uses_model: bool
+    threshold: float
+    complete_ms: int
+    cap_ms: int
+    lexical: bool = False
+    transcript_wait_ms: int = TRANSCRIPT_WAIT_MS
+    first_score_ms: int = FIRST_SCORE_MS
+    rescore_every_ms: int = RESCORE_EVERY_MS
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do at this point of the silence.
+
+    - `end_turn`: end the turn now.
+    - `rescore_after_ms`: score the utterance again when the silence reaches this length (ms),
+      then call `on_silence` with the new score. None: no more scoring is needed.
+    - `end_at_ms`: if nothing else happens (no speech, no rescore that changes the verdict),
+      the turn ends when the silence reaches this length; call `on_silence(ms, None)` then.
+    """
+
+    end_turn: bool
+    rescore_after_ms: int | None = None
+    end_at_ms: int | None = None
+
+
+def _eou(td: dict[str, Any]) -> dict[str, Any] | None:
+    eou = td.get("end_of_utterance_detection")
+    if isinstance(eou, dict):
+        return eou
+    if td.get("model") == "smart_end_of_turn_detection":
+        return td
+    return None
+
+
+def policy_config(td: dict[str, Any] | None) -> TurnPolicyConfig:
+    """The policy's parameters for a (defaults-filled) `turn_detection` object."""
+    td = td or {}
+    kind = str(td.get("type") or "server_vad")
+    raw_silence = td.get("silence_duration_ms")
+    silence = 500 if raw_silence is None else int(raw_silence)
+    eou = _eou(td)
+    if kind == "semantic_vad":
+        threshold, complete, cap = EAGERNESS.get(str(td.get("eagerness") or "auto"), EAGERNESS["auto"])
+        if eou is not None:  # explicit EOU settings win over eagerness
+            threshold = THRESHOLD_LEVELS.get(str(eou.get("threshold_level") or "default"), 0.5)
+            cap = complete + int(eou.get("timeout_ms") or AZURE_SEMANTIC_TIMEOUT_MS)
+        return TurnPolicyConfig(True, threshold, complete, max(cap, complete), lexical=True)
+    if kind in SEMANTIC_TYPES or eou is not None:
+        level = str((eou or {}).get("threshold_level") or "default")
+        threshold = THRESHOLD_LEVELS.get(level, 0.5)
+        timeout = (eou or {}).get("timeout_ms")
+        extra = int(timeout) if timeout is not None else AZURE_SEMANTIC_TIMEOUT_MS
+        lexical = kind != "azure_semantic_vad_multilingual"
+        return TurnPolicyConfig(True, threshold, silence, silence + max(0, extra), lexical=lexical)
+    return TurnPolicyConfig(False, 1.0, silence, silence)
+
+
+class TurnPolicy:
+    """Per-session end-of-turn decisions for one silence at a time (pure: no I/O, no clock).
+
+    Call pattern, with silence lengths in ms since Silero's end of speech:
+
+        d = policy.start()                      # silence begins
+        # at d.rescore_after_ms: score = await smart_turn.score(utterance_so_far, sid)
+        d = policy.on_silence(silence_ms, score)
+        # ... at d.end_at_ms with no new score: d = policy.on_silence(silence_ms, None)
+        # when d.end_turn: commit the turn. If speech resumes first: policy.reset().
+    """
+
+    def __init__(self, td: dict[str, Any] | None, *, transcript_wait_ms: int = TRANSCRIPT_WAIT_MS) -> None:
+        self._transcript_wait_ms = transcript_wait_ms
+        self.configure(td)
+
+    def configure(self, td: dict[str, Any] | None) -> None:
+        """(Re)read `turn_detection` (after `session.update`); forgets the current silence."""
+        self.cfg = replace(policy_config(td), transcript_wait_ms=self._transcript_wait_ms)
+        self.reset()
+
+    @property
+    def uses_model(self) -> bool:
+        return self.cfg.uses_model
+
+    def reset(self) -> None:
+        self.last_score: float | None = None
+        self.transcript: str | None = None
+        self.awaiting_transcript = False
+        self.scores: list[tuple[int, float]] = []  # (silence_ms, score), for logs and metrics
+
+    def start(self) -> Decision:
+        """The plan when silence begins (silence = 0)."""
+        self.reset()
+        c = self.cfg
+        if not c.uses_model:
+            return Decision(False, None, c.complete_ms)
+        return Decision(False, min(c.first_score_ms, c.complete_ms), c.cap_ms)
+
+    def expect_transcript(self) -> None:
+        """A transcript of the utterance so far is on its way (speculative STT started)."""
+        if self.cfg.lexical and self.transcript is None:
+            self.awaiting_transcript = True
+
+    def vetoed(self) -> bool:
+        return self.cfg.lexical and dangling(self.transcript)
+
+    def complete(self) -> bool:
+        return self.last_score is not None and self.last_score >= self.cfg.threshold and not self.vetoed()
+
+    def on_silence(self, silence_ms: int, score: float | None, transcript: str | None = None) -> Decision:
+        """Update with a new score and/or the utterance's transcript (either may be None: time
+        passed, nothing new) and decide."""
+        c = self.cfg
+        if score is not None:
+            self.last_score = float(score)
+            self.scores.append((silence_ms, float(score)))
+        if transcript is not None:
+            self.transcript = transcript
+            self.awaiting_transcript = False
+        if not c.uses_model:
+            return Decision(True) if silence_ms >= c.complete_ms else Decision(False, None, c.complete_ms)
+        if silence_ms >= c.cap_ms:
+            return Decision(True)
+        if self.complete():
+            if self.awaiting_transcript and silence_ms >= c.complete_ms:
+                # The words may still veto it; wait for them a little, not more.
+                deadline = c.complete_ms + c.transcript_wait_ms
+                if silence_ms < deadline:
+                    return Decision(False, None, min(deadline, c.cap_ms))
+                self.awaiting_transcript = False
+            if silence_ms >= c.complete_ms:
+                return Decision(True)
+            # Complete: no need to score again, end once the short silence has passed.
+            return Decision(False, None, c.complete_ms)
+        if self.last_score is None:
+            return Decision(False, min(c.first_score_ms, c.complete_ms), c.cap_ms)
+        if self.vetoed():  # the words are unfinished: rescoring the audio cannot change that
+            return Decision(False, None, c.cap_ms)
+        # Incomplete: listen on, rescore on a fixed grid, give up waiting at the cap.
+        nxt = silence_ms + c.rescore_every_ms
+        return Decision(False, nxt if nxt < c.cap_ms else None, c.cap_ms)
