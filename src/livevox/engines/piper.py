@@ -17,6 +17,7 @@ import numpy as np
 from .base import EngineError, Int16Array, SynthesisOptions
 from .carriers import piper_voice
 from .executor import stage_executor
+from .voices import effective_speed
 from .whisper import stream_job
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,8 @@ class PiperTTS:
         voice = self._voice
         if voice is None:
             raise EngineError("tts", "tts_unavailable", "Piper is not loaded")
-        speed = min(MAX_SPEED, max(MIN_SPEED, float(options.speed or 1.0)))
+        # The session's speed times the client voice's rate (Voice Live `rate`, 0.5-1.5).
+        speed = min(MAX_SPEED, max(MIN_SPEED, effective_speed(options)))
         # length_scale is phoneme duration: the voice's default divided by the speed-up.
         config = SynthesisConfig(length_scale=self._length_scale / speed)
 

@@ -16,9 +16,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from livevox.settings import Settings
+from livevox.engine_settings import VoiceMapSettings
+from livevox.settings import LLMSettings, Settings, STTSettings, TTSSettings
 
 from .base import Engine, LLMEngine, STTEngine, TTSEngine, VADEngine
+from .fallback import describe
+from .voices import VoiceMap
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +75,16 @@ def _make_vad(settings: Settings) -> VADEngine:
     return SileroVAD(settings.vad.model_path)
 
 
-def _make_stt(settings: Settings) -> STTEngine:
-    s = settings.stt
+def _one_stt(s: STTSettings) -> STTEngine:
     if s.engine == "scripted":
         from .scripted import ScriptedSTT
 
         return ScriptedSTT()
+    if s.engine == "openai":
+        from .openai_stt import OpenAISTT
+
+        assert s.openai is not None  # enforced by the settings
+        return OpenAISTT(s.openai, language=s.language)
     from .whisper import FasterWhisperSTT
 
     return FasterWhisperSTT(
@@ -89,12 +96,16 @@ def _make_stt(settings: Settings) -> STTEngine:
     )
 
 
-def _make_llm(settings: Settings) -> LLMEngine:
-    s = settings.llm
+def _one_llm(s: LLMSettings) -> LLMEngine:
     if s.engine == "scripted":
         from .scripted import ScriptedLLM
 
         return ScriptedLLM()
+    if s.engine == "openai":
+        from .openai_llm import OpenAILLM
+
+        assert s.openai is not None
+        return OpenAILLM(s.openai, max_tokens=s.max_tokens, default_instructions=s.default_instructions)
     from .llamacpp import LlamaCppLLM
 
     return LlamaCppLLM(
@@ -106,15 +117,49 @@ def _make_llm(settings: Settings) -> LLMEngine:
     )
 
 
-def _make_tts(settings: Settings) -> TTSEngine:
-    s = settings.tts
+def _one_tts(s: TTSSettings) -> TTSEngine:
     if s.engine == "scripted":
         from .scripted import ScriptedTTS
 
         return ScriptedTTS()
+    if s.engine == "openai":
+        from .openai_tts import OpenAITTS
+
+        assert s.openai is not None
+        return OpenAITTS(s.openai)
     from .piper import PiperTTS
 
     return PiperTTS(s.voice_path, threads=s.threads)
+
+
+# A stage with a `fallback` list is served by a chain (see fallback.py).
+
+
+def _make_stt(settings: Settings) -> STTEngine:
+    s = settings.stt
+    if not s.fallback:
+        return _one_stt(s)
+    from .fallback import FallbackSTT
+
+    return FallbackSTT([_one_stt(x) for x in (s, *s.fallback)])
+
+
+def _make_llm(settings: Settings) -> LLMEngine:
+    s = settings.llm
+    if not s.fallback:
+        return _one_llm(s)
+    from .fallback import FallbackLLM
+
+    return FallbackLLM([_one_llm(x) for x in (s, *s.fallback)])
+
+
+def _make_tts(settings: Settings) -> TTSEngine:
+    s = settings.tts
+    if not s.fallback:
+        return _one_tts(s)
+    from .fallback import FallbackTTS
+
+    return FallbackTTS([_one_tts(x) for x in (s, *s.fallback)])
 
 
 @dataclass(slots=True)
@@ -124,6 +169,11 @@ class Engines:
     llm: LLMEngine
     tts: TTSEngine
     _status: dict[str, StageStatus] = field(default_factory=dict)
+    #: Client voice names -> the TTS engine's voices (`[tts.voice_map]`).
+    voices: VoiceMap = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.voices = VoiceMap(VoiceMapSettings(), self.tts.voices)
 
     @classmethod
     def create(cls, settings: Settings) -> Engines:
@@ -135,6 +185,7 @@ class Engines:
             tts=_make_tts(settings),
         )
         engines._status = {stage: StageStatus(engines.engine(stage).name) for stage in STAGES}
+        engines.voices = VoiceMap(settings.tts.voice_map, engines.tts.voices)
         return engines
 
     def engine(self, stage: str) -> Engine:
@@ -144,8 +195,21 @@ class Engines:
         return engine
 
     def status(self) -> dict[str, dict[str, Any]]:
-        """For `/readyz`: {stage: {"engine", "state", "load_ms", "warm_ms"?, "error"?}}."""
-        return {stage: st.as_dict() for stage, st in self._status.items()}
+        """For `/readyz`: {stage: {"engine", "state", "load_ms", "warm_ms"?, "error"?, "runtime"?,
+        "chain"?}}. `runtime` is a remote engine's record of its requests (`state` "ok" or
+        "failing", counts, last error); `chain` lists a fallback chain's members and their states."""
+        out: dict[str, dict[str, Any]] = {}
+        for stage, st in self._status.items():
+            d = st.as_dict()
+            engine = self.engine(stage)
+            health = getattr(engine, "health", None)
+            if callable(health):
+                d["runtime"] = health()
+            members = getattr(engine, "members_status", None)
+            if callable(members):
+                d["chain"] = members()
+            out[stage] = d
+        return out
 
     @property
     def ready(self) -> bool:
@@ -162,7 +226,7 @@ class Engines:
             await engine.warmup()
             t2 = time.perf_counter()
         except Exception as exc:
-            st.state, st.error = "failed", f"{type(exc).__name__}: {exc}"
+            st.state, st.error = "failed", describe(exc)
             if isinstance(exc, ModuleNotFoundError) and exc.name in _EXTRAS:
                 st.error += f" (fix: {_EXTRAS[exc.name]})"
             log.error("stage=%s engine=%s failed to load: %s", stage, engine.name, st.error)
@@ -190,6 +254,13 @@ class Engines:
         for r in results:
             if isinstance(r, BaseException):
                 raise r
+        problems = self.voices.problems()
+        if problems:
+            detail = "; ".join(f"{key}: {why}" for key, why in problems)
+            st = self._status["tts"]
+            st.state, st.error = "failed", f"voice map: {detail}"
+            log.error("stage=tts engine=%s: %s", self.tts.name, st.error)
+            raise EngineLoadError("tts", self.tts.name, ValueError(detail), st.error)
 
     async def close(self) -> None:
         for stage in STAGES:

@@ -32,6 +32,7 @@ from .base import (
     ToolCallDelta,
     TranscribeOptions,
 )
+from .voices import effective_speed
 
 FRAME_SAMPLES = 512
 
@@ -276,7 +277,7 @@ class ScriptedTTS(_NothingToLoad):
         words = [w for w in text.split() if any(ch.isalnum() for ch in w)]
         if not words:
             return
-        speed = min(4.0, max(0.25, float(options.speed or 1.0)))
+        speed = min(4.0, max(0.25, effective_speed(options)))
         n = round(self.sample_rate * self.MS_PER_WORD / 1000 * len(words) / speed)
         t = np.arange(n, dtype=np.float64) / self.sample_rate
         yield (np.sin(2 * np.pi * 440.0 * t) * self.AMPLITUDE).astype(np.int16)

@@ -262,6 +262,8 @@ class RealtimeSession:
         await self.emit({"type": "session.updated", "session": self.session_view()})
 
     async def apply_config(self, new: dict[str, Any]) -> None:
+        if new["voice"] != self.config["voice"]:  # unknown voice (strict map), bad rate: nothing applied
+            self.engines.voices.check(new["voice"])
         old = self.config
         self.config = new
         if (new["input_audio_sampling_rate"] != old["input_audio_sampling_rate"]
@@ -720,7 +722,8 @@ class RealtimeSession:
         return cap if value == "inf" else min(int(value), 4096)
 
     def tts_voice(self, voice: Any) -> str | None:
-        return None  # one voice per TTS engine for now; every client voice name maps to it
+        # The voice map (`[tts.voice_map]`); the result carries the voice's `rate` (see engines/voices.py).
+        return self.engines.voices.resolve(voice, lenient=True)
 
     def max_audio_delta_bytes(self) -> int:
         return self.limits.max_outgoing_frame_bytes

@@ -7,13 +7,15 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from ..engines.registry import Engines, build_engines
@@ -21,10 +23,14 @@ from ..realtime.dialects import dialect_for
 from ..realtime.metrics import SESSIONS_ACTIVE, SESSIONS_TOTAL
 from ..realtime.session import RealtimeSession
 from ..settings import Settings
+from ..transports.webrtc import join_sideband, webrtc_routes
 from ..transports.websocket import WebSocketTransport, read_frames
 from .auth import is_authorized
+from .engine_api import engine_routes, voices_route
 
 log = logging.getLogger("livevox.server")
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 REALTIME_PATHS = (
     "/voice-live/realtime",
@@ -99,7 +105,8 @@ def create_app(settings: Settings, engines: Engines | None = None) -> Starlette:
 
     async def readyz(request: Request) -> Response:
         engines = state.engines.status() if state.engines is not None else {}
-        body: dict[str, Any] = {"ready": state.ready, "engines": engines, "sessions": len(state.sessions)}
+        body: dict[str, Any] = {"ready": state.ready, "role": settings.role, "engines": engines,
+                                "sessions": len(state.sessions)}
         if state.load_error:
             body["error"] = state.load_error
         return JSONResponse(body, status_code=200 if state.ready else 503)
@@ -108,14 +115,26 @@ def create_app(settings: Settings, engines: Engines | None = None) -> Starlette:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     async def realtime(ws: WebSocket) -> None:
+        if ws.query_params.get("call_id"):  # side-band join of a WebRTC call
+            await join_sideband(ws, state)
+            return
         await serve_realtime(ws, state)
+
+    async def index(request: Request) -> Response:
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html; charset=utf-8")
 
     routes: list[Any] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
+        voices_route(state),
     ]
-    routes += [WebSocketRoute(p, realtime) for p in REALTIME_PATHS]
+    if settings.role in ("all", "gateway"):  # the realtime endpoints
+        routes += [Route("/", index), Mount("/web", app=StaticFiles(directory=WEB_DIR), name="web")]
+        routes += [WebSocketRoute(p, realtime) for p in REALTIME_PATHS]
+        routes += webrtc_routes(state)
+    if settings.role in ("all", "engine"):  # OpenAI-compatible model endpoints
+        routes += engine_routes(state)
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.livevox = state
     return app

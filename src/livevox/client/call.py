@@ -1,0 +1,630 @@
+"""`livevox call`: a terminal caller. It streams a WAV file to a realtime server at real-time pace,
+as a microphone would, saves the spoken answer and prints both transcripts and the per-stage
+latencies of the turn.
+
+    livevox call --wav question.wav [--url ws://127.0.0.1:8000/voice-live/realtime?...] [--out answer.wav]
+
+The URL's path picks the dialect: a path with `voice-live` speaks Voice Live (the default URL),
+any other path the OpenAI GA dialect (`/v1/realtime`). `livevox-latency-events=true` is added
+to the query so a livevox server reports its own stage timings (`livevox.turn.metrics`);
+other servers ignore it.
+
+Timing model: audio sample `s` of the question is "spoken" at `t0 + s / 24000`, and each append
+leaves when its last sample has been spoken (a microphone cannot send audio before it is
+captured). The end of speech is the last 10 ms frame whose energy is within 35 dB of the
+loudest frame (and above -50 dBFS); every client latency is measured from that moment.
+
+The pieces (`load_wav`, `RealtimeCall`, `TurnResult`) are reused by `benchmarks/`.
+
+Exit codes: 0 ok (response `completed`, or `incomplete` when cut at the output-token limit);
+1 the server answered with an error, a failed or cancelled response, or no audio;
+2 bad input (unreadable WAV, bad URL); 3 authentication refused (HTTP 401/403);
+4 cannot connect, server busy/not ready (HTTP 503), or the connection dropped; 5 timed out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import struct
+import sys
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import numpy as np
+import numpy.typing as npt
+import soxr
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from ..realtime.audio import StreamResampler
+
+RATE = 24000
+SERVER_RATE = 16000  # a livevox session's internal audio clock
+Int16Array = npt.NDArray[np.int16]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_CONNECT = 4
+EXIT_TIMEOUT = 5
+
+#: GA event names -> the canonical (Voice Live / beta) names this client works with.
+_GA_TO_CANONICAL = {
+    "response.output_audio.delta": "response.audio.delta",
+    "response.output_audio.done": "response.audio.done",
+    "response.output_audio_transcript.delta": "response.audio_transcript.delta",
+    "response.output_audio_transcript.done": "response.audio_transcript.done",
+    "response.output_text.delta": "response.text.delta",
+    "response.output_text.done": "response.text.done",
+    "conversation.item.added": "conversation.item.created",
+}
+
+#: Client-side intervals, measured from the end of the user's speech (event type -> label).
+CLIENT_MARKS = (
+    ("input_audio_buffer.speech_stopped", "speech_stopped"),
+    ("conversation.item.input_audio_transcription.completed", "transcription.completed"),
+    ("response.created", "response.created"),
+    ("response.audio.delta", "first audio delta"),
+    ("response.done", "response.done (total)"),
+)
+
+#: Server stages of `livevox.turn.metrics`, in turn order.
+SERVER_STAGES = ("eot_decision", "transcript_final", "llm_first_token", "first_clause", "tts_first_audio",
+                 "first_audio_sent")
+
+
+class CallError(Exception):
+    """A failure with the exit code it maps to."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# ---------------------------------------------------------------- audio
+
+
+def _decode_wav(data: bytes) -> tuple[npt.NDArray[np.float32], int]:
+    """A RIFF/WAVE file -> (float32 frames x channels, rate). PCM 8/16/24/32-bit and float 32/64."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise ValueError("not a RIFF/WAVE file")
+    pos, fmt, payload = 12, None, None
+    while pos + 8 <= len(data):
+        cid, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        body = data[pos + 8:pos + 8 + size]
+        if cid == b"fmt ":
+            fmt = body
+        elif cid == b"data":
+            payload = body
+            break
+        pos += 8 + size + (size & 1)
+    if fmt is None or payload is None or len(fmt) < 16:
+        raise ValueError("missing 'fmt ' or 'data' chunk")
+    tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", fmt[:16])
+    if tag == 0xFFFE and len(fmt) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the sub-format GUID starts with the tag
+        tag = struct.unpack("<H", fmt[24:26])[0]
+    if channels < 1 or rate < 1:
+        raise ValueError("bad channel count or sample rate")
+    width = bits // 8
+    usable = len(payload) // (width * channels) * width * channels
+    raw = payload[:usable]
+    x: npt.NDArray[Any]
+    if tag == 1 and bits == 8:
+        x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif tag == 1 and bits == 16:
+        x = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
+    elif tag == 1 and bits == 24:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        x = (np.where(v >= 1 << 23, v - (1 << 24), v)).astype(np.float32) / float(1 << 23)
+    elif tag == 1 and bits == 32:
+        x = np.frombuffer(raw, "<i4").astype(np.float32) / float(1 << 31)
+    elif tag == 3 and bits in (32, 64):
+        x = np.frombuffer(raw, "<f4" if bits == 32 else "<f8").astype(np.float32)
+    else:
+        raise ValueError(f"unsupported WAV encoding (format tag {tag}, {bits} bits)")
+    return x.reshape(-1, channels), rate
+
+
+def load_wav(path: str | Path) -> Int16Array:
+    """Any WAV file -> mono 24 kHz PCM16 (channels averaged, resampled with soxr)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CallError(EXIT_USAGE, f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        frames, rate = _decode_wav(data)
+    except (ValueError, struct.error) as exc:
+        raise CallError(EXIT_USAGE, f"{path} is not a usable WAV file: {exc}") from None
+    mono = frames.mean(axis=1, dtype=np.float32) if frames.shape[1] > 1 else frames[:, 0]
+    if rate != RATE and mono.size:
+        mono = soxr.resample(mono, rate, RATE, quality="HQ").astype(np.float32)
+    if mono.size == 0:
+        raise CallError(EXIT_USAGE, f"{path} holds no audio")
+    out: Int16Array = np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16)
+    return out
+
+
+def speech_bounds(pcm: Int16Array, rate: int = RATE) -> tuple[float, float] | None:
+    """(start, end) of the speech in seconds, by energy: 10 ms frames within 35 dB of the loudest
+    frame and above -50 dBFS. None if nothing qualifies."""
+    n = rate // 100
+    if pcm.size < n:
+        return None
+    frames = pcm[: pcm.size // n * n].astype(np.float64).reshape(-1, n) / 32768.0
+    rms = np.sqrt(np.mean(frames * frames, axis=1))
+    peak = float(rms.max())
+    threshold = max(peak * 10 ** (-35 / 20), 10 ** (-50 / 20))
+    loud = np.flatnonzero(rms >= threshold)
+    if loud.size == 0:
+        return None
+    return float(loud[0] * n / rate), float((loud[-1] + 1) * n / rate)
+
+
+def write_wav(path: str | Path, pcm: Int16Array, rate: int = RATE) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.astype("<i2").tobytes())
+
+
+# ---------------------------------------------------------------- URL and dialect
+
+
+def with_query(url: str, **params: str) -> str:
+    """`url` with these query parameters set (existing ones kept unless overridden)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    query += list(params.items())
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def dialect_of(url: str) -> str:
+    return "voicelive" if "voice-live" in urlsplit(url).path else "openai"
+
+
+def session_update(dialect: str, turn_detection: dict[str, Any] | None, transcription: bool = True) -> dict[str, Any]:
+    """A `session.update` for pcm16 24 kHz both ways, in the dialect's shape."""
+    tr = {"model": "whisper-1"} if transcription else None
+    if dialect == "voicelive":
+        session: dict[str, Any] = {
+            "modalities": ["text", "audio"],
+            "input_audio_format": "pcm16",
+            "input_audio_sampling_rate": RATE,
+            "output_audio_format": "pcm16",
+            "turn_detection": turn_detection,
+            "input_audio_transcription": tr,
+        }
+    else:
+        session = {
+            "type": "realtime",
+            "output_modalities": ["audio"],
+            "audio": {
+                "input": {"format": {"type": "audio/pcm", "rate": RATE}, "transcription": tr,
+                          "turn_detection": turn_detection},
+                "output": {"format": {"type": "audio/pcm", "rate": RATE}},
+            },
+        }
+    return {"type": "session.update", "session": session}
+
+
+# ---------------------------------------------------------------- the connection
+
+
+@dataclass
+class TurnResult:
+    """What one turn looked like from the client. Times are `time.monotonic()` seconds."""
+
+    speech_end: float  # wall time the user's speech ended (client side)
+    events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    first: dict[str, float] = field(default_factory=dict)  # canonical type -> first arrival
+    user_transcript: str | None = None
+    agent_transcript: str = ""
+    audio: list[bytes] = field(default_factory=list)
+    metrics: dict[str, float] | None = None  # livevox.turn.metrics stages_ms
+    response: dict[str, Any] | None = None  # the response.done resource
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    send_times: list[float] = field(default_factory=list)  # when each append of the turn left
+    clocks: list[int] = field(default_factory=list)  # a livevox session's 16 kHz clock after each append
+    commit_sent: float | None = None  # manual turns
+
+    def after_speech_ms(self, etype: str) -> float | None:
+        t = self.first.get(etype)
+        return None if t is None else (t - self.speech_end) * 1000.0
+
+    def after_commit_ms(self, etype: str) -> float | None:
+        t = self.first.get(etype)
+        return None if t is None or self.commit_sent is None else (t - self.commit_sent) * 1000.0
+
+    def answer_pcm(self) -> Int16Array:
+        if not self.audio:
+            return np.zeros(0, np.int16)
+        return np.frombuffer(b"".join(self.audio), "<i2").astype(np.int16)
+
+    def speech_stopped_event_ms(self) -> float | None:
+        """Event latency of `speech_stopped`: from the append that carried the sample closing the
+        silence window (its `audio_end_ms` on a livevox session's 16 kHz clock) to the event's
+        arrival. `clocks` replays every append of the session through the same streaming resampler
+        as a livevox session (24 kHz -> 16 kHz, soxr HQ), whose output count is the session's
+        audio clock: the first append after which the clock reaches `audio_end_ms` is the one that
+        triggered the decision. Meaningful against livevox only.
+        """
+        got = self.first.get("input_audio_buffer.speech_stopped")
+        ev = next((e for _, e in self.events if e["type"] == "input_audio_buffer.speech_stopped"), None)
+        if got is None or ev is None or not isinstance(ev.get("audio_end_ms"), int):
+            return None
+        target = ev["audio_end_ms"] * SERVER_RATE // 1000
+        for clock, sent in zip(self.clocks, self.send_times, strict=False):
+            if clock >= target:
+                return (got - sent) * 1000.0
+        return None
+
+
+class RealtimeCall:
+    """One realtime WebSocket session, from the client's side."""
+
+    def __init__(self, ws: ClientConnection, dialect: str) -> None:
+        self.ws = ws
+        self.dialect = dialect
+        self.session: dict[str, Any] | None = None
+        self._queue: asyncio.Queue[tuple[float, dict[str, Any]] | None] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read())
+        self.closed: ConnectionClosed | None = None
+        # The server's audio clock, replayed (see TurnResult.speech_stopped_event_ms).
+        self._clock_rs = StreamResampler(RATE, SERVER_RATE)
+        self.server_clock = 0
+
+    @classmethod
+    async def open(cls, url: str, api_key: str | None = None, *, latency_events: bool = True,
+                   open_timeout: float = 10.0) -> RealtimeCall:
+        if latency_events:
+            url = with_query(url, **{"livevox-latency-events": "true"})
+        headers = {"api-key": api_key} if api_key else {}
+        try:
+            ws = await websockets.connect(url, additional_headers=headers, max_size=None,
+                                          open_timeout=open_timeout, ping_interval=None, compression=None)
+        except InvalidURI as exc:
+            raise CallError(EXIT_USAGE, f"bad URL {url!r}: {exc}") from None
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            detail = _error_body(exc.response.body)
+            if status in (401, 403):
+                raise CallError(EXIT_AUTH, f"authentication refused (HTTP {status}){detail}; "
+                                "pass the key with --api-key") from None
+            raise CallError(EXIT_CONNECT, f"the server refused the WebSocket (HTTP {status}){detail}") from None
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+            raise CallError(EXIT_CONNECT, f"cannot connect to {_redact(url)}: {reason}") from None
+        call = cls(ws, dialect_of(url))
+        first = await call.next_event(open_timeout)
+        if first["type"] != "session.created":
+            await call.close()
+            raise CallError(EXIT_FAILED, f"expected session.created first, got {first['type']}: "
+                            f"{_short(first)}")
+        call.session = first.get("session")
+        return call
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.ws:
+                t = time.monotonic()
+                try:
+                    ev = json.loads(message)
+                except ValueError:
+                    continue
+                if isinstance(ev, dict) and isinstance(ev.get("type"), str):
+                    ev["type"] = _GA_TO_CANONICAL.get(ev["type"], ev["type"])
+                    self._queue.put_nowait((t, ev))
+        except ConnectionClosed as exc:
+            self.closed = exc
+        finally:
+            self._queue.put_nowait(None)
+
+    async def next_timed(self, timeout: float | None) -> tuple[float, dict[str, Any]]:
+        """The next server event and its arrival time; CallError when the connection ends."""
+        try:
+            item = await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            raise CallError(EXIT_TIMEOUT, "timed out waiting for the server") from None
+        if item is None:
+            self._queue.put_nowait(None)  # stays closed for later readers
+            rcvd = self.closed.rcvd if self.closed is not None else None
+            why = f" (code {rcvd.code}{': ' + rcvd.reason if rcvd.reason else ''})" if rcvd else ""
+            raise CallError(EXIT_CONNECT, f"the server closed the connection{why}")
+        return item
+
+    async def next_event(self, timeout: float | None) -> dict[str, Any]:
+        return (await self.next_timed(timeout))[1]
+
+    async def send(self, event: dict[str, Any]) -> float:
+        """Send an event; return when it left."""
+        try:
+            await self.ws.send(json.dumps(event, separators=(",", ":")))
+        except ConnectionClosed:
+            raise CallError(EXIT_CONNECT, "the server closed the connection") from None
+        return time.monotonic()
+
+    async def configure(self, turn_detection: dict[str, Any] | None = None, *, vad: bool = True,
+                        transcription: bool = True, timeout: float = 10.0) -> dict[str, Any]:
+        td = (turn_detection or {"type": "server_vad"}) if vad else None
+        await self.send(session_update(self.dialect, td, transcription))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            ev = await self.next_event(max(0.01, deadline - loop.time()))
+            if ev["type"] == "session.updated":
+                self.session = ev.get("session")
+                return ev
+            if ev["type"] == "error":
+                raise CallError(EXIT_FAILED, f"session.update refused: {_err(ev)}")
+
+    async def append(self, pcm: Int16Array) -> float:
+        """Append 24 kHz audio; return when it left."""
+        sent = await self.send({"type": "input_audio_buffer.append",
+                                "audio": base64.b64encode(pcm.astype("<i2").tobytes()).decode("ascii")})
+        self.server_clock += self._clock_rs.process(np.zeros(pcm.size, np.int16)).size
+        return sent
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(BaseException):
+            await self._reader
+
+    # ------------------------------------------------------------ turns
+
+    async def spoken_turn(self, pcm: Int16Array, *, speech_end_s: float | None = None, chunk_ms: int = 20,
+                          tail_silence_s: float = 1.5, timeout: float = 60.0, metrics_wait_s: float = 1.0,
+                          no_speech_grace_s: float = 3.0) -> TurnResult:
+        """Stream `pcm` (24 kHz) then `tail_silence_s` of silence at real-time pace; collect the
+        server-VAD turn until `response.done` (and the `livevox.turn.metrics` after it)."""
+        if speech_end_s is None:
+            bounds = speech_bounds(pcm)
+            speech_end_s = bounds[1] if bounds else pcm.size / RATE
+        audio = np.concatenate([pcm, np.zeros(int(tail_silence_s * RATE), np.int16)])
+        t0 = time.monotonic()
+        result = TurnResult(speech_end=t0 + speech_end_s)
+        sender = asyncio.create_task(self.stream_paced(audio, chunk_ms, t0, result))
+        try:
+            await self._collect(result, sender, timeout, metrics_wait_s, no_speech_grace_s)
+        finally:
+            if not sender.done():
+                sender.cancel()
+            with contextlib.suppress(BaseException):
+                await sender
+        return result
+
+    async def manual_turn(self, pcm: Int16Array, *, timeout: float = 60.0, settle_s: float = 0.05,
+                          metrics_wait_s: float = 1.0) -> TurnResult:
+        """Manual turn (turn_detection null): append all of `pcm` at once, let the server take it in,
+        then commit + response.create; times are measured from the commit."""
+        step = RATE // 10
+        for i in range(0, pcm.size, step):
+            await self.append(pcm[i:i + step])
+        await asyncio.sleep(settle_s)
+        result = TurnResult(speech_end=time.monotonic())
+        result.commit_sent = await self.send({"type": "input_audio_buffer.commit"})
+        result.speech_end = result.commit_sent
+        await self.send({"type": "response.create"})
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        await self._collect(result, done, timeout, metrics_wait_s, None)
+        return result
+
+    async def stream_paced(self, audio: Int16Array, chunk_ms: int, t0: float, result: TurnResult) -> None:
+        """Append 24 kHz audio at real-time pace, `chunk_ms` per append, paced against the monotonic
+        clock from `t0` (sample 0): each append leaves once its last sample has been 'spoken'."""
+        step = max(1, RATE * chunk_ms // 1000)
+        for i in range(0, audio.size, step):
+            end = min(i + step, audio.size)
+            delay = t0 + end / RATE - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent = await self.append(audio[i:end])
+            result.send_times.append(sent)
+            result.clocks.append(self.server_clock)
+
+    async def _collect(self, result: TurnResult, sender: asyncio.Future[None], timeout: float,
+                       metrics_wait_s: float, no_speech_grace_s: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        sender_done_at: float | None = None
+        response_id: str | None = None
+        while True:
+            now = loop.time()
+            if now >= deadline:
+                raise CallError(EXIT_TIMEOUT, f"no complete answer within {timeout:g} s "
+                                f"(seen: {', '.join(sorted(result.first)) or 'nothing'})")
+            wait = deadline - now
+            if no_speech_grace_s is not None and "input_audio_buffer.speech_started" not in result.first:
+                if sender.done():
+                    failure = sender.exception()
+                    if failure is not None:
+                        raise failure
+                    sender_done_at = sender_done_at or now
+                    if now - sender_done_at >= no_speech_grace_s:
+                        raise CallError(EXIT_FAILED, "the server's VAD heard no speech in the audio "
+                                        "(no input_audio_buffer.speech_started)")
+                    wait = min(wait, no_speech_grace_s - (now - sender_done_at))
+                else:
+                    wait = min(wait, 0.25)
+            try:
+                t, ev = await self.next_timed(max(0.005, wait))
+            except CallError as exc:
+                if exc.code == EXIT_TIMEOUT:
+                    continue
+                raise
+            etype = ev["type"]
+            result.events.append((t, ev))
+            result.first.setdefault(etype, t)
+            if etype == "error":
+                result.errors.append(ev.get("error") or {})
+                if response_id is None and "input_audio_buffer.speech_stopped" in result.first:
+                    raise CallError(EXIT_FAILED, f"the server answered the turn with an error: {_err(ev)}")
+                if result.commit_sent is not None and response_id is None:
+                    raise CallError(EXIT_FAILED, f"the server answered the turn with an error: {_err(ev)}")
+            elif etype == "conversation.item.input_audio_transcription.completed":
+                result.user_transcript = str(ev.get("transcript") or "").strip()
+            elif etype == "conversation.item.input_audio_transcription.failed":
+                result.user_transcript = ""
+                result.errors.append(ev.get("error") or {})
+            elif etype == "response.created":
+                response_id = response_id or (ev.get("response") or {}).get("id")
+            elif etype == "response.audio.delta" and isinstance(ev.get("delta"), str):
+                result.audio.append(base64.b64decode(ev["delta"]))
+            elif etype == "response.audio_transcript.delta" and isinstance(ev.get("delta"), str):
+                result.agent_transcript += ev["delta"]
+            elif etype == "response.audio_transcript.done" and isinstance(ev.get("transcript"), str):
+                result.agent_transcript = ev["transcript"]
+            elif etype == "response.text.done" and isinstance(ev.get("text"), str) and not result.agent_transcript:
+                result.agent_transcript = ev["text"]
+            elif etype == "response.done":
+                resp = ev.get("response") or {}
+                if response_id is None or resp.get("id") == response_id:
+                    result.response = resp
+                    break
+        # The opt-in metrics event follows response.done; wait for it a little.
+        if metrics_wait_s > 0:
+            end = loop.time() + metrics_wait_s
+            while loop.time() < end:
+                try:
+                    t, ev = await self.next_timed(max(0.005, end - loop.time()))
+                except CallError as exc:
+                    if exc.code in (EXIT_TIMEOUT, EXIT_CONNECT):
+                        break
+                    raise
+                result.events.append((t, ev))
+                result.first.setdefault(ev["type"], t)
+                if ev["type"] == "livevox.turn.metrics":
+                    stages = ev.get("stages_ms")
+                    result.metrics = stages if isinstance(stages, dict) else {}
+                    break
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _error_body(body: bytes | bytearray | None) -> str:
+    if not body:
+        return ""
+    try:
+        err = json.loads(body).get("error") or {}
+        msg = err.get("message") or err.get("code")
+        return f": {msg}" if msg else ""
+    except (ValueError, AttributeError):
+        text = body.decode("utf-8", "replace").strip()
+        return f": {text[:200]}" if text else ""
+
+
+def _err(ev: dict[str, Any]) -> str:
+    e = ev.get("error") or {}
+    code = e.get("code") or e.get("type") or "error"
+    return f"{code}: {e.get('message', '')}".strip()
+
+
+def _short(ev: dict[str, Any]) -> str:
+    return json.dumps(ev)[:300]
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    query = [(k, "***" if k.lower() in ("api-key", "authorization") else v)
+             for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+
+
+def _fmt_ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:7.0f} ms"
+
+
+def report(result: TurnResult, out: TextIO, *, wav: str, speech: tuple[float, float] | None, seconds: float,
+           chunk_ms: int, saved: str | None) -> None:
+    def p(line: str = "") -> None:
+        print(line, file=out)
+
+    span = f"speech {speech[0]:.2f}-{speech[1]:.2f} s" if speech else "no speech found by energy"
+    p(f"question: {wav}: {seconds:.2f} s ({span}), streamed at real-time pace in {chunk_ms} ms appends")
+    user = result.user_transcript
+    p(f"you said:   {user!r}" if user is not None else "you said:   (no input transcription received)")
+    p(f"agent said: {result.agent_transcript.strip()!r}")
+    answer = result.answer_pcm()
+    status = (result.response or {}).get("status", "?")
+    where = f", saved to {saved}" if saved else ""
+    p(f"answer:     {answer.size / RATE:.2f} s of 24 kHz audio, response {status}{where}")
+    p("latency of the turn, after the end of your speech:")
+    p("  measured by this client")
+    for etype, label in CLIENT_MARKS:
+        p(f"    {label:<26}{_fmt_ms(result.after_speech_ms(etype))}")
+    ev_ms = result.speech_stopped_event_ms()
+    if ev_ms is not None:
+        p(f"    speech_stopped event latency (from the append that closed the silence window): {ev_ms:.1f} ms")
+    if result.metrics:
+        p("  measured by the server (livevox.turn.metrics)")
+        stages = [s for s in SERVER_STAGES if s in result.metrics]
+        stages += [s for s in result.metrics if s not in SERVER_STAGES and s != "speech_end"]
+        for stage in stages:
+            p(f"    {stage:<26}{_fmt_ms(float(result.metrics[stage]))}")
+    else:
+        p("  (the server sent no livevox.turn.metrics event)")
+
+
+async def _call(args: argparse.Namespace, out: TextIO) -> int:
+    pcm = load_wav(args.wav)
+    speech = speech_bounds(pcm)
+    chunk_ms = int(getattr(args, "chunk_ms", 20) or 20)
+    api_key = args.api_key or os.environ.get("LIVEVOX_API_KEY") or None
+    timeout = float(args.timeout)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    call = await RealtimeCall.open(args.url, api_key, open_timeout=min(10.0, timeout))
+    try:
+        await call.configure(timeout=max(0.1, deadline - loop.time()))
+        result = await call.spoken_turn(pcm, speech_end_s=speech[1] if speech else None, chunk_ms=chunk_ms,
+                                        timeout=max(0.1, deadline - loop.time()))
+    finally:
+        await call.close()
+    answer = result.answer_pcm()
+    saved = None
+    if args.out:
+        try:
+            write_wav(args.out, answer)
+            saved = str(args.out)
+        except OSError as exc:
+            raise CallError(EXIT_USAGE, f"cannot write {args.out}: {exc.strerror or exc}") from None
+    report(result, out, wav=str(args.wav), speech=speech, seconds=pcm.size / RATE, chunk_ms=chunk_ms,
+           saved=saved)
+    status = (result.response or {}).get("status")
+    if status == "incomplete":  # cut at the output-token cap: a real, if shortened, answer
+        print("livevox call: the answer was cut at the server's output-token limit (status incomplete)",
+              file=sys.stderr)
+    elif status != "completed":
+        details = (result.response or {}).get("status_details")
+        print(f"livevox call: the response ended {status}: {json.dumps(details)}", file=sys.stderr)
+        return EXIT_FAILED
+    if answer.size == 0:
+        print("livevox call: the answer has no audio", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def run_call(args: argparse.Namespace) -> int:
+    """`livevox call`: returns the process exit code (see the module docstring)."""
+    try:
+        return await _call(args, sys.stdout)
+    except CallError as exc:
+        print(f"livevox call: {exc.message}", file=sys.stderr)
+        return exc.code

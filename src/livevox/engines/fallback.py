@@ -1,0 +1,233 @@
+"""Fallback chains: one stage served by engines A, B, ... tried in order.
+
+At start, every member loads and warms up. A member that cannot load (missing model file,
+missing secret) is dropped with its engine and reason logged; one whose warm-up fails (a remote
+server that is down) stays in the chain as `degraded`, since it may come back. The chain fails to
+load only when no member is usable.
+
+At run time a request goes to the first usable member; if that member fails *before its first
+result* (token, transcript piece, audio chunk), the next one is tried. A failure after the first
+result is the response's failure: its output cannot be taken back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+from .base import (
+    ChatRequest,
+    EngineError,
+    Float32Array,
+    Int16Array,
+    LLMEngine,
+    LLMEvent,
+    STTEngine,
+    SynthesisOptions,
+    TranscribeOptions,
+    TTSEngine,
+)
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", LLMEngine, STTEngine, TTSEngine)
+MemberState = Literal["loading", "ready", "degraded", "failed"]
+
+
+class ChainLoadError(RuntimeError):
+    """No member of a chain could be loaded."""
+
+
+def describe(exc: BaseException) -> str:
+    """An exception for logs and `/readyz`: an `EngineError` by its code."""
+    if isinstance(exc, EngineError):
+        return f"{exc.code}: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(slots=True)
+class _Member(Generic[E]):
+    engine: E
+    state: MemberState = "loading"
+    error: str | None = None
+
+
+class _Chain(Generic[E]):
+    stage: str
+
+    def __init__(self, stage: str, engines: Sequence[E]) -> None:
+        if not engines:
+            raise ValueError("a fallback chain needs at least one engine")
+        self.stage = stage
+        self._members: list[_Member[E]] = [_Member(e) for e in engines]
+        self.name = " -> ".join(e.name for e in engines)
+
+    @property
+    def engines(self) -> list[E]:
+        return [m.engine for m in self._members]
+
+    @property
+    def model_file(self) -> str:
+        return " -> ".join(str(getattr(m.engine, "model_file", m.engine.name)) for m in self._members)
+
+    def members_status(self) -> list[dict[str, Any]]:
+        out = []
+        for m in self._members:
+            d: dict[str, Any] = {"engine": m.engine.name, "state": m.state}
+            if m.error:
+                d["error"] = m.error
+            health = getattr(m.engine, "health", None)
+            if callable(health):
+                d["runtime"] = health()
+            out.append(d)
+        return out
+
+    def _usable(self) -> list[E]:
+        return [m.engine for m in self._members if m.state in ("ready", "degraded")]
+
+    async def load(self) -> None:
+        for m in self._members:
+            try:
+                await m.engine.load()
+            except Exception as exc:
+                m.state, m.error = "failed", describe(exc)
+                log.error("stage=%s engine=%s (fallback chain) failed to load: %s", self.stage, m.engine.name, m.error)
+            else:
+                m.state = "loading"
+        if all(m.state == "failed" for m in self._members):
+            raise ChainLoadError("every engine of the chain failed to load: " + "; ".join(
+                f"{m.engine.name}: {m.error}" for m in self._members))
+
+    async def warmup(self) -> None:
+        for m in self._members:
+            if m.state == "failed":
+                continue
+            try:
+                await m.engine.warmup()
+            except Exception as exc:
+                m.state, m.error = "degraded", f"warm-up failed: {describe(exc)}"
+                log.warning("stage=%s engine=%s (fallback chain) %s", self.stage, m.engine.name, m.error)
+            else:
+                m.state, m.error = "ready", None
+        if not any(m.state == "ready" for m in self._members):
+            raise ChainLoadError("no engine of the chain warmed up: " + "; ".join(
+                f"{m.engine.name}: {m.error}" for m in self._members))
+
+    async def close(self) -> None:
+        for m in self._members:
+            try:
+                await m.engine.close()
+            except Exception:
+                log.exception("stage=%s engine=%s: close failed", self.stage, m.engine.name)
+
+    def _all_failed(self, errors: list[tuple[str, EngineError]]) -> EngineError:
+        if not errors:
+            return EngineError(self.stage, f"{self.stage}_unavailable", "no engine of the fallback chain is usable")
+        last = errors[-1][1]
+        detail = "; ".join(f"{name}: {err.code}: {err.message}" for name, err in errors)
+        return EngineError(self.stage, last.code, f"every engine of the fallback chain failed ({detail})")
+
+    def _failed_over(self, engine: E, err: EngineError, errors: list[tuple[str, EngineError]]) -> None:
+        errors.append((engine.name, err))
+        log.warning("stage=%s engine=%s failed before its first result (%s: %s); trying the next engine",
+                    self.stage, engine.name, err.code, err.message)
+
+
+class FallbackLLM(_Chain[LLMEngine]):
+    def __init__(self, engines: Sequence[LLMEngine]) -> None:
+        super().__init__("llm", engines)
+
+    async def stream(self, request: ChatRequest, session_id: str) -> AsyncIterator[LLMEvent]:
+        errors: list[tuple[str, EngineError]] = []
+        for engine in self._usable():
+            started = False
+            gen = engine.stream(request, session_id)
+            try:
+                async for ev in gen:
+                    started = True
+                    yield ev
+                return
+            except EngineError as exc:
+                if started:
+                    raise
+                self._failed_over(engine, exc, errors)
+            finally:
+                aclose = getattr(gen, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        raise self._all_failed(errors)
+
+
+class FallbackSTT(_Chain[STTEngine]):
+    def __init__(self, engines: Sequence[STTEngine]) -> None:
+        super().__init__("stt", engines)
+        self.streams = any(e.streams for e in engines)
+
+    async def transcribe(
+        self, audio: Float32Array, options: TranscribeOptions, session_id: str
+    ) -> AsyncIterator[str]:
+        errors: list[tuple[str, EngineError]] = []
+        for engine in self._usable():
+            started = False
+            gen = engine.transcribe(audio, options, session_id)
+            try:
+                async for piece in gen:
+                    started = True
+                    yield piece
+                return
+            except EngineError as exc:
+                if started:
+                    raise
+                self._failed_over(engine, exc, errors)
+            finally:
+                aclose = getattr(gen, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        raise self._all_failed(errors)
+
+
+class FallbackTTS(_Chain[TTSEngine]):
+    """Members may have different sample rates: the chain speaks at the first member's rate and
+    resamples the others' audio to it."""
+
+    def __init__(self, engines: Sequence[TTSEngine]) -> None:
+        super().__init__("tts", engines)
+        self.sample_rate = engines[0].sample_rate
+
+    def voices(self) -> list[str]:
+        return self.engines[0].voices()
+
+    async def synthesize(
+        self, text: str, options: SynthesisOptions, session_id: str
+    ) -> AsyncIterator[Int16Array]:
+        from ..realtime.audio import StreamResampler
+
+        errors: list[tuple[str, EngineError]] = []
+        for engine in self._usable():
+            started = False
+            gen = engine.synthesize(text, options, session_id)
+            resampler = (StreamResampler(engine.sample_rate, self.sample_rate)
+                         if engine.sample_rate != self.sample_rate else None)
+            try:
+                async for chunk in gen:
+                    started = True
+                    if resampler is None:
+                        yield chunk
+                    elif (out := resampler.process(chunk)).size:
+                        yield out
+                if resampler is not None and (tail := resampler.flush()).size:
+                    yield tail
+                return
+            except EngineError as exc:
+                if started:
+                    raise
+                self._failed_over(engine, exc, errors)
+            finally:
+                with contextlib.suppress(Exception):
+                    aclose = getattr(gen, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+        raise self._all_failed(errors)

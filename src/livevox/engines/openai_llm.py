@@ -1,0 +1,294 @@
+"""LLM over an OpenAI-compatible Chat Completions endpoint (OpenAI, Azure OpenAI, vLLM, Ollama,
+llama.cpp's server, another livevox with `--role engine`), streamed over SSE.
+
+- `tools`, `tool_choice` and `parallel_tool_calls` are passed through; tool calls that arrive as
+  streamed deltas are emitted as `ToolCallDelta` pieces as they arrive, and assembled here too, so
+  a call that never got a name is reported as a bad response.
+- Deadlines: connect, first token, idle gap between chunks, total (see `openai_http.Deadlines`).
+- Retries happen only before the first token (connection failures, 429, 5xx).
+- Closing the iterator (`aclose`, on barge-in or cancel) closes the HTTP stream at once: the
+  engine sees the connection go and stops generating.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ..engine_settings import OpenAILLMSettings
+from ..realtime.ids import new_id
+from .base import ChatRequest, EngineError, Finish, LLMEvent, TextDelta, ToolCallDelta
+from .openai_http import Deadlines, OpenAIEndpoint
+
+log = logging.getLogger(__name__)
+
+_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
+           "content_filter": "stop", "eos": "stop"}
+
+
+@dataclass(slots=True)
+class _Call:
+    call_id: str
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class SSEParser:
+    """Server-sent events, line by line: yields each event's `data` (multi-line data joined)."""
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> str | None:
+        """One line (without its newline). Returns a complete event's data at a blank line.
+        Raises ValueError on a line that is not SSE."""
+        if not line:
+            if not self._data:
+                return None
+            data, self._data = "\n".join(self._data), []
+            return data
+        if line.startswith(":"):
+            return None  # comment / keep-alive
+        name, sep, value = line.partition(":")
+        if not sep and name not in ("data", "event", "id", "retry"):
+            raise ValueError(f"not a server-sent-events line: {line[:80]!r}")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name not in ("event", "id", "retry"):
+            raise ValueError(f"not a server-sent-events line: {line[:80]!r}")
+        return None
+
+    def end(self) -> str | None:
+        if not self._data:
+            return None
+        data, self._data = "\n".join(self._data), []
+        return data
+
+
+class OpenAILLM:
+    """One OpenAI-compatible chat endpoint, shared by all sessions."""
+
+    name = "openai-llm"
+
+    def __init__(self, settings: OpenAILLMSettings, *, max_tokens: int = 256, default_instructions: str = "") -> None:
+        self.settings = settings
+        self.max_tokens = max_tokens
+        self.default_instructions = default_instructions
+        self.endpoint = OpenAIEndpoint("llm", settings, "chat/completions")
+
+    @property
+    def model_file(self) -> str:
+        return f"{self.settings.deployment or self.settings.model or '(server default)'} @ {self.endpoint.where}"
+
+    def health(self) -> dict[str, Any]:
+        return self.endpoint.health.as_dict()
+
+    async def load(self) -> None:
+        self.endpoint.open()
+
+    async def warmup(self) -> None:
+        if not self.settings.warmup:
+            return
+        # One token proves the server answers and has the model loaded.
+        messages: list[dict[str, Any]] = []
+        if self.default_instructions:
+            messages.append({"role": "system", "content": self.default_instructions})
+        messages.append({"role": "user", "content": "Hello."})
+        async for _ in self.stream(ChatRequest(messages=messages, max_tokens=1), "_warmup"):
+            pass
+
+    async def close(self) -> None:
+        await self.endpoint.close()
+
+    def body(self, request: ChatRequest) -> dict[str, Any]:
+        s = self.settings
+        body: dict[str, Any] = {"messages": request.messages, "stream": True}
+        if s.model:
+            body["model"] = s.model
+        if s.include_usage:
+            body["stream_options"] = {"include_usage": True}
+        max_tokens = request.max_tokens if request.max_tokens is not None else self.max_tokens
+        body[s.max_tokens_param] = max(1, max_tokens)
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.tools:
+            body["tools"] = request.tools
+            body["tool_choice"] = request.tool_choice
+            body["parallel_tool_calls"] = request.parallel_tool_calls
+        body.update(s.extra_body)
+        return body
+
+    async def stream(self, request: ChatRequest, session_id: str) -> AsyncIterator[LLMEvent]:
+        try:
+            async for ev in self._stream(request):
+                yield ev
+        except EngineError as exc:
+            self.endpoint.health.failure(exc)
+            raise
+        self.endpoint.health.success()
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
+        ep = self.endpoint
+        deadlines = Deadlines("llm", self.settings)
+        async with ep.request(deadlines, json=self.body(request),
+                              headers={"Accept": "text/event-stream"}) as response:
+            ctype = response.headers.get("content-type", "")
+            if ctype.startswith("application/json"):
+                # A server that ignored "stream": true answered with one chat.completion.
+                raw = await ep.read(deadlines, _whole(response))
+                deadlines.got_first = True
+                for ev in self._from_completion(raw):
+                    yield ev
+                return
+            state = _StreamState()
+            parser = SSEParser()
+            lines = response.aiter_lines()
+            done = False
+            while not done:
+                try:
+                    line = await ep.read(deadlines, lines)
+                except StopAsyncIteration:
+                    data = parser.end()
+                    if data is not None and data.strip() != "[DONE]":
+                        for ev in self._chunk(data, state, deadlines):
+                            yield ev
+                    break
+                try:
+                    data = parser.feed(line)
+                except ValueError as exc:
+                    raise self._bad(str(exc)) from None
+                if data is None:
+                    continue
+                if data.strip() == "[DONE]":
+                    done = True
+                    break
+                for ev in self._chunk(data, state, deadlines):
+                    yield ev
+            if not done and state.finish is None:
+                raise self._bad("the stream ended before a finish_reason or [DONE]")
+        for ev in state.close(self._bad):
+            yield ev
+
+    def _bad(self, why: str) -> EngineError:
+        return EngineError("llm", "llm_bad_response", f"malformed answer from {self.endpoint.where}: {why}")
+
+    def _chunk(self, data: str, state: _StreamState, deadlines: Deadlines) -> list[LLMEvent]:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise self._bad(f"a stream chunk is not JSON: {data[:80]!r}") from None
+        if not isinstance(chunk, dict):
+            raise self._bad(f"a stream chunk is not an object: {data[:80]!r}")
+        if "error" in chunk:
+            err = chunk["error"]
+            msg = err.get("message", err) if isinstance(err, dict) else err
+            raise EngineError("llm", "llm_error", f"{self.endpoint.where} reported an error mid-stream: {msg}")
+        choices = chunk.get("choices")
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            state.usage = usage
+        if choices is None and usage is not None:
+            return []
+        if not isinstance(choices, list):
+            raise self._bad("a stream chunk has no 'choices' list")
+        out: list[LLMEvent] = []
+        for choice in choices:
+            if not isinstance(choice, dict):
+                raise self._bad("a choice is not an object")
+            if choice.get("index", 0) != 0:
+                continue  # n > 1 is never asked for
+            delta = choice.get("delta") or {}
+            if not isinstance(delta, dict):
+                raise self._bad("'delta' is not an object")
+            content = delta.get("content")
+            if content:
+                if not isinstance(content, str):
+                    raise self._bad("'delta.content' is not a string")
+                deadlines.got_first = True
+                state.text.append(content)
+                out.append(TextDelta(content))
+            for tc in delta.get("tool_calls") or ():
+                deadlines.got_first = True
+                out.append(state.tool_delta(tc, self._bad))
+            if choice.get("finish_reason"):
+                state.finish = str(choice["finish_reason"])
+        return out
+
+    def _from_completion(self, raw: bytes) -> list[LLMEvent]:
+        try:
+            data = json.loads(raw)
+            choice = data["choices"][0]
+            message = choice["message"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise self._bad(f"not a chat.completion: {raw[:80]!r}") from None
+        state = _StreamState()
+        out: list[LLMEvent] = []
+        if message.get("content"):
+            state.text.append(str(message["content"]))
+            out.append(TextDelta(str(message["content"])))
+        for i, tc in enumerate(message.get("tool_calls") or ()):
+            out.append(state.tool_delta({"index": i, **tc}, self._bad))
+        state.finish = choice.get("finish_reason") or "stop"
+        if isinstance(data.get("usage"), dict):
+            state.usage = data["usage"]
+        return out + state.close(self._bad)
+
+
+class _StreamState:
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.calls: dict[int, _Call] = {}
+        self.finish: str | None = None
+        self.usage: dict[str, Any] | None = None
+
+    def tool_delta(self, tc: Any, bad: Any) -> ToolCallDelta:
+        if not isinstance(tc, dict):
+            raise bad("a tool call delta is not an object")
+        fn = tc.get("function") or {}
+        if not isinstance(fn, dict):
+            raise bad("'tool_calls[].function' is not an object")
+        # Some servers omit `index` on single calls; a new id without an index is a new call.
+        index = tc.get("index")
+        if not isinstance(index, int):
+            known = next((i for i, c in self.calls.items() if tc.get("id") and c.call_id == tc.get("id")), None)
+            index = known if known is not None else (len(self.calls) if tc.get("id") or not self.calls
+                                                     else max(self.calls))
+        args = fn.get("arguments") or ""
+        if not isinstance(args, str):
+            args = json.dumps(args)  # Ollama-style object arguments
+        name = fn.get("name") or None
+        call = self.calls.get(index)
+        new = call is None
+        if call is None:
+            call = self.calls[index] = _Call(call_id=str(tc.get("id") or new_id("call")))
+        if name and not call.name:
+            call.name = str(name)
+        call.arguments.append(args)
+        return ToolCallDelta(index=index, call_id=call.call_id if new else None,
+                             name=str(name) if name else None, arguments=args)
+
+    def close(self, bad: Any) -> list[LLMEvent]:
+        for index, call in self.calls.items():
+            if not call.name:
+                raise bad(f"tool call {index} ({call.call_id}) never got a function name")
+        reason = _FINISH.get(self.finish or "stop", "stop")
+        if self.calls and reason == "stop":
+            reason = "tool_calls"
+        usage = self.usage or {}
+        text = "".join(self.text)
+        return [Finish(
+            reason,  # type: ignore[arg-type]
+            input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or (max(1, len(text) // 4) if text else 0)),
+        )]
+
+
+async def _whole(response: httpx.Response) -> AsyncIterator[bytes]:
+    yield await response.aread()

@@ -1,0 +1,43 @@
+"""The process-wide registry of WebRTC calls, by call id (hangup and side-band joins look calls up)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .peer import RtcCall
+
+_ATTR = "webrtc_calls"
+
+
+class CallRegistry:
+    def __init__(self) -> None:
+        self._calls: dict[str, RtcCall] = {}
+
+    def add(self, call: RtcCall) -> None:
+        self._calls[call.id] = call
+
+    def get(self, call_id: str) -> RtcCall | None:
+        return self._calls.get(call_id)
+
+    def remove(self, call_id: str) -> None:
+        self._calls.pop(call_id, None)
+
+    def calls(self) -> list[RtcCall]:
+        return list(self._calls.values())
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    async def close_all(self, reason: str = "server_shutdown") -> None:
+        for call in self.calls():
+            await call.close(reason)
+
+
+def call_registry(state: Any) -> CallRegistry:
+    """The registry kept on the server state (`state.webrtc_calls`), created on first use."""
+    registry = getattr(state, _ATTR, None)
+    if not isinstance(registry, CallRegistry):
+        registry = CallRegistry()
+        setattr(state, _ATTR, registry)
+    return registry

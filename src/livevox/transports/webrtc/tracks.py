@@ -1,0 +1,430 @@
+"""The call's media: the agent's outbound audio track and the reader of the user's inbound track.
+
+Outbound (`AgentAudioTrack`): the session queues 24 kHz PCM per response item; the track
+resamples it (soxr) to the negotiated codec's rate and hands the RTP sender one encoded 20 ms
+frame at a time, paced by a media clock: frame *n* leaves at `t0 + n * 20 ms`, so scheduling
+delays never accumulate (drift compensation); after a stall longer than `MAX_LAG` the clock is
+re-anchored instead of bursting. When the agent is quiet it sends silence. `discard()` empties the
+queue at once (barge-in): the next frame is silence. It counts, per item, the samples actually
+sent, which is what `played_ms` (auto_truncate, conversation.item.truncate) uses.
+
+Inbound: each RTP packet is decoded as it arrives, on the event loop (`decode_on_loop`: no
+decoder thread, no 80 ms jitter buffer); `pump_inbound` resamples the frames with soxr to the
+session's 16 kHz mono and feeds `session.feed_audio`, the same VAD / turn detection / STT path as
+WebSocket audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import queue
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import av
+import numpy as np
+import numpy.typing as npt
+from aiortc.codecs import get_decoder
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from ...realtime import audio as audio_codec
+from ...realtime.errors import ProtocolError
+from .metrics import FRAME_JITTER_SECONDS, FRAMES_SENT, MEDIA_CLOCK_RESETS, UNDERRUN_FRAMES
+from .sdp import AudioCodec
+
+if TYPE_CHECKING:
+    from ...realtime.session import RealtimeSession
+
+log = logging.getLogger("livevox.webrtc.media")
+
+FRAME_SECONDS = 0.020
+#: Behind the media clock by more than this, re-anchor the clock instead of sending a burst.
+MAX_LAG = 0.100
+#: Per-item sent-sample counters kept (oldest dropped first).
+_MAX_TRACKED_ITEMS = 256
+#: An Opus "silence" frame (20 ms, CELT), used if the encoder returns nothing.
+_OPUS_SILENCE = b"\xf8\xff\xfe"
+
+Int16Array = npt.NDArray[np.int16]
+#: on_event(kind, response_id) with kind "started", "stopped" or "cleared".
+PlayoutCallback = Callable[[str, str], None]
+
+
+@dataclass(slots=True)
+class _Chunk:
+    response_id: str
+    item_id: str
+    pcm: Int16Array | None  # None marks the end of the response's audio
+    pos: int = 0
+
+
+class _Encoder:
+    """One 20 ms frame of int16 mono in, one encoded payload out.
+
+    Encoding silence costs as much as encoding speech (~0.15 ms per Opus frame), and a call is
+    mostly silence. After `_RING_OUT` silent frames (the decoder's overlap has rung out), the
+    encoder sends a pre-encoded silence frame instead of running the codec; the first frame with
+    sound goes through the codec again.
+    """
+
+    _RING_OUT = 5
+
+    def __init__(self, codec: AudioCodec, bitrate: int) -> None:
+        self.codec = codec
+        self._ctx: av.AudioCodecContext | None = None
+        self._g711 = {"PCMU": "g711_ulaw", "PCMA": "g711_alaw"}.get(codec.name)
+        self._layout = "stereo" if codec.channels == 2 else "mono"
+        self._quiet = 0
+        if codec.name == "opus":
+            self._ctx = self._opus(bitrate)
+            # A silence frame of this very configuration, from a separate encoder in steady state.
+            warm = self._opus(bitrate)
+            packet = b""
+            for i in range(10):
+                packet = self._opus_encode(warm, np.zeros(codec.frame_samples, np.int16), i * codec.frame_samples)
+            self._silence = packet or _OPUS_SILENCE
+        else:
+            assert self._g711 is not None
+            self._silence = audio_codec.encode(np.zeros(codec.frame_samples, np.int16), self._g711)
+
+    def _opus(self, bitrate: int) -> av.AudioCodecContext:
+        ctx = av.CodecContext.create("libopus", "w")
+        assert isinstance(ctx, av.AudioCodecContext)
+        ctx.bit_rate = bitrate * self.codec.channels
+        ctx.format = "s16"
+        ctx.layout = self._layout
+        ctx.sample_rate = self.codec.clock_rate
+        ctx.time_base = fractions.Fraction(1, self.codec.clock_rate)
+        ctx.options = {"application": "audio"}
+        return ctx
+
+    def _opus_encode(self, ctx: av.AudioCodecContext, pcm: Int16Array, pts: int) -> bytes:
+        data = np.repeat(pcm, 2) if self.codec.channels == 2 else pcm
+        frame = av.AudioFrame.from_ndarray(data.reshape(1, -1), format="s16", layout=self._layout)
+        frame.sample_rate = self.codec.clock_rate
+        frame.pts = pts
+        frame.time_base = fractions.Fraction(1, self.codec.clock_rate)
+        packets = ctx.encode(frame)
+        return bytes(packets[0]) if packets else b""
+
+    def encode(self, pcm: Int16Array, pts: int, silent: bool = False) -> bytes:
+        self._quiet = self._quiet + 1 if silent else 0
+        if self._quiet > self._RING_OUT:
+            return self._silence
+        if self._ctx is None:
+            assert self._g711 is not None
+            return audio_codec.encode(pcm, self._g711)
+        return self._opus_encode(self._ctx, pcm, pts) or self._silence
+
+
+class AgentAudioTrack(MediaStreamTrack):
+    """The agent's voice: queued response audio, else silence, in 20 ms frames on a media clock."""
+
+    kind = "audio"
+
+    def __init__(self, codec: AudioCodec, bitrate: int = 32000, on_event: PlayoutCallback | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.codec = codec
+        self._frame = codec.frame_samples
+        self._encoder = _Encoder(codec, bitrate)
+        self._time_base = fractions.Fraction(1, codec.clock_rate)
+        self._on_event = on_event
+        self._clock = clock
+        self._queue: deque[_Chunk] = deque()
+        self._resamplers: dict[str, audio_codec.StreamResampler] = {}
+        self._sent: OrderedDict[str, int] = OrderedDict()
+        self._discarded: deque[str] = deque(maxlen=64)
+        self._playing: str | None = None  # response whose audio is going out
+        self._playing_item = ""
+        self._t0: float | None = None
+        self._n = -1
+        self._last_release: float | None = None
+        # counters (also exported as Prometheus metrics)
+        self.frames_sent = 0
+        self.audio_frames_sent = 0
+        self.underrun_frames = 0
+        self.clock_resets = 0
+        self.max_lateness = 0.0
+
+    # ------------------------------------------------------------ producer side (the session)
+
+    def enqueue(self, response_id: str, item_id: str, pcm24k: Int16Array) -> None:
+        if response_id in self._discarded or self.readyState != "live" or pcm24k.size == 0:
+            return
+        rs = self._resamplers.get(item_id)
+        if rs is None:
+            rs = self._resamplers[item_id] = audio_codec.StreamResampler(24000, self.codec.clock_rate)
+        pcm = rs.process(pcm24k.astype(np.int16, copy=False))
+        if pcm.size:
+            self._queue.append(_Chunk(response_id, item_id, pcm))
+
+    def end(self, response_id: str, item_id: str) -> None:
+        """No more audio for this item: flush its resampler and mark where the response ends."""
+        if response_id in self._discarded or self.readyState != "live":
+            return
+        rs = self._resamplers.pop(item_id, None)
+        if rs is not None:
+            tail = rs.flush()
+            if tail.size:
+                self._queue.append(_Chunk(response_id, item_id, tail))
+        self._queue.append(_Chunk(response_id, item_id, None))
+
+    def discard(self) -> tuple[str, str] | None:
+        """Drop everything not yet sent (barge-in). Returns (response_id, item_id) of the audio
+        that was cut, if any; that response's later audio is ignored too."""
+        cut = (self._playing, self._playing_item) if self._playing is not None else None
+        for chunk in self._queue:
+            if cut is None and chunk.pcm is not None:
+                cut = (chunk.response_id, chunk.item_id)
+            if chunk.response_id not in self._discarded:
+                self._discarded.append(chunk.response_id)
+        if self._playing is not None and self._playing not in self._discarded:
+            self._discarded.append(self._playing)
+        self._queue.clear()
+        self._resamplers.clear()
+        self._playing = None
+        if cut is not None and self._on_event is not None:
+            self._on_event("cleared", cut[0])
+        return cut
+
+    @property
+    def playing_item(self) -> str | None:
+        """The item whose audio is going out or queued first, if any."""
+        if self._playing is not None:
+            return self._playing_item
+        return next((c.item_id for c in self._queue if c.pcm is not None), None)
+
+    def sent_ms(self, item_id: str) -> int | None:
+        samples = self._sent.get(item_id)
+        return None if samples is None else samples * 1000 // self.codec.clock_rate
+
+    @property
+    def pending_ms(self) -> int:
+        n = sum(c.pcm.size - c.pos for c in self._queue if c.pcm is not None)
+        return n * 1000 // self.codec.clock_rate
+
+    # ------------------------------------------------------------ consumer side (the RTP sender)
+
+    def _take(self) -> tuple[Int16Array, bool]:
+        """The next frame, and whether it is pure silence (nothing queued)."""
+        need = self._frame
+        out = np.zeros(need, np.int16)
+        filled = 0
+        while filled < need and self._queue:
+            chunk = self._queue[0]
+            if chunk.pcm is None:  # end of a response's audio: everything before it is out
+                self._queue.popleft()
+                if self._playing == chunk.response_id:
+                    self._playing = None
+                    if self._on_event is not None:
+                        self._on_event("stopped", chunk.response_id)
+                continue
+            self._playing_item = chunk.item_id
+            if self._playing != chunk.response_id:
+                self._playing = chunk.response_id
+                if self._on_event is not None:
+                    self._on_event("started", chunk.response_id)
+            n = min(need - filled, chunk.pcm.size - chunk.pos)
+            out[filled:filled + n] = chunk.pcm[chunk.pos:chunk.pos + n]
+            chunk.pos += n
+            filled += n
+            self._count(chunk.item_id, n)
+            if chunk.pos >= chunk.pcm.size:
+                self._queue.popleft()
+        if filled:
+            self.audio_frames_sent += 1
+            if filled < need and self._playing is not None:
+                self.underrun_frames += 1
+                UNDERRUN_FRAMES.inc()
+        elif self._playing is not None:  # the response has more to say but it is not here yet
+            self.underrun_frames += 1
+            UNDERRUN_FRAMES.inc()
+        return out, filled == 0
+
+    def _count(self, item_id: str, samples: int) -> None:
+        if item_id in self._sent:
+            self._sent[item_id] += samples
+            self._sent.move_to_end(item_id)
+        else:
+            self._sent[item_id] = samples
+            while len(self._sent) > _MAX_TRACKED_ITEMS:
+                self._sent.popitem(last=False)
+
+    async def recv(self) -> av.Packet[Any]:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = self._clock()
+        self._n += 1
+        if self._t0 is None:
+            self._t0 = now
+        else:
+            deadline = self._t0 + self._n * FRAME_SECONDS
+            wait = deadline - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif -wait > MAX_LAG:
+                # The loop stalled: continue from now, without a burst of late frames.
+                self._t0 = now - self._n * FRAME_SECONDS
+                self.clock_resets += 1
+                MEDIA_CLOCK_RESETS.inc()
+            if self.readyState != "live":
+                raise MediaStreamError
+        pcm, silent = self._take()
+        pts = self._n * self._frame
+        packet = av.Packet(self._encoder.encode(pcm, pts, silent))
+        packet.pts = pts
+        packet.time_base = self._time_base
+        released = self._clock()
+        if self._last_release is not None:
+            jitter = abs(released - self._last_release - FRAME_SECONDS)
+            self.max_lateness = max(self.max_lateness, jitter)
+            FRAME_JITTER_SECONDS.observe(jitter)
+        self._last_release = released
+        self.frames_sent += 1
+        FRAMES_SENT.inc()
+        return packet
+
+    def stop(self) -> None:
+        self._queue.clear()
+        self._resamplers.clear()
+        super().stop()
+
+
+class InlineDecoding:
+    """Decodes the user's RTP audio on the event loop instead of in aiortc's decoder thread.
+
+    aiortc gives every receiver a thread and hands it each packet through a `queue.Queue`; with
+    dozens of calls, the hand-offs and GIL switches cost more than the decoding itself (Opus: a few
+    tens of microseconds per 20 ms) and make the outbound frame timing jittery. This object takes
+    the place of that queue: `put()` decodes at once (Opus to mono 48 kHz) and passes the frames to
+    the receiver's track; the thread, which only ever calls `get()`, stays idle until the receiver
+    stops and puts `None`, and then ends as usual (ending the track).
+    """
+
+    def __init__(self, track_queue: asyncio.Queue[Any]) -> None:
+        self._idle: queue.Queue[Any] = queue.Queue()
+        self._track_queue = track_queue
+        self._decoders: dict[str, Any] = {}
+        self.errors = 0
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        return self._idle.get(block, timeout)
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is None:
+            self._idle.put(None)
+            return
+        codec, encoded = item
+        try:
+            for frame in self._decoder(codec).decode(encoded):
+                self._track_queue.put_nowait(frame)
+        except av.FFmpegError:
+            self.errors += 1  # a corrupt packet: skip it, keep the decoder state
+
+    def _decoder(self, codec: Any) -> Any:
+        name = codec.name.lower()
+        decoder = self._decoders.get(name)
+        if decoder is None:
+            decoder = self._decoders[name] = _MonoOpusDecoder() if name == "opus" else get_decoder(codec)
+        return decoder
+
+
+class _MonoOpusDecoder:
+    """libopus decoding straight to mono (the session wants mono; no down-mix needed)."""
+
+    def __init__(self) -> None:
+        ctx = av.CodecContext.create("libopus", "r")
+        assert isinstance(ctx, av.AudioCodecContext)
+        ctx.format = "s16"
+        ctx.layout = "mono"
+        ctx.sample_rate = 48000
+        self._ctx = ctx
+        self._time_base = fractions.Fraction(1, 48000)
+
+    def decode(self, encoded: Any) -> list[av.AudioFrame]:
+        packet = av.Packet(encoded.data)
+        packet.pts = encoded.timestamp
+        packet.time_base = self._time_base
+        return [f for f in self._ctx.decode(packet) if isinstance(f, av.AudioFrame)]
+
+
+class _InOrderAudio:
+    """Stands in for aiortc's audio jitter buffer, which holds 4 packets (80 ms) before releasing
+    one: that would delay every end-of-turn decision by as much. An audio RTP packet is a whole
+    frame, so it is released at once; a late (reordered) or duplicate packet is dropped, not
+    decoded out of order."""
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+
+    def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
+        seq = int(packet.sequence_number)
+        if self._last is not None:
+            ahead = (seq - self._last) % 65536
+            if ahead == 0 or ahead >= 32768:  # a duplicate, or older than what was decoded
+                return False, None
+        self._last = seq
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+
+
+def decode_on_loop(receiver: Any) -> bool:
+    """Make `receiver` (an aiortc RTCRtpReceiver, before it starts) decode on the event loop, each
+    packet as it arrives (see `InlineDecoding` and `_InOrderAudio`).
+    Returns False (and leaves aiortc's defaults) if aiortc's internals differ."""
+    queue_attr, buffer_attr = "_RTCRtpReceiver__decoder_queue", "_RTCRtpReceiver__jitter_buffer"
+    track = getattr(receiver, "_track", None)
+    if (not isinstance(getattr(receiver, queue_attr, None), queue.Queue)
+            or not isinstance(getattr(receiver, buffer_attr, None), JitterBuffer) or track is None):
+        log.warning("aiortc internals changed: inbound audio is decoded in aiortc's thread")
+        return False
+    setattr(receiver, queue_attr, InlineDecoding(track._queue))
+    setattr(receiver, buffer_attr, _InOrderAudio())
+    return True
+
+
+async def pump_inbound(track: MediaStreamTrack, session: RealtimeSession,
+                       on_frame: Callable[[], None] | None = None) -> None:
+    """Decoded inbound frames -> 16 kHz mono -> the session's VAD/STT path, until the track ends."""
+    resampler: audio_codec.StreamResampler | None = None
+    rate = 0
+    last_error = 0.0
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        if on_frame is not None:
+            on_frame()
+        if not isinstance(frame, av.AudioFrame):
+            continue
+        data = frame.to_ndarray()
+        channels = len(frame.layout.channels)
+        if data.dtype != np.int16:  # aiortc's decoders give packed s16; be safe with others
+            data = audio_codec.to_int16(data.astype(np.float32))
+        samples = data.reshape(-1).astype(np.int16, copy=False)
+        mono: Int16Array = samples
+        if channels > 1:  # average the channels (interleaved)
+            wide = samples.reshape(-1, channels).astype(np.int32).sum(axis=1) // channels
+            mono = wide.astype(np.int16)
+        if frame.sample_rate != rate or resampler is None:
+            rate = frame.sample_rate
+            resampler = audio_codec.StreamResampler(rate, 16000)
+        pcm = resampler.process(mono)
+        if pcm.size == 0:
+            continue
+        try:
+            await session.feed_audio(pcm, rate=16000)
+        except ProtocolError as err:  # e.g. the buffer is full with turn detection off
+            now = time.monotonic()
+            if now - last_error > 5.0:
+                last_error = now
+                await session.send_error(err, None)
+        except Exception:  # a bug must not end the call's audio
+            log.exception("session %s: inbound audio failed", session.id)

@@ -1,0 +1,152 @@
+"""The browser page, in Debian's headless Chromium driven by Playwright, on the embedded models.
+
+Chromium's fake microphone plays a WAV of the question (espeak-ng, not the agent's voice). The test
+clicks Talk and checks that the user's and the agent's transcripts appear, that agent audio was
+played, and that a latency was measured; it saves a screenshot per mode under artifacts/.
+
+Loopback only: the browser and the server run in a fresh network namespace that has nothing but
+`lo` (`unshare --net`), so WebRTC cannot pick any other interface; Chromium gathers loopback
+candidates with `--allow-loopback-in-peer-connection`, and the server's `webrtc.host_addresses`
+allows 127.0.0.1 only.
+
+Run directly (inside such a namespace): `python tests/test_browser.py --run OUT_DIR`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+MODES = ("webrtc", "websocket")
+
+
+def _make_wav(path: Path) -> None:
+    import soxr
+
+    with wave.open(str(ROOT / "tests" / "fixtures" / "question_capital.wav")) as w:
+        rate = w.getframerate()
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    pcm = soxr.resample(pcm, rate, 48000).astype(np.int16)
+    # 2 s before (the call connects meanwhile), then the question, then a long silence: the file
+    # is read once (%noloop), so the agent answers once, with no barge-in.
+    out = np.concatenate([np.zeros(96000, np.int16), pcm, np.zeros(48000 * 10, np.int16)])
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48000)
+        w.writeframes(out.tobytes())
+
+
+def _page_state(page: Any) -> dict[str, Any]:
+    return {
+        "conn": page.text_content("#conn"),
+        "user": page.locator(".msg.user[data-final] .text").all_text_contents(),
+        "agent": [t for t in page.locator(".msg.agent .text").all_text_contents() if t.strip(" …")],
+        "played_ms": int(page.get_attribute("#agent-played", "data-ms") or 0),
+        "latency_ms": int(page.get_attribute("#latency-last", "data-ms") or -1),
+        "error": page.text_content("#error") or "",
+    }
+
+
+def run(out_dir: Path) -> dict[str, Any]:
+    """Start a server on the embedded models, drive the page in each mode, return what was seen."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from playwright.sync_api import sync_playwright
+
+    from server_harness import ServerThread, embedded_settings
+
+    wav = out_dir / "question.wav"
+    _make_wav(wav)
+    server = ServerThread(embedded_settings(webrtc={"host_addresses": ["127.0.0.1"]})).start(timeout=300)
+    results: dict[str, Any] = {}
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={wav}%noloop", "--allow-loopback-in-peer-connection",
+                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            for mode in MODES:
+                page = browser.new_page(viewport={"width": 1100, "height": 900})
+                console: list[str] = []
+                page.on("console", lambda m, log=console: log.append(f"{m.type}: {m.text}"))  # type: ignore
+                page.on("pageerror", lambda e, log=console: log.append(f"pageerror: {e}"))  # type: ignore
+                page.goto(f"{server.http}/?mode={mode}")
+                page.click("#talk")
+                deadline = time.monotonic() + 40
+                state = _page_state(page)
+                while time.monotonic() < deadline:
+                    state = _page_state(page)
+                    if state["user"] and state["agent"] and state["played_ms"] >= 1000:
+                        break
+                    time.sleep(0.25)
+                time.sleep(0.5)
+                state = _page_state(page)
+                shot = ARTIFACTS / f"browser_{mode}.png"
+                page.screenshot(path=str(shot), full_page=True)
+                page.click("#talk")  # hang up
+                state["screenshot"] = str(shot)
+                state["console"] = [c for c in console if c.startswith(("error", "pageerror"))][-10:]
+                results[mode] = state
+                page.close()
+            browser.close()
+    finally:
+        server.stop()
+    return results
+
+
+def test_browser_page_talks_to_the_agent() -> None:
+    assert os.path.exists(CHROMIUM), "Debian's chromium is required: apt-get install -y chromium"
+    unshare = shutil.which("unshare")
+    assert unshare, "unshare (util-linux) is required to isolate the browser on loopback"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [unshare, "--net", "--", sys.executable, __file__, "--run", tmp]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, f"browser run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n" \
+                                 f"{proc.stderr[-3000:]}"
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for mode in MODES:
+        r = results[mode]
+        print(f"{mode}: {json.dumps({k: v for k, v in r.items() if k != 'console'})}")
+        assert not r["error"], (mode, r["error"], r["console"])
+        assert r["user"] and "capital" in r["user"][0].lower(), (mode, r)
+        assert r["agent"] and r["agent"][0].strip(), (mode, r)
+        assert r["played_ms"] >= 500, (mode, "the page played less than 0.5 s of agent audio", r)
+        assert 0 < r["latency_ms"] < 10000, (mode, r)
+        assert Path(r["screenshot"]).stat().st_size > 10_000
+
+
+def _loopback_up() -> None:
+    """Bring `lo` up in the fresh network namespace (what `ip link set lo up` does)."""
+    import fcntl
+    import socket
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14s", b"lo", 0, b"")
+        flags = struct.unpack("16sH14s", fcntl.ioctl(s, siocgifflags, req))[1]
+        fcntl.ioctl(s, siocsifflags, struct.pack("16sH14s", b"lo", flags | iff_up, b""))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--run":
+        _loopback_up()
+        print(json.dumps(run(Path(sys.argv[2]))))
+    else:
+        print(__doc__)
+        sys.exit(2)
