@@ -112,14 +112,21 @@ async def test_session_update_merges_and_rejects_invalid(client: RealtimeClient)
     assert s["turn_detection"]["threshold"] == 0.5
 
 
-async def test_g711_sets_rate_and_semantic_vad_warns(client: RealtimeClient) -> None:
+async def test_g711_rate_semantic_defaults_and_ec_combinations(client: RealtimeClient) -> None:
     s = await client.update({"input_audio_format": "g711_ulaw"})
     assert s["input_audio_sampling_rate"] == 8000
     await client.send({"type": "session.update",
                        "session": {"turn_detection": {"type": "azure_semantic_vad"}}})
     evs = await client.until("session.updated")
-    assert "warning" in types(evs)
-    assert evs[-1]["session"]["turn_detection"]["prefix_padding_ms"] == 420
+    assert "warning" not in types(evs)
+    td = evs[-1]["session"]["turn_detection"]
+    assert td["prefix_padding_ms"] == 420 and td["speech_duration_ms"] == 80
+    for ec, code in (({"type": "server_echo_cancellation", "channels": 2}, "invalid_ec_channels_requires_client"),
+                     ({"type": "server_echo_cancellation", "reference_source": "client", "channels": 1},
+                      "invalid_ec_reference_channels")):
+        await client.send({"type": "session.update", "session": {"input_audio_echo_cancellation": ec}})
+        err = await client.error()
+        assert err["code"] == code and err["param"] == "session.input_audio_echo_cancellation.channels"
 
 
 async def test_agent_name_reported_and_unsupported(server: ServerThread) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..realtime.alignment import ChunkTimeline, Timeline, alignment_session
 from .base import EngineError, Int16Array, SynthesisOptions
 from .carriers import piper_voice
 from .executor import stage_executor
@@ -71,7 +72,8 @@ class PiperTTS:
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(onnx), sess_options=so, providers=["CPUExecutionProvider"])
+        # The model is patched in memory to also output phoneme durations (word timestamps, visemes).
+        session = alignment_session(onnx, so)
         self._voice = PiperVoice(session=session, config=config)
         self.path = onnx
         self.sample_rate = int(config.sample_rate)
@@ -87,18 +89,54 @@ class PiperTTS:
     async def close(self) -> None:
         self._voice = None
 
-    def _produce(
-        self, text: str, options: SynthesisOptions
-    ) -> Callable[[Callable[[Int16Array], None], threading.Event], None]:
+    def _config(self, options: SynthesisOptions) -> Any:
         from piper.config import SynthesisConfig
 
-        voice = self._voice
-        if voice is None:
-            raise EngineError("tts", "tts_unavailable", "Piper is not loaded")
         # The session's speed times the client voice's rate (Voice Live `rate`, 0.5-1.5).
         speed = min(MAX_SPEED, max(MIN_SPEED, effective_speed(options)))
         # length_scale is phoneme duration: the voice's default divided by the speed-up.
-        config = SynthesisConfig(length_scale=self._length_scale / speed)
+        return SynthesisConfig(length_scale=self._length_scale / speed)
+
+    def new_timeline(self) -> Timeline:
+        """Per-response word/viseme timeline for `synthesize_aligned`."""
+        if self._voice is None:
+            raise EngineError("tts", "tts_unavailable", "Piper is not loaded")
+        return Timeline(self._voice.phonemize)
+
+    async def synthesize_aligned(
+        self, text: str, options: SynthesisOptions, session_id: str, timeline: Timeline
+    ) -> AsyncIterator[tuple[Int16Array, ChunkTimeline]]:
+        """Like `synthesize`, with each chunk's word timings and visemes (offsets in the response's audio)."""
+        voice = self._voice
+        if voice is None:
+            raise EngineError("tts", "tts_unavailable", "Piper is not loaded")
+        if not _speakable(text):
+            return
+        config = self._config(options)
+
+        def produce(emit: Callable[[tuple[Int16Array, ChunkTimeline]], None], stop: threading.Event) -> None:
+            for chunk in voice.synthesize(text, config, include_alignments=True):
+                if stop.is_set():
+                    return
+                audio = np.asarray(chunk.audio_int16_array, dtype=np.int16)
+                if audio.size:
+                    emit((audio, timeline.add_piper_chunk(chunk, text)))
+
+        try:
+            async for item in stream_job("tts", session_id, produce):
+                yield item
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise EngineError("tts", "tts_error", f"Piper failed: {exc}") from exc
+
+    def _produce(
+        self, text: str, options: SynthesisOptions
+    ) -> Callable[[Callable[[Int16Array], None], threading.Event], None]:
+        voice = self._voice
+        if voice is None:
+            raise EngineError("tts", "tts_unavailable", "Piper is not loaded")
+        config = self._config(options)
 
         def produce(emit: Callable[[Int16Array], None], stop: threading.Event) -> None:
             for chunk in voice.synthesize(text, config):  # lazy: one sentence per next()

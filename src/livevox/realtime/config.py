@@ -254,19 +254,29 @@ def merge_update(
             # Nested objects are replaced whole, then completed with their defaults.
             td = {**{k: v for k, v in td.items() if v is not None}}
         out["turn_detection"] = turn_defaults(td, api_version)
-        if out["turn_detection"]["type"] in SEMANTIC_TYPES and "turn_detection" in update:
-            warnings.append(
-                f"turn_detection type {out['turn_detection']['type']!r} runs as server_vad in this "
-                "livevox version (semantic end-of-turn detection is not available yet)."
-            )
-    for key, what in (
-        ("input_audio_noise_reduction", "Noise suppression"),
-        ("input_audio_echo_cancellation", "Echo cancellation"),
-        ("animation", "Animation (visemes)"),
-        ("output_audio_timestamp_types", "Word timestamps"),
-    ):
-        if update.get(key):
-            warnings.append(f"{what} ({prefix}.{key}) is accepted but not applied by this livevox version.")
+    ec = out.get("input_audio_echo_cancellation")
+    if ec is not None:
+        source, channels = ec.get("reference_source", "server"), ec.get("channels", 1)
+        if ec.get("type") != "server_echo_cancellation":
+            raise ProtocolError("invalid_value", "input_audio_echo_cancellation.type must be "
+                                "'server_echo_cancellation'", param=f"{prefix}.input_audio_echo_cancellation.type")
+        if source == "server" and channels != 1:
+            raise ProtocolError("invalid_ec_channels_requires_client", "channels 2 needs reference_source 'client'",
+                                param=f"{prefix}.input_audio_echo_cancellation.channels")
+        if source == "client":
+            if channels != 2:
+                raise ProtocolError("invalid_ec_reference_channels", "reference_source 'client' needs channels 2",
+                                    param=f"{prefix}.input_audio_echo_cancellation.channels")
+            raise unsupported("Client-supplied echo reference (stereo input)",
+                              f"{prefix}.input_audio_echo_cancellation.reference_source")
+    nr = out.get("input_audio_noise_reduction")
+    if nr is not None and nr.get("type") not in ("azure_deep_noise_suppression", "near_field", "far_field"):
+        raise ProtocolError("invalid_value", "input_audio_noise_reduction.type must be azure_deep_noise_suppression, "
+                            "near_field or far_field", param=f"{prefix}.input_audio_noise_reduction.type")
+    anim = out.get("animation")
+    if anim is not None and "blendshapes" in (anim.get("outputs") or ["blendshapes"]) and "animation" in update:
+        warnings.append("Animation blendshapes are not produced by livevox; only viseme_id is "
+                        f"({prefix}.animation.outputs).")
     return _strip_none_objects(out), warnings
 
 

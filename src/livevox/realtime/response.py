@@ -94,6 +94,7 @@ class ResponseRun:
         codec, rate = OUTPUT_FORMATS[params.output_audio_format]
         self._codec, self._out_rate = codec, rate
         self._audio_started = False
+        self._sent_marks: set[str] = set()
 
     # ------------------------------------------------------------ control
 
@@ -333,22 +334,47 @@ class ResponseRun:
         tts = self.session.engines.tts
         resampler = audio_codec.StreamResampler(tts.sample_rate, 24000)
         opts = SynthesisOptions(voice=self.session.tts_voice(self.params.voice), speed=self.params.speed)
+        words, visemes = self.session.wants_word_timestamps(), self.session.wants_visemes()
+        aligned = getattr(tts, "synthesize_aligned", None) if (words or visemes) else None
+        timeline = tts.new_timeline() if aligned is not None else None  # type: ignore[attr-defined]
         while (clause := await clauses.get()) is not None:
             if not speakable(clause):
                 continue
             first = True
-            async for chunk in tts.synthesize(clause, opts, self.session.id):
+            chunks: Any = (aligned(clause, opts, self.session.id, timeline) if aligned is not None
+                           else tts.synthesize(clause, opts, self.session.id))
+            async for item in chunks:
+                chunk, marks = item if aligned is not None else (item, None)
                 self.timings.mark("tts_first_audio")
                 pcm = resampler.process(chunk)
                 if first:
                     first = False
                     await self._transcript_delta(clause)
                 await self._audio(pcm)
+                if marks is not None:
+                    await self._marks(marks, words, visemes)
             if first:  # TTS produced nothing; the words still belong in the transcript
                 await self._transcript_delta(clause)
         tail = resampler.flush()
         if tail.size:
             await self._audio(tail)
+
+    async def _marks(self, marks: Any, words: bool, visemes: bool) -> None:
+        """Word timestamps and visemes of the audio just sent (offsets in the item's audio)."""
+        assert self._msg is not None
+        ids = {"response_id": self.id, "item_id": self._msg.id, "output_index": self._msg_index,
+               "content_index": 0}
+        if words:
+            self._sent_marks.add("word")
+            for w in marks.words:
+                await self._event({"type": "response.audio_timestamp.delta", **ids,
+                                   "audio_offset_ms": w.audio_offset_ms, "audio_duration_ms": w.audio_duration_ms,
+                                   "text": w.text, "timestamp_type": "word"})
+        if visemes:
+            self._sent_marks.add("viseme")
+            for v in marks.visemes:
+                await self._event({"type": "response.animation_viseme.delta", **ids,
+                                   "audio_offset_ms": v.audio_offset_ms, "viseme_id": v.viseme_id})
 
     async def _transcript_delta(self, clause: str) -> None:
         assert self._msg is not None
@@ -375,7 +401,7 @@ class ResponseRun:
 
         async def send() -> None:
             msg.audio.append(pcm)
-            self.session.audio_sent(self, msg.id, pcm.size)
+            self.session.audio_sent(self, msg.id, pcm)
             if not self._first_audio_sent:
                 self._first_audio_sent = True
                 self.timings.mark("first_audio_sent")
@@ -412,6 +438,10 @@ class ResponseRun:
                     await self.session.transport.end_audio(self.id, msg.id)
                 await self.session.emit({"type": "response.audio_transcript.done", **ids,
                                          "transcript": self._text})
+                if "word" in self._sent_marks:
+                    await self.session.emit({"type": "response.audio_timestamp.done", **ids})
+                if "viseme" in self._sent_marks:
+                    await self.session.emit({"type": "response.animation_viseme.done", **ids})
             else:
                 part = {"type": "text", "text": self._text}
                 await self.session.emit({"type": "response.text.done", **ids, "text": self._text})

@@ -11,6 +11,7 @@ import binascii
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,10 +25,14 @@ from . import audio as audio_codec
 from .config import OUTPUT_FORMATS, default_session, merge_update
 from .conversation import Conversation, Entry, dumps, normalize_client_item, to_messages
 from .dialects import Dialect
+from .echo import EchoCanceller
 from .errors import ProtocolError, unsupported
+from .filler import is_filler_only
 from .ids import new_id
 from .metrics import ERRORS_TOTAL, TurnTimings
+from .noise import NoiseSuppressor, level_for
 from .response import ResponseParams, ResponseRun
+from .semantic_turn import Decision, TurnPolicy
 from .transport import Route, SessionTransport
 from .turn import Paused, Resumed, SpeechStarted, SpeechStopped, TurnDetector
 
@@ -38,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("livevox.session")
 
 RATE = 16000
+#: remove_filler_words: speech longer than this is no filler word, and barges in at once.
+FILLER_MAX_SAMPLES = 900 * RATE // 1000
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 
 _CONTROL_PREFIXES = ("session.", "error", "warning", "rtc.", "response.function_call_arguments")
@@ -87,7 +94,18 @@ class RealtimeSession:
         self._last_activity = time.monotonic()
         # input audio, on the 16 kHz session clock
         self._vad = engines.vad.stream()
-        self._turn = TurnDetector(self.config["turn_detection"] or {}, self._vad.frame_samples)
+        td = self.config["turn_detection"]
+        self._policy = TurnPolicy(td)
+        self._turn = TurnDetector(self._detector_cfg(td), self._vad.frame_samples)
+        # semantic end of turn: where the current silence began, and the policy's plan for it
+        self._silence_start: int | None = None
+        self._decision: Decision | None = None
+        self._speech_start = 0
+        self._barge_pending = False  # remove_filler_words: barge-in waits to hear what was said
+        self._ns: NoiseSuppressor | None = None
+        self._echo: EchoCanceller | None = None
+        self._far_resampler = audio_codec.StreamResampler(24000, RATE)
+        self._far_next = 0  # input-clock sample where the next played sample is heard
         self._in_resampler = audio_codec.StreamResampler(self.config["input_audio_sampling_rate"], RATE)
         self._clock = 0  # samples received
         self._buf: list[npt.NDArray[np.int16]] = []
@@ -270,11 +288,27 @@ class RealtimeSession:
                 or new["input_audio_format"] != old["input_audio_format"]):
             self._in_resampler = audio_codec.StreamResampler(new["input_audio_sampling_rate"], RATE)
         if new["turn_detection"] != old["turn_detection"]:
+            self._policy.configure(new["turn_detection"])
+            self._silence_start, self._decision = None, None
             if new["turn_detection"] is None:
                 self._turn.reset()
                 await self._drop_speculation()
             else:
-                self._turn.configure(new["turn_detection"])
+                self._turn.configure(self._detector_cfg(new["turn_detection"]))
+            if self._policy.uses_model:
+                await load_smart_turn()
+        if new.get("input_audio_noise_reduction") != old.get("input_audio_noise_reduction"):
+            level = level_for(new.get("input_audio_noise_reduction"))
+            self._ns = None if level is None else NoiseSuppressor(level)
+        if new.get("input_audio_echo_cancellation") != old.get("input_audio_echo_cancellation"):
+            self._echo = EchoCanceller(RATE) if new.get("input_audio_echo_cancellation") else None
+            self._far_next = self._clock
+
+    def _detector_cfg(self, td: dict[str, Any] | None) -> dict[str, Any]:
+        # In the semantic modes the policy ends turns; the detector only finds speech and pauses.
+        if td is not None and self._policy.uses_model:
+            return {**td, "silence_duration_ms": 60_000}
+        return td or {}
 
     # ---------------------------------------------------------------- audio in
 
@@ -300,6 +334,11 @@ class RealtimeSession:
                else audio_codec.resample(samples, rate, RATE))
         if pcm.size == 0:
             return
+        # Echo cancellation first (it needs the raw microphone signal), then noise suppression.
+        if self._echo is not None:
+            pcm = await self._echo.near_async(pcm, self._clock, self.id)
+        if self._ns is not None:
+            pcm = await self._ns.process_async(pcm, self.id)
         max_samples = int(self.limits.max_input_buffer_seconds * RATE)
         if self._buf_len + pcm.size > max_samples and self.config["turn_detection"] is None:
             raise ProtocolError("input_audio_buffer_full", "The input audio buffer is full "
@@ -353,24 +392,69 @@ class RealtimeSession:
             elif isinstance(ev, Paused):
                 await self._paused(ev)
             elif isinstance(ev, Resumed):
+                self._policy.reset()
+                self._silence_start, self._decision = None, None
                 await self._drop_speculation()
             elif isinstance(ev, SpeechStopped):
                 await self._speech_stopped(ev)
+        now = first + n
+        if self._barge_pending and self._turn.speaking and now - self._speech_start >= FILLER_MAX_SAMPLES:
+            await self._barge_in_now()  # too long to be a filler word
+        if self._decision is not None and self._silence_start is not None:
+            await self._semantic_step(now)
+
+    async def _semantic_step(self, now: int) -> None:
+        """Advance the end-of-turn policy through the current silence (semantic modes)."""
+        assert self._decision is not None and self._silence_start is not None
+        silence_ms = (now - self._silence_start) * 1000 // RATE
+        decision = self._decision
+        spec = self._spec
+        if self._policy.awaiting_transcript and spec is not None and spec.stt.done():
+            text = "" if spec.stt.cancelled() or spec.stt.exception() else spec.stt.result()
+            decision = self._policy.on_silence(silence_ms, None, text)
+        while not decision.end_turn:
+            if decision.rescore_after_ms is not None and silence_ms >= decision.rescore_after_ms:
+                audio = self._take(self._buf_start)
+                score = await (await load_smart_turn()).score(audio_codec.to_float(audio[-8 * RATE:]), self.id)
+                decision = self._policy.on_silence(silence_ms, score)
+                continue
+            if decision.end_at_ms is not None and silence_ms >= decision.end_at_ms:
+                decision = self._policy.on_silence(silence_ms, None)
+                continue
+            break
+        self._decision = decision
+        if decision.end_turn:
+            end = self._silence_start
+            self._silence_start, self._decision = None, None
+            self._turn.reset()
+            await self._speech_stopped(SpeechStopped(end, now))
 
     async def _speech_started(self, ev: SpeechStarted) -> None:
         self._take(ev.start_sample)
         self._speech_item = new_id("item")
+        self._speech_start = ev.start_sample
         self._timings = TurnTimings()
+        self._policy.reset()
+        self._silence_start, self._decision = None, None
         await self.emit({"type": "input_audio_buffer.speech_started",
                          "audio_start_ms": ev.start_sample * 1000 // RATE, "item_id": self._speech_item})
         td = self.config["turn_detection"] or {}
         if self.response is not None and self.response.active and td.get("interrupt_response", True):
-            await self._barge_in(td.get("auto_truncate", False))
+            if td.get("remove_filler_words"):
+                self._barge_pending = True  # decided once we know it is more than "mm-hmm"
+            else:
+                await self._barge_in(td.get("auto_truncate", False))
+
+    async def _barge_in_now(self) -> None:
+        self._barge_pending = False
+        if self.response is not None and self.response.active:
+            await self._barge_in((self.config["turn_detection"] or {}).get("auto_truncate", False))
 
     async def _barge_in(self, auto_truncate: bool) -> None:
         run = self.response
         assert run is not None
         self.transport.discard_pending_audio()
+        self._stop_far_reference()
         await run.cancel("turn_detected")
         msg = run._msg
         if auto_truncate and msg is not None and "audio" in run.params.modalities and msg.audio:
@@ -378,10 +462,13 @@ class RealtimeSession:
 
     async def _paused(self, ev: Paused) -> None:
         await self._drop_speculation()
+        if self._policy.uses_model:
+            self._silence_start, self._decision = ev.end_sample, self._policy.start()
         audio = self._take(self._buf_start)
         if audio.size == 0:
             return
         stt = asyncio.ensure_future(self._transcribe_text(audio))
+        self._policy.expect_transcript()
         run = None
         td = self.config["turn_detection"] or {}
         if td.get("create_response", True) and (self.response is None or not self.response.active):
@@ -421,12 +508,31 @@ class RealtimeSession:
         timings.mark("eot_decision", now)
         await self.emit({"type": "input_audio_buffer.speech_stopped",
                          "audio_end_ms": ev.decision_sample * 1000 // RATE, "item_id": item_id})
+        if self._barge_pending:
+            self._barge_pending = False
+            if await self._only_fillers():
+                # "mm-hmm" while the agent talks: no barge-in and no turn.
+                await self._drop_speculation()
+                self._buf, self._buf_len, self._buf_start = [], 0, self._clock
+                return
+            await self._barge_in_now()
         spec, self._spec = self._spec, None
         if spec is not None and spec.conv_version != self.conversation.version:
             self._spec = spec
             await self._drop_speculation()
             spec = None
         await self._commit(item_id, spec=spec, timings=timings, from_vad=True)
+
+    async def _only_fillers(self) -> bool:
+        spec = self._spec
+        if spec is not None:
+            try:
+                text = await asyncio.shield(spec.stt)
+            except Exception:
+                return False
+        else:
+            text = await self._transcribe_text(self._take(self._buf_start))
+        return is_filler_only(text)
 
     async def _on_commit(self, event: dict[str, Any]) -> None:
         await self._drop_speculation()
@@ -712,6 +818,7 @@ class RealtimeSession:
 
     async def _on_output_clear(self, event: dict[str, Any]) -> None:
         self.transport.discard_pending_audio()
+        self._stop_far_reference()
         rid = self.response.id if self.response is not None else None
         await self.emit({"type": "output_audio_buffer.cleared", "response_id": rid})
 
@@ -725,12 +832,31 @@ class RealtimeSession:
         # The voice map (`[tts.voice_map]`); the result carries the voice's `rate` (see engines/voices.py).
         return self.engines.voices.resolve(voice, lenient=True)
 
+    def wants_word_timestamps(self) -> bool:
+        return "word" in (self.config.get("output_audio_timestamp_types") or [])
+
+    def wants_visemes(self) -> bool:
+        anim = self.config.get("animation") or {}
+        return "viseme_id" in (anim.get("outputs") or [])
+
     def max_audio_delta_bytes(self) -> int:
         return self.limits.max_outgoing_frame_bytes
 
-    def audio_sent(self, run: ResponseRun, item_id: str, samples: int = 0) -> None:
+    def audio_sent(self, run: ResponseRun, item_id: str, pcm24k: npt.NDArray[np.int16]) -> None:
         t0, ms = self._playback.get(item_id, (time.monotonic(), 0.0))
-        self._playback[item_id] = (t0, ms + samples * 1000 / 24000)
+        self._playback[item_id] = (t0, ms + pcm24k.size * 1000 / 24000)
+        if self._echo is not None:
+            # The client plays audio as it arrives, after what it is already playing: place it
+            # on the input clock there, as the echo canceller's far-end reference.
+            far = self._far_resampler.process(pcm24k)
+            start = max(self._far_next, self._clock)
+            self._echo.far(far, start)
+            self._far_next = start + far.size
+
+    def _stop_far_reference(self) -> None:
+        if self._echo is not None:
+            self._echo.clear_far(self._clock)
+            self._far_next = self._clock
 
     def played_ms(self, item_id: str) -> int:
         """Audio the user has heard: the transport's count, else real-time playback since the first delta."""
@@ -742,6 +868,27 @@ class RealtimeSession:
             return min(exact, entry_ms)
         t0, _ = self._playback.get(item_id, (time.monotonic(), 0.0))
         return int(min(entry_ms, (time.monotonic() - t0) * 1000))
+
+
+_smart_turn: Any = None
+_smart_turn_lock = threading.Lock()
+
+
+async def load_smart_turn() -> Any:
+    """The process-wide Smart Turn v3.2 model, loaded on first use of a semantic mode."""
+    from ..engines.executor import stage_executor
+    from ..engines.smart_turn import SmartTurn
+
+    def load() -> Any:
+        global _smart_turn
+        with _smart_turn_lock:
+            if _smart_turn is None:
+                model = SmartTurn()
+                model.load_sync()
+                _smart_turn = model
+            return _smart_turn
+
+    return _smart_turn if _smart_turn is not None else await stage_executor("turn").run("_load", load)
 
 
 def _lang(language: str | None) -> str | None:
