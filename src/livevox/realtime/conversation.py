@@ -26,6 +26,8 @@ class Entry:
     clause_marks: list[tuple[int, str]] = field(default_factory=list)
     #: For user audio: resolves to the transcript (or "" when transcription failed).
     transcript: asyncio.Future[str] | None = None
+    #: For user audio: what the server heard, 16 kHz, after noise suppression / echo cancellation.
+    input_audio: npt.NDArray[np.int16] | None = None
 
     @property
     def id(self) -> str:

@@ -398,7 +398,8 @@ class RealtimeSession:
             elif isinstance(ev, SpeechStopped):
                 await self._speech_stopped(ev)
         now = first + n
-        if self._barge_pending and self._turn.speaking and now - self._speech_start >= FILLER_MAX_SAMPLES:
+        if (self._barge_pending and self._turn.speaking and not self._turn.in_pause
+                and now - self._speech_start >= FILLER_MAX_SAMPLES):
             await self._barge_in_now()  # too long to be a filler word
         if self._decision is not None and self._silence_start is not None:
             await self._semantic_step(now)
@@ -556,7 +557,7 @@ class RealtimeSession:
         item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
                 "role": "user", "content": [{"type": "input_audio", "transcript": None}]}
         loop = asyncio.get_running_loop()
-        entry = Entry(item, transcript=loop.create_future())
+        entry = Entry(item, transcript=loop.create_future(), input_audio=audio)
         prev = self.conversation.insert(entry)
         await self.emit({"type": "input_audio_buffer.committed", "previous_item_id": prev, "item_id": item_id})
         await self.emit({"type": "conversation.item.created", "previous_item_id": prev, "item": dict(item)})
@@ -654,6 +655,13 @@ class RealtimeSession:
             pcm = audio_codec.resample(np.concatenate(entry.audio), 24000, rate)
             data = base64.b64encode(audio_codec.encode(pcm, codec)).decode("ascii")
             if len(data) < self.limits.max_outgoing_frame_bytes * 4:  # keep the frame well under 4 MiB
+                item["content"] = [{**item["content"][0], "audio": data}]
+        elif entry.input_audio is not None and item.get("content"):
+            # The user's audio as the server heard it, in the session's input format.
+            rate = self.config["input_audio_sampling_rate"]
+            pcm = audio_codec.resample(entry.input_audio, RATE, rate)
+            data = base64.b64encode(audio_codec.encode(pcm, self.config["input_audio_format"])).decode("ascii")
+            if len(data) < self.limits.max_outgoing_frame_bytes * 4:
                 item["content"] = [{**item["content"][0], "audio": data}]
         await self.emit({"type": "conversation.item.retrieved", "item": item})
 

@@ -57,6 +57,11 @@ class TurnDetector:
         self.min_speech = int(cfg.get("speech_duration_ms", 200)) * RATE // 1000
         self.pause_after = min(160 * RATE // 1000, self.silence // 2)
 
+    @property
+    def in_pause(self) -> bool:
+        """Speaking, but the latest frames were silence."""
+        return self._silence_start is not None
+
     def reset(self) -> None:
         self.speaking = False
         self._run_start = None

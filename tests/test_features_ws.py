@@ -1,0 +1,239 @@
+"""Voice Live conversation features through the WebSocket, with real audio and real models
+(Silero, Smart Turn, Whisper tiny.en, Piper). The LLM is the scripted stand-in so the answers,
+and therefore the agent's audio, are the same every run. Each feature is checked on and off."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import subprocess
+import tempfile
+import time
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soxr
+
+from livevox.engines.scripted import ScriptedLLM
+from server_harness import ServerThread, embedded_settings
+from wsclient import RealtimeClient, silence, types
+
+RATE = 24000
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def speak(text: str, voice: str = "en-us") -> np.ndarray:
+    """espeak-ng speech at 24 kHz (a different voice from the agent's Piper voice)."""
+    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "140", "-w", f.name, text], check=True)
+        with wave.open(f.name) as w:
+            rate, pcm = w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    out: np.ndarray = soxr.resample(pcm, rate, RATE).astype(np.int16)
+    return out
+
+
+def fixture(name: str) -> np.ndarray:
+    with wave.open(str(FIXTURES / name)) as w:
+        rate, pcm = w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    out: np.ndarray = soxr.resample(pcm, rate, RATE).astype(np.int16)
+    return out
+
+
+async def stream_realtime(c: RealtimeClient, pcm: np.ndarray, chunk_ms: int = 40) -> None:
+    """Append at real-time pace against a monotonic clock, as a microphone would."""
+    step = RATE * chunk_ms // 1000
+    t0 = time.monotonic()
+    for i, at in enumerate(range(0, len(pcm), step)):
+        await c.send({"type": "input_audio_buffer.append",
+                      "audio": base64.b64encode(pcm[at:at + step].tobytes()).decode()})
+        await asyncio.sleep(max(0.0, t0 + (i + 1) * chunk_ms / 1000 - time.monotonic()))
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerThread]:
+    srv = ServerThread(embedded_settings(llm={"engine": "scripted"})).start(timeout=300)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def reset_llm() -> Iterator[None]:
+    ScriptedLLM.reset()
+    yield
+    ScriptedLLM.reset()
+
+
+# ------------------------------------------------------------------ semantic end of turn
+
+
+@pytest.mark.parametrize("mode", ["server_vad", "azure_semantic_vad"])
+async def test_paused_sentence_cut_off_only_without_semantic_vad(server: ServerThread, mode: str) -> None:
+    audio = np.concatenate([silence(0.3), speak("Please send the report to my"), silence(1.0),
+                            speak("manager before noon"), silence(2.2)])
+    c = await RealtimeClient.connect(server.ws)
+    await c.update({"turn_detection": {"type": mode, "create_response": False},
+                    "input_audio_transcription": {"model": "whisper-1"}})
+    await stream_realtime(c, audio)
+    evs = await c.quiet(1.5)
+    commits = [e for e in c.events if e["type"] == "input_audio_buffer.committed"]
+    texts = [e["transcript"] for e in c.events
+             if e["type"] == "conversation.item.input_audio_transcription.completed"]
+    if mode == "server_vad":
+        assert len(commits) == 2, texts  # cut off in the pause
+    else:
+        assert len(commits) == 1, texts  # waited through the pause
+        assert "report" in texts[0].lower() and "noon" in texts[0].lower()
+    assert evs is not None
+    await c.close()
+
+
+# ------------------------------------------------------------------ filler words
+
+
+@pytest.mark.parametrize("remove", [True, False])
+async def test_backchannel_during_answer(server: ServerThread, remove: bool) -> None:
+    ScriptedLLM.reply = "Here is a long answer that keeps going for a while, " * 6
+    ScriptedLLM.token_delay = 0.08
+    c = await RealtimeClient.connect(server.ws)
+    await c.update({"turn_detection": {"type": "azure_semantic_vad", "remove_filler_words": remove}})
+    await c.send({"type": "response.create"})
+    await c.until("response.audio.delta", timeout=20)
+    await stream_realtime(c, np.concatenate([fixture("backchannel_yeah.wav"), silence(1.5)]))
+    evs = await c.until("response.done", timeout=30)
+    seq = types(c.events)
+    assert "input_audio_buffer.speech_started" in seq
+    if remove:
+        assert evs[-1]["response"]["status"] == "completed"
+        assert "input_audio_buffer.committed" not in seq  # neither a barge-in nor a turn
+    else:
+        assert evs[-1]["response"]["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
+    await c.close()
+
+
+# ------------------------------------------------------------------ echo cancellation
+
+
+async def echo_call(server: ServerThread, aec: bool, interrupt: np.ndarray | None) -> list[str]:
+    """The agent's own answer comes back into the microphone (120 ms later, -10 dB), as from
+    a loudspeaker; optionally a real interruption is mixed over it."""
+    ScriptedLLM.reply = ("Sure. Let me tell you about the weather in Paris this week, it will be sunny "
+                         "on Monday and Tuesday, with some rain on Wednesday and a cool breeze on Thursday, "
+                         "and then the weekend looks warm and bright for a walk along the river.")
+    c = await RealtimeClient.connect(server.ws)
+    await c.update({"turn_detection": {"type": "server_vad", "create_response": False},
+                    "input_audio_echo_cancellation": {"type": "server_echo_cancellation"} if aec else None})
+    await c.send({"type": "response.create"})
+    played: list[np.ndarray] = []
+    delay, gain, step = int(0.12 * RATE), 0.32, RATE // 50
+    t0 = time.monotonic()
+    n_frames = 9 * 50
+    mic_pos = 0
+    events: list[str] = []
+    for i in range(n_frames):
+        # take whatever arrived: audio deltas are "played" in order from t0
+        try:
+            while True:
+                ev = await c.recv(0.001)
+                events.append(ev["type"])
+                if ev["type"] == "response.audio.delta":
+                    played.append(np.frombuffer(base64.b64decode(ev["delta"]), "<i2"))
+        except TimeoutError:
+            pass
+        out = np.concatenate(played) if played else np.zeros(0, np.int16)
+        frame = np.zeros(step, np.float64)
+        lo = mic_pos - delay
+        for k in range(step):
+            j = lo + k
+            if 0 <= j < len(out):
+                frame[k] = out[j] * gain
+        if interrupt is not None:
+            start = int(4.0 * RATE)
+            seg = interrupt[max(0, mic_pos - start): max(0, mic_pos + step - start)]
+            if mic_pos + step > start and seg.size:
+                frame[-seg.size:] += seg if mic_pos >= start else 0
+        mic_pos += step
+        await c.send({"type": "input_audio_buffer.append",
+                      "audio": base64.b64encode(np.clip(frame, -32768, 32767).astype("<i2").tobytes()).decode()})
+        await asyncio.sleep(max(0.0, t0 + (i + 1) / 50 - time.monotonic()))
+    events += types(await c.quiet(0.5))
+    await c.close()
+    return events
+
+
+@pytest.mark.parametrize("aec", [True, False])
+async def test_agent_echo_does_not_barge_in_with_aec(server: ServerThread, aec: bool) -> None:
+    events = await echo_call(server, aec, None)
+    assert "response.audio.delta" in events
+    started = "input_audio_buffer.speech_started" in events
+    assert started is (not aec), events.count("input_audio_buffer.speech_started")
+
+
+async def test_real_interruption_over_echo_still_barges_in(server: ServerThread) -> None:
+    events = await echo_call(server, True, speak("Stop, stop, I have a different question", "en-gb"))
+    assert "input_audio_buffer.speech_started" in events
+
+
+# ------------------------------------------------------------------ noise suppression
+
+
+@pytest.mark.parametrize("ns", [True, False])
+async def test_noise_suppression_cleans_what_the_server_hears(server: ServerThread, ns: bool) -> None:
+    rng = np.random.default_rng(7)
+    speech = fixture("question_capital.wav")
+    clean = np.concatenate([silence(1.0), speech, silence(1.2)]).astype(np.float64)
+    noise = rng.normal(0, 900, clean.size)  # steady hiss, ~ -31 dBFS
+    c = await RealtimeClient.connect(server.ws)
+    await c.update({"turn_detection": None,
+                    "input_audio_noise_reduction": {"type": "azure_deep_noise_suppression"} if ns else None})
+    await c.append(np.clip(clean + noise, -32768, 32767).astype(np.int16))
+    await c.send({"type": "input_audio_buffer.commit"})
+    item_id = (await c.until("input_audio_buffer.committed"))[-1]["item_id"]
+    await c.send({"type": "conversation.item.retrieve", "item_id": item_id})
+    item = (await c.until("conversation.item.retrieved"))[-1]["item"]
+    heard = np.frombuffer(base64.b64decode(item["content"][0]["audio"]), "<i2").astype(np.float64)
+    pause = heard[int(0.3 * RATE):int(0.9 * RATE)]  # noise only
+    floor_db = 20 * np.log10(np.sqrt(np.mean(pause ** 2)) + 1e-9)
+    raw_db = 20 * np.log10(900)
+    if ns:
+        assert floor_db < raw_db - 10, (floor_db, raw_db)
+    else:
+        # unchanged but for the band limit of the 16 kHz path (white noise loses ~1.8 dB)
+        assert abs(floor_db - raw_db) < 3, (floor_db, raw_db)
+    await c.close()
+
+
+# ------------------------------------------------------------------ word timestamps and visemes
+
+
+@pytest.mark.parametrize("on", [True, False])
+async def test_word_timestamps_and_visemes(server: ServerThread, on: bool) -> None:
+    ScriptedLLM.reply = "The capital of France is Paris. It is lovely in spring."
+    c = await RealtimeClient.connect(server.ws)
+    await c.update({"turn_detection": None, **({"output_audio_timestamp_types": ["word"],
+                                                 "animation": {"outputs": ["viseme_id"]}} if on else {})})
+    await c.send({"type": "response.create"})
+    evs = await c.until("response.done", timeout=30)
+    words = [e for e in evs if e["type"] == "response.audio_timestamp.delta"]
+    vis = [e for e in evs if e["type"] == "response.animation_viseme.delta"]
+    if not on:
+        assert not words and not vis
+        await c.close()
+        return
+    audio_ms = sum(len(base64.b64decode(e["delta"])) for e in evs if e["type"] == "response.audio.delta") / 48
+    assert [w["text"].strip(".,").lower() for w in words] == [
+        "the", "capital", "of", "france", "is", "paris", "it", "is", "lovely", "in", "spring"]
+    offsets = [w["audio_offset_ms"] for w in words]
+    assert offsets == sorted(offsets) and offsets[-1] < audio_ms
+    assert all(w["timestamp_type"] == "word" and w["audio_duration_ms"] > 0 for w in words)
+    assert vis and all(0 <= v["viseme_id"] <= 21 for v in vis)
+    assert max(v["audio_offset_ms"] for v in vis) <= audio_ms
+    seq = types(evs)
+    assert seq.index("response.audio_timestamp.done") > seq.index("response.audio_transcript.done")
+    assert "response.animation_viseme.done" in seq
+    # each word's event follows the audio it describes
+    first_word = seq.index("response.audio_timestamp.delta")
+    assert seq.index("response.audio.delta") < first_word
+    await c.close()
