@@ -237,3 +237,27 @@ async def test_word_timestamps_and_visemes(server: ServerThread, on: bool) -> No
     first_word = seq.index("response.audio_timestamp.delta")
     assert seq.index("response.audio.delta") < first_word
     await c.close()
+
+
+# ------------------------------------------------------------------ voices
+
+
+async def test_voice_rate_changes_piper_speed(server: ServerThread) -> None:
+    ScriptedLLM.reply = "The capital of France is Paris. It is lovely in spring."
+
+    async def answer_ms(c: RealtimeClient) -> float:
+        await c.send({"type": "response.create"})
+        evs = await c.until("response.done", timeout=30)
+        return sum(len(base64.b64decode(e["delta"])) for e in evs if e["type"] == "response.audio.delta") / 48
+
+    c = await RealtimeClient.connect(server.ws)
+    await c.update({"turn_detection": None, "voice": {"type": "azure-standard", "name": "en-US-AvaNeural"}})
+    normal = await answer_ms(c)
+    await c.update({"voice": {"type": "azure-standard", "name": "en-US-AvaNeural", "rate": "1.5"}})
+    fast = await answer_ms(c)
+    await c.update({"voice": {"type": "azure-standard", "name": "en-US-AvaNeural", "rate": "0.5"}})
+    slow = await answer_ms(c)
+    # Piper's length scale stretches the phonemes; pauses between sentences do not scale exactly
+    assert 0.55 < fast / normal < 0.8, (normal, fast)
+    assert 1.6 < slow / normal < 2.3, (normal, slow)
+    await c.close()
