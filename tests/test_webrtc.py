@@ -549,7 +549,7 @@ async def test_agent_track_media_clock_silence_and_discard() -> None:
         await track.recv()
         times.append(time.monotonic())
         if i == 40:
-            time.sleep(0.15)  # the loop stalls once: the clock re-anchors instead of bursting
+            time.sleep(0.15)  # noqa: ASYNC251 - the loop stalls once: the clock re-anchors instead of bursting
     steady = np.diff(times[:40])
     # Absolute deadlines: a late frame is followed by an early one, and nothing accumulates.
     assert abs((times[39] - times[0]) - 39 * 0.02) < 0.008
@@ -564,6 +564,16 @@ async def test_agent_track_media_clock_silence_and_discard() -> None:
     assert track.sent_ms("item_2") == 100 and events[-1] == ("cleared", "resp_2")
     track.enqueue("resp_2", "item_2", tone(0.2, rate=24000))  # late audio of a cut response: ignored
     assert track.pending_ms == 0
+    # A response's leading quiet is skipped (the first word comes sooner) but counted as sent.
+    trimmed = track.trimmed_samples
+    track.enqueue("resp_3", "item_3", np.concatenate([silence(0.1, rate=24000), tone(0.2, rate=24000)]))
+    track.end("resp_3", "item_3")
+    frames = 0
+    while events[-1] != ("stopped", "resp_3") and frames < 50:
+        await track.recv()
+        frames += 1
+    assert 4700 <= track.trimmed_samples - trimmed <= 4810 and track.sent_ms("item_3") == 300
+    assert frames <= 11  # 0.2 s of tone (10 frames) + the frame that reports the end
     track.stop()
 
 
