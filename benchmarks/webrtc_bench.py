@@ -51,7 +51,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from rtcclient import FIXTURES, MicTrack, RtcClient, load_wav, silence  # noqa: E402
+from rtcclient import FIXTURES, VL_CALLS, MicTrack, RtcClient, load_wav, silence  # noqa: E402
 
 QUESTIONS = ("question_capital.wav", "question_weather.wav", "question_story.wav")
 AUDIBLE_RMS = 200.0
@@ -115,23 +115,44 @@ class ServerProcess:
             self.proc.kill()
 
 
-def busy_seconds() -> float:
-    """CPU seconds used by the whole machine (all processes, all cores)."""
-    t = psutil.cpu_times()
-    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+def _process_times(exclude: set[int]) -> dict[int, float]:
+    times: dict[int, float] = {}
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid in exclude:
+            continue
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            times[proc.pid] = t.user + t.system
+    return times
 
 
-async def wait_quiet(max_wait: float, threshold: float = 15.0) -> float:
-    """Wait (up to `max_wait` s) until other processes use less than `threshold` % of one core
-    over 3 s; the machine is shared. Returns the last reading."""
+class OtherProcesses:
+    """CPU used by every process but the benchmark's own (the machine is shared)."""
+
+    def __init__(self, exclude: set[int]) -> None:
+        self.exclude = exclude
+        self._start = _process_times(exclude)
+        self._t0 = time.monotonic()
+
+    def cores(self) -> float:
+        """Cores used by the others since construction (1.0 = one full core)."""
+        now = _process_times(self.exclude)
+        used = sum(t - self._start.get(pid, 0.0) for pid, t in now.items())
+        return used / max(1e-6, time.monotonic() - self._t0)
+
+
+async def wait_quiet(max_wait: float, exclude: set[int] | None = None, threshold: float = 0.15) -> float:
+    """Wait (up to `max_wait` s) until other processes use less than `threshold` of one core over
+    3 s. Returns the last reading (in cores)."""
+    ours = {os.getpid(), *(exclude or set())}
     deadline = time.monotonic() + max_wait
     while True:
-        b0 = busy_seconds()
+        probe = OtherProcesses(ours)
         await asyncio.sleep(3)
-        load = (busy_seconds() - b0) / 3 * 100
+        load = probe.cores()
         if load < threshold or time.monotonic() > deadline:
             return load
-        print(f"  (machine busy: {load:.0f} % of a core used by other processes; waiting)", flush=True)
+        print(f"  (machine busy: {load * 100:.0f} % of a core used by other processes; waiting)", flush=True)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -148,40 +169,57 @@ def trim_speech(pcm: np.ndarray, threshold: int = 300) -> np.ndarray:
 # ================================================================ latency
 
 
-async def webrtc_turn(base: str, speech48k: np.ndarray) -> tuple[float, float]:
-    """One question on a fresh call: (ms to first RTP audio, ms to first decoded audio)."""
+#: Both transports: greedy decoding, so the same question gets the same answer (same first clause,
+#: same TTS time) and the difference is the transport's; server-side stage timings are reported.
+SESSION = {"temperature": 0.0, "max_response_output_tokens": 60}
+LATENCY_EVENTS = "&livevox-latency-events=1"
+
+
+async def webrtc_turn(base: str, speech48k: np.ndarray) -> tuple[float, float, float]:
+    """One question on a fresh call: ms to the first RTP audio, to the first decoded audio, and the
+    server's own speech_end -> first_audio_sent."""
     c = RtcClient(base, door="voicelive", mic=MicTrack())
     try:
-        await c.start()
+        await c.connect_ws(VL_CALLS + LATENCY_EVENTS)
+        await c.start(session=SESSION)
         await asyncio.sleep(0.3)
         c.mic.say(silence(0.2))
         c.mic.say(speech48k, mark="speech_end")
-        await c.wait_for("response.done", timeout=60)
-        end = c.mic.marks["speech_end"]
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        end: float | None = None
+        for _ in range(1500):  # up to 30 s
+            end = c.mic.marks.get("speech_end")
+            if end is not None and [f for f in c.frames if f.rms > AUDIBLE_RMS and f.rtp_at > end]:
+                break
+            await asyncio.sleep(0.02)
+        if end is not None:
+            await asyncio.sleep(0.2)  # frames decode after their packets arrive
             loud = [f for f in c.frames if f.rms > AUDIBLE_RMS and f.rtp_at > end]
             if loud:
-                await asyncio.sleep(0.2)
-                loud = [f for f in c.frames if f.rms > AUDIBLE_RMS and f.rtp_at > end]
                 first = min(loud, key=lambda f: f.rtp_at)
-                return (first.rtp_at - end) * 1000, (first.at - end) * 1000
-            await asyncio.sleep(0.02)
+                server_ms = float("nan")
+                with contextlib.suppress(TimeoutError):
+                    metrics = await c.wait_for("livevox.turn.metrics", timeout=30)
+                    server_ms = float(metrics["stages_ms"].get("first_audio_sent", float("nan")))
+                return (first.rtp_at - end) * 1000, (first.at - end) * 1000, server_ms
         raise TimeoutError("no agent audio over WebRTC")
     finally:
         await c.close()
 
 
-async def websocket_turn(base: str, speech24k: np.ndarray) -> float:
-    """One question on a fresh WebSocket session, streamed in real time: ms to first audio delta."""
-    url = "ws" + base.removeprefix("http") + "/voice-live/realtime?api-version=2026-01-01-preview&model=gpt-realtime"
+async def websocket_turn(base: str, speech24k: np.ndarray) -> tuple[float, float]:
+    """One question on a fresh WebSocket session, streamed in real time: ms to the first audible
+    `response.audio.delta`, and the server's own speech_end -> first_audio_sent."""
+    url = ("ws" + base.removeprefix("http") + "/voice-live/realtime?api-version=2026-01-01-preview"
+           "&model=gpt-realtime" + LATENCY_EVENTS)
     async with websockets.connect(url, max_size=None) as ws:
         first = json.loads(await ws.recv())
         assert first["type"] == "session.created"
+        await ws.send(json.dumps({"type": "session.update", "session": SESSION}))
         pcm = np.concatenate([np.zeros(4800, np.int16), speech24k])
         speech_end_sample = pcm.size
         speech_end: list[float] = []
         first_audio: list[float] = []
+        server_ms: list[float] = []
         done = asyncio.Event()
 
         async def reader() -> None:
@@ -193,8 +231,11 @@ async def websocket_turn(base: str, speech24k: np.ndarray) -> float:
                         if np.sqrt(np.mean(audio[i:i + 480] ** 2)) > AUDIBLE_RMS:
                             first_audio.append(time.monotonic())
                             break
-                elif ev["type"] == "response.done":
+                elif ev["type"] == "livevox.turn.metrics":
+                    server_ms.append(float(ev["stages_ms"].get("first_audio_sent", float("nan"))))
                     done.set()
+                elif ev["type"] == "error":
+                    print(f"  websocket error event: {ev['error']}", flush=True)
 
         task = asyncio.ensure_future(reader())
         t0 = time.monotonic()
@@ -216,7 +257,7 @@ async def websocket_turn(base: str, speech24k: np.ndarray) -> float:
                 await task
         if not first_audio:
             raise TimeoutError("no agent audio over WebSocket")
-        return (first_audio[0] - speech_end[0]) * 1000
+        return (first_audio[0] - speech_end[0]) * 1000, server_ms[0] if server_ms else float("nan")
 
 
 async def latency(reps: int) -> dict[str, Any]:
@@ -230,20 +271,32 @@ async def latency(reps: int) -> dict[str, Any]:
         rtp: list[float] = []
         decoded: list[float] = []
         ws: list[float] = []
+        srv_rtc: list[float] = []
+        srv_ws: list[float] = []
         for rep in range(reps):
             for q in QUESTIONS:
-                a, b = await webrtc_turn(server.http, speech[q])
-                w = await websocket_turn(server.http, speech24[q])
+                a, b, sa = await webrtc_turn(server.http, speech[q])
+                w, sw = await websocket_turn(server.http, speech24[q])
                 rtp.append(a)
                 decoded.append(b)
                 ws.append(w)
-                print(f"  rep {rep} {q:24s} webrtc rtp {a:6.0f} ms (decoded {b:6.0f} ms)   websocket {w:6.0f} ms",
-                      flush=True)
+                srv_rtc.append(sa)
+                srv_ws.append(sw)
+                print(f"  rep {rep} {q:24s} webrtc rtp {a:6.0f} ms (decoded {b:6.0f}, server {sa:6.0f})   "
+                      f"websocket {w:6.0f} ms (server {sw:6.0f})", flush=True)
+
+        def summary(values: list[float]) -> dict[str, float]:
+            known = [v for v in values if v == v]  # drop NaN (a turn without server metrics)
+            if not known:
+                return {}
+            return {"p50": round(pct(known, 50)), "p95": round(pct(known, 95))}
+
         result = {
             "turns_per_transport": len(rtp),
-            "webrtc_rtp_ms": {"p50": pct(rtp, 50), "p95": pct(rtp, 95)},
-            "webrtc_decoded_ms": {"p50": pct(decoded, 50), "p95": pct(decoded, 95)},
-            "websocket_ms": {"p50": pct(ws, 50), "p95": pct(ws, 95)},
+            "webrtc_rtp_ms": summary(rtp),
+            "webrtc_decoded_ms": summary(decoded),
+            "websocket_ms": summary(ws),
+            "server_speech_end_to_first_audio_sent_ms": {"webrtc": summary(srv_rtc), "websocket": summary(srv_ws)},
         }
         return result
     finally:
@@ -390,18 +443,18 @@ async def capacity(levels: list[int], hold: float, quiet_wait: float = 300) -> l
                     for _, counter in calls:
                         counter.reset()
                     cpu0, my0 = server.cpu_seconds(), sum(me.cpu_times()[:2])
-                    all0, t0 = busy_seconds(), time.monotonic()
+                    probe, t0 = OtherProcesses({me.pid, server.proc.pid}), time.monotonic()
                     await asyncio.sleep(hold)
                     elapsed = time.monotonic() - t0
                     cpu = (server.cpu_seconds() - cpu0) / elapsed
                     my_cpu = (sum(me.cpu_times()[:2]) - my0) / elapsed
-                    others = (busy_seconds() - all0) / elapsed - cpu - my_cpu
+                    others = probe.cores()
                     after = _metrics((await http.get("/metrics")).text)
                     if others < 0.25 or attempt == 2:
                         break
                     print(f"  ({level} calls: other processes used {others * 100:.0f} % of a core; measuring again)",
                           flush=True)
-                    await wait_quiet(quiet_wait, threshold=15 + (cpu + my_cpu) * 100)
+                    await wait_quiet(quiet_wait, exclude={server.proc.pid})
                 p99, over10, intervals = _p99_bound(before, after)
                 resets = after.get("livevox_webrtc_media_clock_resets_total", 0) - before.get(
                     "livevox_webrtc_media_clock_resets_total", 0)
@@ -441,7 +494,7 @@ async def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, {psutil.cpu_freq().current if psutil.cpu_freq() else '?'} MHz")
     if args.part in ("latency", "both"):
         print("latency: end of user speech -> first agent audio at the client (embedded models)")
-        print(f"  other processes: {await wait_quiet(args.wait_quiet):.0f} % of a core")
+        print(f"  other processes: {await wait_quiet(args.wait_quiet) * 100:.0f} % of a core")
         res = await latency(args.reps)
         print(json.dumps(res, indent=2))
         print(f"RESULT latency webrtc(rtp) p50 {res['webrtc_rtp_ms']['p50']:.0f} ms p95 "
@@ -450,7 +503,7 @@ async def main() -> None:
               f"p95 {res['websocket_ms']['p95']:.0f} ms over {res['turns_per_transport']} turns each")
     if args.part in ("capacity", "both"):
         print("capacity: concurrent WebRTC calls, scripted engines")
-        print(f"  other processes: {await wait_quiet(args.wait_quiet):.0f} % of a core")
+        print(f"  other processes: {await wait_quiet(args.wait_quiet) * 100:.0f} % of a core")
         rows = await capacity([int(x) for x in args.levels.split(",")], args.hold, args.wait_quiet)
         best = max((r for r in rows if r["pass"]), key=lambda r: r["calls"], default=None)
         if best is None:

@@ -562,3 +562,11 @@ async def test_interrupt_response_false_keeps_talking(client: RealtimeClient) ->
     evs = await client.until("response.done")
     assert "input_audio_buffer.speech_started" in types(evs)
     assert evs[-1]["response"]["status"] == "completed"
+
+
+async def test_speculative_answer_keeps_spaces_between_clauses(client: RealtimeClient) -> None:
+    await client.append(np.concatenate([tone(0.6), silence(0.3)]))
+    await asyncio.sleep(0.3)  # the speculative answer is computed, gated, during the silence
+    await client.append(silence(0.7))
+    done = (await client.until("response.done"))[-1]["response"]
+    assert done["output"][0]["content"][0]["transcript"] == ScriptedLLM.reply

@@ -95,6 +95,7 @@ class ResponseRun:
         self._codec, self._out_rate = codec, rate
         self._audio_started = False
         self._sent_marks: set[str] = set()
+        self._clauses_queued = 0
 
     # ------------------------------------------------------------ control
 
@@ -378,7 +379,9 @@ class ResponseRun:
 
     async def _transcript_delta(self, clause: str) -> None:
         assert self._msg is not None
-        delta = clause if not self._text else " " + clause
+        # Decided now, not when sent: a gated (speculative) run queues its clauses first.
+        delta = clause if not self._clauses_queued else " " + clause
+        self._clauses_queued += 1
         msg = self._msg
         offset = int(self._audio_ms)
 

@@ -46,6 +46,9 @@ log = logging.getLogger("livevox.webrtc.media")
 FRAME_SECONDS = 0.020
 #: Behind the media clock by more than this, re-anchor the clock instead of sending a burst.
 MAX_LAG = 0.100
+#: Quiet at the start of a response's audio skipped at most (seconds), and what counts as quiet.
+MAX_LEAD_TRIM = 0.25
+_QUIET = 64
 #: Per-item sent-sample counters kept (oldest dropped first).
 _MAX_TRACKED_ITEMS = 256
 #: An Opus "silence" frame (20 ms, CELT), used if the encoder returns nothing.
@@ -143,6 +146,8 @@ class AgentAudioTrack(MediaStreamTrack):
         self._discarded: deque[str] = deque(maxlen=64)
         self._playing: str | None = None  # response whose audio is going out
         self._playing_item = ""
+        self._trim: tuple[str, int] = ("", 0)  # (response, leading-quiet samples it may still skip)
+        self.trimmed_samples = 0
         self._t0: float | None = None
         self._n = -1
         self._last_release: float | None = None
@@ -151,7 +156,7 @@ class AgentAudioTrack(MediaStreamTrack):
         self.audio_frames_sent = 0
         self.underrun_frames = 0
         self.clock_resets = 0
-        self.max_lateness = 0.0
+        self.max_jitter = 0.0
 
     # ------------------------------------------------------------ producer side (the session)
 
@@ -226,6 +231,8 @@ class AgentAudioTrack(MediaStreamTrack):
                     if self._on_event is not None:
                         self._on_event("stopped", chunk.response_id)
                 continue
+            if self._playing != chunk.response_id and self._trim_leading_quiet(chunk):
+                continue  # the whole chunk was leading quiet
             self._playing_item = chunk.item_id
             if self._playing != chunk.response_id:
                 self._playing = chunk.response_id
@@ -247,6 +254,27 @@ class AgentAudioTrack(MediaStreamTrack):
             self.underrun_frames += 1
             UNDERRUN_FRAMES.inc()
         return out, filled == 0
+
+    def _trim_leading_quiet(self, chunk: _Chunk) -> bool:
+        """A response about to start: skip the quiet its audio starts with (TTS lead-in, up to
+        `MAX_LEAD_TRIM`), so that the user hears the first word sooner. The skipped samples count
+        as sent (item offsets stay exact). True if the whole chunk was skipped."""
+        assert chunk.pcm is not None
+        rid, budget = self._trim
+        if rid != chunk.response_id:
+            rid, budget = chunk.response_id, int(MAX_LEAD_TRIM * self.codec.clock_rate)
+        window = chunk.pcm[chunk.pos:chunk.pos + budget]
+        loud = np.flatnonzero(np.abs(window.astype(np.int32)) > _QUIET)
+        skip = int(loud[0]) if loud.size else window.size
+        self._trim = (rid, budget - skip)
+        if skip:
+            chunk.pos += skip
+            self._count(chunk.item_id, skip)
+            self.trimmed_samples += skip
+        if chunk.pos >= chunk.pcm.size:
+            self._queue.popleft()
+            return True
+        return False
 
     def _count(self, item_id: str, samples: int) -> None:
         if item_id in self._sent:
@@ -284,7 +312,7 @@ class AgentAudioTrack(MediaStreamTrack):
         released = self._clock()
         if self._last_release is not None:
             jitter = abs(released - self._last_release - FRAME_SECONDS)
-            self.max_lateness = max(self.max_lateness, jitter)
+            self.max_jitter = max(self.max_jitter, jitter)
             FRAME_JITTER_SECONDS.observe(jitter)
         self._last_release = released
         self.frames_sent += 1
