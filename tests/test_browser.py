@@ -85,6 +85,9 @@ def run(out_dir: Path) -> dict[str, Any]:
                 page.on("console", lambda m, log=console: log.append(f"{m.type}: {m.text}"))  # type: ignore
                 page.on("pageerror", lambda e, log=console: log.append(f"pageerror: {e}"))  # type: ignore
                 page.goto(f"{server.http}/?mode={mode}")
+                if mode == "websocket":  # the conversation-feature toggles, all on for one spoken turn
+                    for toggle in ("#semantic", "#noise", "#echo", "#fillers"):
+                        page.check(toggle)
                 page.click("#talk")
                 deadline = time.monotonic() + 40
                 state = _page_state(page)

@@ -35,13 +35,18 @@ function showError(message) {
 
 function sessionConfig() {
   const voice = $("voice").value.trim() || "alloy";
-  const turn = $("turn").value;
+  let turn = $("turn").value;
+  if (turn === "server_vad" && $("semantic").checked) turn = "azure_semantic_vad";
   const silence = Math.max(100, parseInt($("silence").value, 10) || 500);
+  const td = turn === "none" ? null : { type: turn, silence_duration_ms: silence };
+  if (td && turn.startsWith("azure_semantic")) td.remove_filler_words = $("fillers").checked;
   return {
     instructions: $("instructions").value,
     voice: /neural|:/i.test(voice) ? { name: voice, type: "azure-standard" } : voice,
-    turn_detection: turn === "none" ? null : { type: turn, silence_duration_ms: silence },
+    turn_detection: td,
     input_audio_transcription: { model: "whisper-1" },
+    input_audio_noise_reduction: $("noise").checked ? { type: "azure_deep_noise_suppression" } : null,
+    input_audio_echo_cancellation: $("echo").checked ? { type: "server_echo_cancellation" } : null,
   };
 }
 
