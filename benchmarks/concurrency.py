@@ -119,6 +119,7 @@ async def _session(idx: int, url: str, start_at: float, ramp: float, end_at: flo
                 base = r.commit_sent
             if ev is not None:
                 out["event_ms"].append(ev)
+                out["event_at"].append(round(time.monotonic() - measure_from, 2))
             for key, etype in (("to_created_ms", "response.created"), ("to_audio_ms", "response.audio.delta")):
                 v = _gap(r, base, etype)
                 if v is not None:
@@ -131,7 +132,8 @@ async def _session(idx: int, url: str, start_at: float, ramp: float, end_at: flo
 
 async def _worker_async(url: str, ids: list[int], start_at: float, ramp: float, end_at: float, mode: str,
                         chunk_ms: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"connected": 0, "turns": 0, "appends": 0, "event_ms": [], "to_created_ms": [],
+    out: dict[str, Any] = {"connected": 0, "turns": 0, "appends": 0, "event_ms": [], "event_at": [],
+                           "to_created_ms": [],
                            "to_audio_ms": [], "connect_failures": [], "turn_failures": []}
     cpu0 = time.process_time()
     lags: list[float] = []
@@ -176,8 +178,17 @@ def run_level(pool: concurrent.futures.Executor, url: str, n: int, args: argpars
                for ids in shards if ids]
     rss_max = 0
     cpu_at: dict[str, float] = {}
+    busy_by_second: dict[int, float] = {}  # machine cores busy, per second of the measured window
+    last_busy: tuple[float, float] | None = None
     while not all(f.done() for f in futures):
         now = time.monotonic()
+        if measure_from <= now <= end_at:
+            b = busy_cpu_seconds()
+            if last_busy is None or now - last_busy[0] >= 1.0:
+                if last_busy is not None:
+                    sec = int(last_busy[0] - measure_from)
+                    busy_by_second[sec] = round((b - last_busy[1]) / (now - last_busy[0]), 2)
+                last_busy = (now, b)
         if proc is not None:
             with_cpu = proc.cpu_times()
             rss_max = max(rss_max, proc.memory_info().rss)
@@ -194,7 +205,7 @@ def run_level(pool: concurrent.futures.Executor, url: str, n: int, args: argpars
         time.sleep(0.25)
     results = [f.result(timeout=60) for f in futures]
     merged: dict[str, Any] = {k: [] for k in ("event_ms", "to_created_ms", "to_audio_ms", "connect_failures",
-                                              "turn_failures", "loop_lag_ms")}
+                                              "turn_failures", "loop_lag_ms", "event_at")}
     connected = turns = appends = 0
     client_cpu = 0.0
     for r in results:
@@ -215,6 +226,10 @@ def run_level(pool: concurrent.futures.Executor, url: str, n: int, args: argpars
         "client_cpu_pct": round(100 * client_cpu / (span + 1), 1),
         "client_loop_lag_ms": percentiles(merged["loop_lag_ms"], PS),
         "failure_samples": (merged["connect_failures"] + merged["turn_failures"])[:5],
+        # When the slow events happened (second of the measured window -> count): a burst points
+        # at something outside the server (another process), a spread at the server itself.
+        "slow_events_by_second": _slow_by_second(merged["event_ms"], merged["event_at"]),
+        "machine_busy_by_second": busy_by_second,
     }
     if proc is not None and "start" in cpu_at and cpu_at["t_end"] > cpu_at["t_start"]:
         level["server_cpu_pct"] = round(100 * (cpu_at["end"] - cpu_at["start"]) / (cpu_at["t_end"] - cpu_at["t_start"]),
@@ -226,6 +241,31 @@ def run_level(pool: concurrent.futures.Executor, url: str, n: int, args: argpars
         ours = level.get("server_cpu_pct", 0.0) / 100 + level["client_cpu_pct"] / 100
         level["other_busy_cores"] = round(max(0.0, level["machine_busy_cores"] - ours), 2)
     return level
+
+
+SLOW_MS = 20.0
+
+
+def _slow_by_second(ms: list[float], at: list[float]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for v, t in zip(ms, at, strict=False):
+        if v > SLOW_MS:
+            counts[int(t)] = counts.get(int(t), 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _sessions_open(ws_url: str) -> int | None:
+    """Open sessions according to the server's /readyz (None if it does not say)."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    u = urlsplit(ws_url)
+    try:
+        with urllib.request.urlopen(f"http://{u.netloc}/readyz", timeout=5) as r:
+            n = json.loads(r.read()).get("sessions")
+            return n if isinstance(n, int) else None
+    except (OSError, ValueError):
+        return None
 
 
 def print_level(lv: dict[str, Any], mode: str) -> None:
@@ -244,6 +284,11 @@ def print_level(lv: dict[str, Any], mode: str) -> None:
         s = lv[key]
         cells = "  ".join(f"p{p} {s[f'p{p}']}" for p in PS)
         print(f"      {label:<40} {cells}  max {s['max']}  (n={s['n']})")
+    slow = lv["slow_events_by_second"]
+    if slow:
+        busy = lv["machine_busy_by_second"]
+        where = ", ".join(f"s{sec}: {cnt} (machine {busy.get(sec, '?')} cores)" for sec, cnt in slow.items())
+        print(f"      events over {SLOW_MS:g} ms: {sum(slow.values())}; by second of the window: {where}")
     for f in lv["failure_samples"]:
         print(f"      failure: {f}")
 
@@ -273,10 +318,13 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"machine": machine(), "mode": args.turn_mode, "chunk_ms": args.chunk_ms,
                               "duration_s": args.duration, "ramp_s": args.ramp, "workers": args.workers,
                               "levels": []}
+    if pid:
+        report["server_rss_mb_idle"] = round(psutil.Process(pid).memory_info().rss / 2**20, 1)
     m = report["machine"]
     print(f"machine: {m['nproc']} x {m['cpu']}, {m['ram_gb']} GiB, Python {m['python']}, load "
           f"{m['loadavg_1m_at_start']} at start; mode {args.turn_mode}, {args.chunk_ms} ms appends, "
-          f"{args.duration:g} s per level, {args.workers} client processes")
+          f"{args.duration:g} s per level, {args.workers} client processes; server RSS idle "
+          f"{report.get('server_rss_mb_idle', '?')} MB")
     try:
         ctx = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:
@@ -287,7 +335,12 @@ def main(argv: list[str] | None = None) -> int:
                     lv["busy_cores_before"] = before
                 report["levels"].append(lv)
                 print_level(lv, args.turn_mode)
-                time.sleep(2.0)  # let the closed sessions drain
+                time.sleep(3.0)  # let the closed sessions drain
+                if pid:
+                    lv["server_rss_mb_after"] = round(psutil.Process(pid).memory_info().rss / 2**20, 1)
+                    lv["server_sessions_after"] = _sessions_open(url)
+                    print(f"      after the level: server RSS {lv['server_rss_mb_after']} MB, "
+                          f"{lv['server_sessions_after']} sessions open")
     finally:
         if server is not None:
             server.stop()

@@ -66,7 +66,7 @@ def free_port() -> int:
 
 
 def percentiles(values: list[float], ps: tuple[int, ...] = (50, 95)) -> dict[str, float | int | None]:
-    out: dict[str, float | int | None] = {"n": len(values)}
+    out: dict[str, float | int | None] = {"n": len(values), "min": round(min(values), 1) if values else None}
     for p in ps:
         out[f"p{p}"] = round(float(np.percentile(values, p)), 1) if values else None
     out["max"] = round(max(values), 1) if values else None
@@ -74,13 +74,14 @@ def percentiles(values: list[float], ps: tuple[int, ...] = (50, 95)) -> dict[str
 
 
 def fmt_row(label: str, stats: dict[str, Any], ps: tuple[int, ...] = (50, 95)) -> str:
-    cells = "".join(f"{'-' if stats.get(f'p{p}') is None else stats[f'p{p}']:>10}" for p in ps)
+    mn = "-" if stats.get("min") is None else stats["min"]
+    cells = f"{mn:>10}" + "".join(f"{'-' if stats.get(f'p{p}') is None else stats[f'p{p}']:>10}" for p in ps)
     mx = "-" if stats.get("max") is None else stats["max"]
     return f"  {label:<44}{cells}{mx:>10}{stats['n']:>6}"
 
 
 def header(ps: tuple[int, ...] = (50, 95)) -> str:
-    return f"  {'interval (ms)':<44}" + "".join(f"{'p' + str(p):>10}" for p in ps) + f"{'max':>10}{'n':>6}"
+    return f"  {'interval (ms)':<44}{'min':>10}" + "".join(f"{'p' + str(p):>10}" for p in ps) + f"{'max':>10}{'n':>6}"
 
 
 def machine() -> dict[str, Any]:
@@ -214,6 +215,10 @@ async def manual_turn(url: str, pcm: np.ndarray, api_key: str | None, timeout: f
         await call.close()
 
 
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
+
+
 def _between(r: TurnResult, a: str, b: str) -> float | None:
     ta, tb = r.first.get(a), r.first.get(b)
     return None if ta is None or tb is None else (tb - ta) * 1000.0
@@ -231,10 +236,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     server: ServerProcess | HarnessServer | None = None
     url = args.url
     if url is None:
-        server = (HarnessServer(args.engines) if args.server == "thread" else ServerProcess(args.engines)).start()
+        env = dict(kv.split("=", 1) for kv in args.server_env)
+        server = (HarnessServer(args.engines) if args.server == "thread"
+                  else ServerProcess(args.engines, env=env)).start()
         url = server.ws + VL_PATH
     report: dict[str, Any] = {"machine": machine(), "engines": args.engines if args.url is None else "external",
                               "url": url.split("?")[0], "chunk_ms": args.chunk_ms, "server": args.server,
+                              "server_env": args.server_env,
                               "questions": [q[0] for q in questions]}
     client: dict[str, list[float]] = {label: [] for _, label in CLIENT_MARKS}
     extra: dict[str, list[float]] = {"speech_stopped -> first audio delta": [],
@@ -243,6 +251,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     failures: list[str] = []
     transcripts: list[tuple[str, str | None, str]] = []
     statuses: dict[str, int] = {}
+    details: list[dict[str, Any]] = []
     if args.wait_quiet > 0:
         report["busy_cores_before"] = wait_quiet(args.wait_quiet)
     busy0, wall0 = busy_cpu_seconds(), time.monotonic()
@@ -252,6 +261,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await spoken_turn(url, pcm, end_s, args.api_key, args.chunk_ms, args.timeout)
         for i in range(args.turns):
             name, pcm, end_s = questions[i % len(questions)]
+            turn_busy, turn_t = busy_cpu_seconds(), time.monotonic()
             try:
                 r = await spoken_turn(url, pcm, end_s, args.api_key, args.chunk_ms, args.timeout)
             except CallError as exc:
@@ -279,10 +289,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 server_stages.setdefault("eot_decision -> first_audio_sent", []).append(
                     float(r.metrics["first_audio_sent"]) - float(r.metrics["eot_decision"]))
             transcripts.append((name, r.user_transcript, r.agent_transcript.strip()))
+            details.append({"question": name, "status": status, "server_ms": r.metrics,
+                            "client_ms": {label: _round(r.after_speech_ms(etype)) for etype, label in CLIENT_MARKS},
+                            "busy_cores": round((busy_cpu_seconds() - turn_busy) / (time.monotonic() - turn_t), 2),
+                            "user": r.user_transcript, "agent": r.agent_transcript.strip()})
             if args.verbose:
-                print(f"turn {i + 1}/{args.turns} {name}: user={r.user_transcript!r} "
-                      f"agent={r.agent_transcript.strip()[:80]!r} first audio "
-                      f"{r.after_speech_ms('response.audio.delta')} ms", file=sys.stderr)
+                first_audio = _round(r.after_speech_ms("response.audio.delta"))
+                print(f"turn {i + 1}/{args.turns} {name}: first audio {first_audio} ms, machine busy "
+                      f"{details[-1]['busy_cores']} cores, server {r.metrics}, "
+                      f"user={r.user_transcript!r} agent={r.agent_transcript.strip()[:80]!r}", file=sys.stderr)
         manual: dict[str, list[float]] = {}
         if args.engines == "scripted" or args.manual_turns:
             n_manual = args.manual_turns if args.manual_turns is not None else args.turns
@@ -316,6 +331,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     report["server_stages_ms"] = {k: percentiles(server_stages[k]) for k in order}
     report["manual_turns_ms"] = {k: percentiles(v) for k, v in manual.items()}
     report["sample_transcripts"] = transcripts[: len(questions)]
+    report["turn_details"] = details
     return report
 
 
@@ -359,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api-key", default=None)
     p.add_argument("--server", choices=["process", "thread"], default="process",
                    help="own server as a subprocess (default) or the tests' in-process thread harness")
+    p.add_argument("--server-env", action="append", default=[], metavar="LIVEVOX_X=VALUE",
+                   help="extra environment for the server process (repeatable), e.g. LIVEVOX_LLM__THREADS=1")
     p.add_argument("--wav", action="append", default=None, help="question WAV (repeatable); "
                    "default tests/fixtures/question_*.wav")
     p.add_argument("--turns", type=int, default=20, help="measured spoken turns (questions cycle)")
@@ -374,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.turns < 1 or args.turns > 10000:
         p.error("--turns must be 1..10000")
+    if any("=" not in kv for kv in args.server_env):
+        p.error("--server-env takes NAME=VALUE")
     rep = asyncio.run(run(args))
     print_report(rep)
     if args.json:

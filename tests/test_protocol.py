@@ -570,3 +570,14 @@ async def test_speculative_answer_keeps_spaces_between_clauses(client: RealtimeC
     await client.append(silence(0.7))
     done = (await client.until("response.done"))[-1]["response"]
     assert done["output"][0]["content"][0]["transcript"] == ScriptedLLM.reply
+
+
+async def test_stage_timings_ignore_a_discarded_speculation(server: ServerThread) -> None:
+    c = await RealtimeClient.connect(server.ws, "/voice-live/realtime?model=x&livevox-latency-events=true")
+    await c.append(np.concatenate([tone(1.0), silence(0.3)]))
+    await asyncio.sleep(0.3)  # speculative work runs, then the user goes on
+    await c.append(np.concatenate([tone(1.0), silence(1.0)]))
+    stages = (await c.until("livevox.turn.metrics"))[-1]["stages_ms"]
+    assert all(v >= 0 for v in stages.values()), stages
+    assert "first_clause" in stages
+    await c.close()

@@ -569,7 +569,7 @@ def report(result: TurnResult, out: TextIO, *, wav: str, speech: tuple[float, fl
     p("  measured by this client")
     for etype, label in CLIENT_MARKS:
         p(f"    {label:<26}{_fmt_ms(result.after_speech_ms(etype))}")
-    ev_ms = result.speech_stopped_event_ms()
+    ev_ms = result.speech_stopped_event_ms() if result.metrics is not None else None  # livevox only
     if ev_ms is not None:
         p(f"    speech_stopped event latency (from the append that closed the silence window): {ev_ms:.1f} ms")
     if result.metrics:

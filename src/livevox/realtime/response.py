@@ -252,6 +252,7 @@ class ResponseRun:
                 await aclose()  # stops generation at once on cancel (barge-in)
             if tts_task is not None:
                 for clause in splitter.flush():
+                    self.timings.mark("first_clause")
                     clauses.put_nowait(clause)
                 clauses.put_nowait(None)
                 if not tts_task.done():

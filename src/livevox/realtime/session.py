@@ -484,7 +484,8 @@ class RealtimeSession:
                     msgs.append({"role": "user", "content": text})
                 return msgs
 
-            run = ResponseRun(self, self._params({}), messages, self._timings, gated=True)
+            # Its own timings: a discarded attempt must not leave its marks on the turn.
+            run = ResponseRun(self, self._params({}), messages, TurnTimings(), gated=True)
             run.start()
         self._spec = Speculation(stt, run, self.conversation.version)
 
@@ -578,6 +579,7 @@ class RealtimeSession:
             return  # interrupt_response false: the current answer goes on; no second response
         if spec is not None and spec.response is not None:
             run = spec.response
+            run.timings.marks.update(timings.marks)  # end of speech and decision, from the turn
             self.response = run
             await run.open_gate()
             self._watch_response(run)
