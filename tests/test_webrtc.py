@@ -614,7 +614,9 @@ async def test_embedded_spoken_turn(embedded: ServerThread, door: str) -> None:
     async with contextlib.AsyncExitStack() as stack:
         c = RtcClient(embedded.http, door=door)
         stack.push_async_callback(c.close)
-        await c.start(session=None if door == "voicelive" else {
+        # Voice Live door: word timestamps and visemes on, to check they travel on the data channel.
+        await c.start(session={"output_audio_timestamp_types": ["word"], "animation": {"outputs": ["viseme_id"]}}
+                      if door == "voicelive" else {
             "type": "realtime", "audio": {"input": {"transcription": {"model": "whisper-1"}}}})
         c.mic.say(np.concatenate([silence(0.3), speech, silence(0.2)]))
         user = await c.wait_for("conversation.item.input_audio_transcription.completed", timeout=20)
@@ -634,3 +636,7 @@ async def test_embedded_spoken_turn(embedded: ServerThread, door: str) -> None:
         assert len(c.loud_frames()) * 0.02 > 0.5, "less than half a second of agent audio"
         assert len(heard.split()) >= 2, f"the received audio does not transcribe to speech: {heard!r}"
         assert not [e for _, _, e in c.all_events() if "audio.delta" in e["type"]]
+        if door == "voicelive":
+            for kind in ("response.audio_timestamp.delta", "response.animation_viseme.delta"):
+                marks = c.find(kind)
+                assert marks and {ch for ch, _, _ in marks} == {"dc"}, kind
