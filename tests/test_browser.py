@@ -50,15 +50,51 @@ def _make_wav(path: Path) -> None:
         w.writeframes(out.tobytes())
 
 
+# What the page shows, as JSON: the same probe for Chromium (Playwright) and Firefox (BiDi).
+PAGE_STATE_JS = """JSON.stringify({
+  conn: document.querySelector("#conn").textContent,
+  user: [...document.querySelectorAll(".msg.user[data-final] .text")].map((e) => e.textContent),
+  agent: [...document.querySelectorAll(".msg.agent .text")].map((e) => e.textContent)
+    .filter((t) => t.replace(/^[ …]+|[ …]+$/g, "").length > 0),
+  played_ms: parseInt(document.querySelector("#agent-played").dataset.ms || "0", 10),
+  latency_ms: parseInt(document.querySelector("#latency-last").dataset.ms || "-1", 10),
+  error: document.querySelector("#error").textContent || "",
+})"""
+
+
+def turn_heard(state: dict[str, Any]) -> bool:
+    return bool(state["user"] and state["agent"] and state["played_ms"] >= 1000)
+
+
+def check_results(results: dict[str, Any]) -> None:
+    for mode in MODES:
+        r = results[mode]
+        print(f"{mode}: {json.dumps({k: v for k, v in r.items() if k != 'console'})}")
+        assert not r["error"], (mode, r["error"], r["console"])
+        assert r["user"] and "capital" in r["user"][0].lower(), (mode, r)
+        assert r["agent"] and r["agent"][0].strip(), (mode, r)
+        assert r["played_ms"] >= 500, (mode, "the page played less than 0.5 s of agent audio", r)
+        assert 0 < r["latency_ms"] < 10000, (mode, r)
+        assert Path(r["screenshot"]).stat().st_size > 10_000
+
+
+def run_isolated(script: str, timeout: float) -> dict[str, Any]:
+    """Run `script --run TMP` in a fresh network namespace with only loopback; return its JSON."""
+    unshare = shutil.which("unshare")
+    assert unshare, "unshare (util-linux) is required to isolate the browser on loopback"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [unshare, "--net", "--", sys.executable, script, "--run", tmp]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, f"browser run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n" \
+                                 f"{proc.stderr[-3000:]}"
+    results: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return results
+
+
 def _page_state(page: Any) -> dict[str, Any]:
-    return {
-        "conn": page.text_content("#conn"),
-        "user": page.locator(".msg.user[data-final] .text").all_text_contents(),
-        "agent": [t for t in page.locator(".msg.agent .text").all_text_contents() if t.strip(" …")],
-        "played_ms": int(page.get_attribute("#agent-played", "data-ms") or 0),
-        "latency_ms": int(page.get_attribute("#latency-last", "data-ms") or -1),
-        "error": page.text_content("#error") or "",
-    }
+    state: dict[str, Any] = json.loads(page.evaluate(PAGE_STATE_JS))
+    return state
 
 
 def run(out_dir: Path) -> dict[str, Any]:
@@ -93,7 +129,7 @@ def run(out_dir: Path) -> dict[str, Any]:
                 state = _page_state(page)
                 while time.monotonic() < deadline:
                     state = _page_state(page)
-                    if state["user"] and state["agent"] and state["played_ms"] >= 1000:
+                    if turn_heard(state):
                         break
                     time.sleep(0.25)
                 time.sleep(0.5)
@@ -113,24 +149,7 @@ def run(out_dir: Path) -> dict[str, Any]:
 
 def test_browser_page_talks_to_the_agent() -> None:
     assert os.path.exists(CHROMIUM), "Debian's chromium is required: apt-get install -y chromium"
-    unshare = shutil.which("unshare")
-    assert unshare, "unshare (util-linux) is required to isolate the browser on loopback"
-    ARTIFACTS.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [unshare, "--net", "--", sys.executable, __file__, "--run", tmp]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT)
-    assert proc.returncode == 0, f"browser run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n" \
-                                 f"{proc.stderr[-3000:]}"
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
-    for mode in MODES:
-        r = results[mode]
-        print(f"{mode}: {json.dumps({k: v for k, v in r.items() if k != 'console'})}")
-        assert not r["error"], (mode, r["error"], r["console"])
-        assert r["user"] and "capital" in r["user"][0].lower(), (mode, r)
-        assert r["agent"] and r["agent"][0].strip(), (mode, r)
-        assert r["played_ms"] >= 500, (mode, "the page played less than 0.5 s of agent audio", r)
-        assert 0 < r["latency_ms"] < 10000, (mode, r)
-        assert Path(r["screenshot"]).stat().st_size > 10_000
+    check_results(run_isolated(__file__, timeout=240))
 
 
 def _loopback_up() -> None:
