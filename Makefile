@@ -14,7 +14,8 @@ APT_TEST_NR := pulseaudio pulseaudio-utils
 
 # $(1): packages, $(2): extra apt-get flags. Installs only what is missing (idempotent).
 define apt_install
-missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+missing=""; for p in $(1); do \
+  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
 if [ -n "$$missing" ]; then \
   SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
   echo "installing apt packages:$$missing"; \

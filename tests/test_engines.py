@@ -353,9 +353,10 @@ async def test_piper_audio(engines: Engines) -> None:
     short = await synth_seconds(engines, "Hello there.")
     long = await synth_seconds(engines, "Hello there. The weather in Paris is sunny and warm today.")
     assert 0.4 < short < long
-    fast = await synth_seconds(engines, "The weather in Paris is sunny and warm today.", speed=1.5)
+    # Piper's durations are sampled (noise_w), so compare speeds far enough apart to beat the noise.
+    fast = await synth_seconds(engines, "The weather in Paris is sunny and warm today.", speed=2.0)
     normal = await synth_seconds(engines, "The weather in Paris is sunny and warm today.")
-    assert fast < normal * 0.8
+    assert fast < normal * 0.8, (fast, normal)
 
 
 async def test_piper_chunk_per_sentence(engines: Engines) -> None:
