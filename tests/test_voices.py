@@ -50,6 +50,26 @@ async def test_unknown_voice_is_refused_with_the_available_ones(server: ServerTh
     await c.close()
 
 
+async def test_unknown_response_voice_is_refused_and_a_known_one_used(server: ServerThread) -> None:
+    c = await RealtimeClient.connect(server.ws)
+    await c.update({"turn_detection": None})
+    await c.send({"type": "response.create", "event_id": "r1", "response": {"voice": "nova"}})
+    err = await c.error()
+    assert (err["code"], err["param"], err["event_id"]) == ("invalid_value", "response.voice", "r1")
+    assert "alloy, en-US-AvaNeural, scripted" in err["message"]
+    base = await answer_samples(c)  # no response was started by the refused one
+    await c.send({"type": "response.create", "response": {"voice": {
+        "type": "azure-standard", "name": "en-US-AvaNeural", "rate": "2.0"}}})
+    err = await c.error()
+    assert err["param"] == "response.voice.rate"
+    await c.send({"type": "response.create", "response": {"voice": {
+        "type": "azure-standard", "name": "en-US-AvaNeural", "rate": "1.5"}}})
+    evs = await c.until("response.done")
+    fast = sum(len(base64.b64decode(e["delta"])) // 2 for e in evs if e["type"] == "response.audio.delta")
+    assert abs(fast / base - 1 / 1.5) < 0.05, (base, fast)
+    await c.close()
+
+
 async def test_voice_live_voice_and_rate(server: ServerThread) -> None:
     c = await RealtimeClient.connect(server.ws)
     await c.update({"turn_detection": None})

@@ -748,6 +748,8 @@ class RealtimeSession:
         if mot is not None:
             probe["max_response_output_tokens"] = mot
         merge_update(self.config, probe, self.api_version, prefix="response")
+        if "voice" in r:  # the voice map decides, as for session.voice (strict: the known ones only)
+            self.engines.voices.check(r["voice"], param="response.voice")
         conv = r.get("conversation", "auto")
         if conv not in ("auto", "none", None):
             raise ProtocolError("invalid_value", "'response.conversation' must be 'auto' or 'none'",
