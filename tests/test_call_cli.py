@@ -69,6 +69,22 @@ def test_call_scripted(scripted: ServerThread, wav_question: Path, tmp_path: Pat
     assert np.abs(pcm.astype(np.int32)).max() > 500
 
 
+@pytest.mark.parametrize("form", ["ws", "http"])
+def test_call_bare_server_address(scripted: ServerThread, wav_question: Path, form: str) -> None:
+    # `--url ws://host:port` (or http://host:port) means the Voice Live endpoint.
+    reset_scripted()
+    base = scripted.ws if form == "ws" else scripted.http
+    proc = run_call("--wav", str(wav_question), "--url", base, "--api-key", "call-key", "--timeout", "30")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "This is a scripted answer." in proc.stdout, proc.stdout
+
+
+def test_call_wrong_path(scripted: ServerThread, wav_question: Path) -> None:
+    proc = run_call("--wav", str(wav_question), "--url", scripted.ws + "/nope", "--api-key", "call-key")
+    assert proc.returncode == 4, proc.stderr
+    assert "no realtime endpoint at" in proc.stderr and "/voice-live/realtime" in proc.stderr, proc.stderr
+
+
 def test_call_auth_refused(scripted: ServerThread, wav_question: Path) -> None:
     for key in ([], ["--api-key", "wrong"]):
         proc = run_call("--wav", str(wav_question), "--url", scripted.ws + VL_PATH, *key, "--timeout", "20")

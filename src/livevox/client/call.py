@@ -18,7 +18,7 @@ The pieces (`load_wav`, `RealtimeCall`, `TurnResult`) are reused by `benchmarks/
 
 Exit codes: 0 ok (response `completed`, or `incomplete` when cut at the output-token limit);
 1 the server answered with an error, a failed or cancelled response, or no audio;
-2 bad input (unreadable WAV, bad URL); 3 authentication refused (HTTP 401/403);
+2 bad input (unreadable WAV, bad URL); 3 authentication refused (HTTP 401);
 4 cannot connect, server busy/not ready (HTTP 503), or the connection dropped; 5 timed out.
 """
 
@@ -192,6 +192,18 @@ def with_query(url: str, **params: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
+def realtime_url(url: str) -> str:
+    """Accept a bare server address (`ws://host:port`, or `http(s)://`): the Voice Live endpoint."""
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if parts.path in ("", "/"):
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        query.setdefault("api-version", "2026-07-15")
+        query.setdefault("model", "livevox")
+        return urlunsplit((scheme, parts.netloc, "/voice-live/realtime", urlencode(query), parts.fragment))
+    return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+
+
 def dialect_of(url: str) -> str:
     return "voicelive" if "voice-live" in urlsplit(url).path else "openai"
 
@@ -290,6 +302,7 @@ class RealtimeCall:
     @classmethod
     async def open(cls, url: str, api_key: str | None = None, *, latency_events: bool = True,
                    open_timeout: float = 10.0) -> RealtimeCall:
+        url = realtime_url(url)
         if latency_events:
             url = with_query(url, **{"livevox-latency-events": "true"})
         headers = {"api-key": api_key} if api_key else {}
@@ -301,9 +314,12 @@ class RealtimeCall:
         except InvalidStatus as exc:
             status = exc.response.status_code
             detail = _error_body(exc.response.body)
-            if status in (401, 403):
+            if status == 401:
                 raise CallError(EXIT_AUTH, f"authentication refused (HTTP {status}){detail}; "
                                 "pass the key with --api-key") from None
+            if status in (403, 404):  # Starlette's answer to a WebSocket on a path it does not route
+                raise CallError(EXIT_CONNECT, f"no realtime endpoint at {_redact(url)} (HTTP {status}); "
+                                "use /voice-live/realtime or /v1/realtime") from None
             raise CallError(EXIT_CONNECT, f"the server refused the WebSocket (HTTP {status}){detail}") from None
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
