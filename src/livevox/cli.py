@@ -65,9 +65,17 @@ async def _serve(settings: Settings) -> int:
         ws_per_message_deflate=False,
         lifespan="on",
     )
+    logging.getLogger("uvicorn.error").addFilter(_drop_denial_handshake_error)
     server = uvicorn.Server(config)
     await server.serve()
     return 0
+
+
+def _drop_denial_handshake_error(record: logging.LogRecord) -> bool:
+    # uvicorn's websockets-sansio protocol logs this ERROR after a completed denial response
+    # (HTTP 401/503 sent with `websocket.http.response`), because it only counts an accept as a
+    # completed handshake. livevox always accepts or denies, so the line is noise for operators.
+    return record.getMessage() != "ASGI callable returned without completing handshake."
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
