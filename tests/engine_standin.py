@@ -32,7 +32,8 @@ class Seen:
 @dataclass
 class EngineStandIn:
     """Modes. llm: ok | stall (no headers) | stall_after_first | garbage | not_sse | http_500 | http_401 |
-    drop (connection cut after two tokens) | tools (two interleaved parallel calls) | tool_no_name.
+    drop (connection cut after two tokens) | tools (two interleaved parallel calls) | tool_no_name |
+    replay (sends `replay`: raw SSE `data:` payloads, objects as JSON, then ends the stream).
     stt: ok | stall | garbage | http_503. tts: ok | stall | json (an error-ish JSON body) | drop."""
 
     llm_mode: str = "ok"
@@ -41,6 +42,8 @@ class EngineStandIn:
     reply: str = "The stand-in answers. It is not a model."
     transcript: str = "stand-in transcript"
     token_delay: float = 0.0
+    #: What `replay` mode sends, in order (the test appends "[DONE]" if it wants one).
+    replay: list[Any] = field(default_factory=list)
     #: Fail this many requests with 503 before answering normally (retry tests).
     fail_first: int = 0
     requests: list[Seen] = field(default_factory=list)
@@ -59,6 +62,7 @@ class EngineStandIn:
         self._release = asyncio.Event()
         self.llm_mode = self.stt_mode = self.tts_mode = "ok"
         self.token_delay = 0.0
+        self.replay = []
         self.fail_first = 0
         self.requests.clear()
         self.disconnects.clear()
@@ -137,6 +141,12 @@ class EngineStandIn:
             if mode == "garbage":
                 await resp.write(b"data: {\"choices\": [{\"delta\": {\"content\": \"Hi\"}}]}\n\n")
                 await resp.write(b"data: {this is not json\n\n")
+                await resp.write_eof()
+                return resp
+            if mode == "replay":
+                for payload in self.replay:
+                    data = payload if isinstance(payload, str) else json.dumps(payload)
+                    await resp.write(f"data: {data}\n\n".encode())
                 await resp.write_eof()
                 return resp
             if mode in ("tools", "tool_no_name"):

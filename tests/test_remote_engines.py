@@ -533,3 +533,88 @@ def test_start_up_failure_names_the_engine_and_exits_non_zero(case: str) -> None
     assert proc.returncode == 1, proc.stderr
     for text in expect:
         assert text in proc.stderr, proc.stderr
+
+
+# ================================================================ stream shapes of real servers
+# The stand-in replays streams shaped as each server sends them (from their documentation and
+# issue trackers); vLLM, Ollama and OpenAI cannot run on this machine (no GPU, no network).
+
+
+def _c(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+
+
+def _tc(name: str | None, args: Any, **kw: Any) -> dict[str, Any]:
+    fn: dict[str, Any] = {"arguments": args} if name is None else {"name": name, "arguments": args}
+    return {"type": "function", **kw, "function": fn}
+
+
+USAGE = {"prompt_tokens": 50, "completion_tokens": 9, "total_tokens": 59}
+WEATHER = ("get_weather", {"city": "Paris"})
+TIME = ("get_time", {"tz": "UTC"})
+SERVER_STREAMS: dict[str, tuple[list[Any], list[tuple[str, dict[str, Any]]], str, int]] = {
+    # OpenAI: id and name first, arguments in fragments, usage in a last chunk with no choices.
+    "openai": ([_c({"role": "assistant", "content": None,
+                    "tool_calls": [_tc("get_weather", "", index=0, id="call_a")]}),
+                _c({"tool_calls": [{"index": 0, "function": {"arguments": '{"ci'}}]}),
+                _c({"tool_calls": [{"index": 0, "function": {"arguments": 'ty": "Paris"}'}}]}),
+                _c({}, "tool_calls"), {"id": "chatcmpl-1", "choices": [], "usage": USAGE}, "[DONE]"],
+               [WEATHER], "tool_calls", 9),
+    # gpt-4o has been seen to finish a tool call with "stop".
+    "openai-finish-stop": ([_c({"tool_calls": [_tc("get_weather", '{"city": "Paris"}', index=0, id="call_a")]}),
+                            _c({}, "stop"), "[DONE]"], [WEATHER], "tool_calls", 0),
+    # vLLM: an empty first content, a name chunk with no arguments key, usage after the finish.
+    "vllm": ([_c({"role": "assistant", "content": ""}),
+              _c({"tool_calls": [{"id": "chatcmpl-tool-1", "type": "function", "index": 0,
+                                  "function": {"name": "get_weather"}}]}),
+              _c({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}),
+              _c({"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]}),
+              _c({"content": ""}, "tool_calls"), {"id": "chatcmpl-1", "choices": [], "usage": USAGE}, "[DONE]"],
+             [WEATHER], "tool_calls", 9),
+    # Ollama before 0.5: whole calls in one chunk, no index, finish "stop".
+    "ollama-no-index": ([_c({"role": "assistant", "content": "", "tool_calls": [
+                            _tc("get_weather", '{"city":"Paris"}', id="call_1"),
+                            _tc("get_time", '{"tz":"UTC"}', id="call_2")]}),
+                         _c({"role": "assistant", "content": ""}, "stop"), "[DONE]"], [WEATHER, TIME], "tool_calls", 0),
+    # Arguments as a JSON object rather than a string; every parallel call numbered 0.
+    "object-arguments-index-0": ([_c({"tool_calls": [_tc("get_weather", {"city": "Paris"}, index=0, id="call_1")]}),
+                                  _c({"tool_calls": [_tc("get_time", {"tz": "UTC"}, index=0, id="call_2")]}),
+                                  _c({}, "tool_calls"), "[DONE]"], [WEATHER, TIME], "tool_calls", 0),
+    # llama.cpp's server: `timings` on chunks, usage on the finishing chunk itself.
+    "llama.cpp": ([_c({"role": "assistant", "content": None}), _c({"content": "Hello"}),
+                   _c({"content": " there."}, timings={"predicted_n": 2}),
+                   _c({}, "stop", usage=USAGE, timings={"predicted_n": 3}), "[DONE]"], [], "stop", 9),
+    # No [DONE] at all, only a finish_reason (some proxies).
+    "no-done-marker": ([_c({"content": "Hi."}), _c({}, "stop")], [], "stop", 0),
+}
+
+
+@pytest.mark.parametrize("server", list(SERVER_STREAMS))
+async def test_stream_shapes_of_real_servers(standin: EngineStandIn, server: str) -> None:
+    import json
+
+    replay, calls, finish, out_tokens = SERVER_STREAMS[server]
+    standin.reset()
+    standin.llm_mode = "replay"
+    standin.replay = replay
+    llm = OpenAILLM(OpenAILLMSettings(base_url=standin.base_url, api_key="k", model="m"))
+    await llm.load()
+    try:
+        events = [ev async for ev in llm.stream(ChatRequest(messages=[{"role": "user", "content": "x"}]), "t")]
+    finally:
+        await llm.close()
+        standin.reset()
+    deltas = [e for e in events if isinstance(e, ToolCallDelta)]
+    got: dict[int, list[Any]] = {}
+    for d in deltas:
+        entry = got.setdefault(d.index, [d.name, "", d.call_id])
+        entry[0] = entry[0] or d.name
+        entry[1] += d.arguments
+    assert [(name, json.loads(args)) for name, args, _ in got.values()] == calls, (server, deltas)
+    assert all(cid for _, _, cid in got.values()), "every call has an id"
+    assert isinstance(events[-1], Finish) and events[-1].reason == finish
+    if out_tokens:
+        assert events[-1].output_tokens == out_tokens
+    if not calls:
+        assert "".join(e.text for e in events if isinstance(e, TextDelta)) in ("Hello there.", "Hi.")

@@ -254,12 +254,20 @@ class _StreamState:
         fn = tc.get("function") or {}
         if not isinstance(fn, dict):
             raise bad("'tool_calls[].function' is not an object")
-        # Some servers omit `index` on single calls; a new id without an index is a new call.
+        # Some servers omit `index` (Ollama before 0.5), or number every parallel call 0: a delta
+        # with a new id is a new call; one without an id continues the last call.
         index = tc.get("index")
+        cid = tc.get("id")
+        if isinstance(index, int) and cid and index in self.calls and self.calls[index].call_id != str(cid):
+            index = None
         if not isinstance(index, int):
-            known = next((i for i, c in self.calls.items() if tc.get("id") and c.call_id == tc.get("id")), None)
-            index = known if known is not None else (len(self.calls) if tc.get("id") or not self.calls
-                                                     else max(self.calls))
+            known = next((i for i, c in self.calls.items() if cid and c.call_id == str(cid)), None)
+            if known is not None:
+                index = known
+            elif cid or not self.calls:
+                index = max(self.calls) + 1 if self.calls else 0
+            else:
+                index = max(self.calls)
         args = fn.get("arguments") or ""
         if not isinstance(args, str):
             args = json.dumps(args)  # Ollama-style object arguments
