@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -446,15 +447,20 @@ async def test_azure_form_and_secrets_from_the_environment(standin: EngineStandI
     assert seen.body["stream"] is True and seen.body["stream_options"] == {"include_usage": True}
 
 
-async def test_tool_call_deltas_are_emitted_as_they_arrive(standin: EngineStandIn) -> None:
-    standin.reset()
-    standin.llm_mode = "tools"
+async def stream_from(standin: EngineStandIn) -> list[Any]:
+    """Every event the OpenAI-compatible client yields for one request to the stand-in."""
     llm = OpenAILLM(OpenAILLMSettings(base_url=standin.base_url, api_key="k", model="m"))
     await llm.load()
     try:
-        events = [ev async for ev in llm.stream(ChatRequest(messages=[{"role": "user", "content": "x"}]), "t")]
+        return [ev async for ev in llm.stream(ChatRequest(messages=[{"role": "user", "content": "x"}]), "t")]
     finally:
         await llm.close()
+
+
+async def test_tool_call_deltas_are_emitted_as_they_arrive(standin: EngineStandIn) -> None:
+    standin.reset()
+    standin.llm_mode = "tools"
+    events = await stream_from(standin)
     calls = [e for e in events if isinstance(e, ToolCallDelta)]
     assert [(c.index, c.call_id, c.name) for c in calls[:2]] == [(0, "call_a", "get_weather"),
                                                                  (1, "call_b", "get_time")]
@@ -592,18 +598,13 @@ SERVER_STREAMS: dict[str, tuple[list[Any], list[tuple[str, dict[str, Any]]], str
 
 @pytest.mark.parametrize("server", list(SERVER_STREAMS))
 async def test_stream_shapes_of_real_servers(standin: EngineStandIn, server: str) -> None:
-    import json
-
     replay, calls, finish, out_tokens = SERVER_STREAMS[server]
     standin.reset()
     standin.llm_mode = "replay"
     standin.replay = replay
-    llm = OpenAILLM(OpenAILLMSettings(base_url=standin.base_url, api_key="k", model="m"))
-    await llm.load()
     try:
-        events = [ev async for ev in llm.stream(ChatRequest(messages=[{"role": "user", "content": "x"}]), "t")]
+        events = await stream_from(standin)
     finally:
-        await llm.close()
         standin.reset()
     deltas = [e for e in events if isinstance(e, ToolCallDelta)]
     got: dict[int, list[Any]] = {}
