@@ -21,9 +21,10 @@ by `LATENCY_SAMPLES` (one frame): the output stream is the input stream 10 ms la
 positions stay exact up to that constant.
 
 Measured (benchmarks/echo_noise.py --aec, synthetic room, delays 50-1500 ms, gains -6..-20 dB):
-ERLE median 30 dB for 50-250 ms delays; false barge-in 32/32 without AEC, 4/32 with it (3 of
-them in the first ~1.5 s of a session's first answer, while AEC3 converges); every interruption
-by another voice was still detected. ~8 ms CPU per second of audio, delay search included.
+ERLE median 30 dB for 50-250 ms delays; false barge-ins 32/32 without AEC, 0-4 of 32 with it
+over six runs, all in the first ~1.7 s of a session's first answer while AEC3 converges; every
+interruption by another voice was still detected. ~8 ms CPU per second of audio, delay search
+included.
 """
 
 from __future__ import annotations
