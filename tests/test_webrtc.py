@@ -302,6 +302,42 @@ async def test_bad_offers_get_rtc_call_error_and_server_stays_healthy(server: Se
     assert server_calls(server) == 0
 
 
+@pytest.mark.parametrize("door", ["voicelive", "openai"])
+async def test_bad_input_on_the_data_channel(server: ServerThread, door: str) -> None:
+    # The data channel carries client events too: the same errors as on a WebSocket, and the call
+    # goes on. Voice Live sends errors on the control WebSocket; OpenAI's door has only its channel.
+    errors_on = "ws" if door == "voicelive" else "dc"
+    async with rtc(server, door=door) as c:
+        if door == "voicelive":
+            await c.connect_ws()
+        await c.start()
+        await c.wait_for("session.created")
+        assert c.dc is not None
+        for _ in range(100):
+            if c.dc.readyState == "open":
+                break
+            await asyncio.sleep(0.05)
+        cases: list[tuple[str | bytes, str, str | None]] = [
+            ("{not json", "invalid_json", None),
+            (b"\x00\x01binary", "invalid_json", None),
+            (json.dumps({"type": "no.such.event", "event_id": "d1"}), "unknown_event_type", "type"),
+            (json.dumps({"type": "conversation.item.delete", "event_id": "d2", "item_id": 42}), "invalid_type",
+             "item_id"),
+            (json.dumps({"type": "response.cancel", "event_id": "d3"}), "response_cancel_not_active", None),
+        ]
+        for frame, code, param in cases:
+            n = len(c.all_events())
+            c.dc.send(frame)
+            err = (await c.wait_for("error", channel=errors_on, after=n))["error"]
+            assert (err["code"], err["param"]) == (code, param), (frame, err)
+            if code != "invalid_json":
+                assert err["event_id"] == json.loads(frame)["event_id"]
+        n = len(c.all_events())
+        await c.send_dc({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "still here"}]}})
+        await c.wait_for("conversation.item.created", "conversation.item.added", channel="dc", after=n)
+
+
 async def test_voicelive_door_auth(server: ServerThread) -> None:
     with pytest.raises(websockets.InvalidStatus) as info:
         await websockets.connect(server.ws + VL_CALLS)
