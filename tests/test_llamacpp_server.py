@@ -94,6 +94,7 @@ async def test_cancel_stops_llama_cpp_generating(client: RealtimeClient, llama_s
             break
         await asyncio.sleep(0.02)
     assert slots_busy(llama_server) == 0, "llama.cpp kept generating after the cancel"
+    print(f"llama.cpp slot idle {1000 * (time.monotonic() - t0):.0f} ms after response.cancel")
     # The session goes on (ignore_eos: the next answer ends at its token cap).
     await client.send({"type": "conversation.item.create", "item": {
         "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hello."}]}})
