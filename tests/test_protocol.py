@@ -572,6 +572,27 @@ async def test_speculative_answer_keeps_spaces_between_clauses(client: RealtimeC
     assert done["output"][0]["content"][0]["transcript"] == ScriptedLLM.reply
 
 
+async def test_first_clause_is_cut_short_for_tts(client: RealtimeClient) -> None:
+    # The first clause goes to TTS after 8 words (tts.first_clause_max_words) or at a comma after
+    # two; later clauses wait for punctuation. The transcript is the whole answer all the same.
+    ScriptedLLM.reply = ("Once upon a time there was a little robot who lived on the moon and dreamed of the "
+                         "stars above, and every night it counted them one by one until morning came.")
+    await manual(client)
+    await client.send({"type": "response.create"})
+    done = (await client.until("response.done"))[-1]["response"]
+    assert done["output"][0]["content"][0]["transcript"] == ScriptedLLM.reply
+    assert ScriptedTTS.calls[:3] == [
+        "Once upon a time there was a little",
+        "robot who lived on the moon and dreamed of the stars above,",
+        "and every night it counted them one by one until morning came.",
+    ], ScriptedTTS.calls
+    ScriptedTTS.calls.clear()
+    ScriptedLLM.reply = "Well, that depends on the day. Mostly sunny."
+    await client.send({"type": "response.create"})
+    await client.until("response.done")
+    assert ScriptedTTS.calls == ["Well, that depends on the day.", "Mostly sunny."], ScriptedTTS.calls
+
+
 async def test_stage_timings_ignore_a_discarded_speculation(server: ServerThread) -> None:
     c = await RealtimeClient.connect(server.ws, "/voice-live/realtime?model=x&livevox-latency-events=true")
     await c.append(np.concatenate([tone(1.0), silence(0.3)]))

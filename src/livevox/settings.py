@@ -114,6 +114,9 @@ class TTSSettings(BaseModel):
     fallback: list[TTSSettings] = Field(default_factory=list)
     #: Client voice names -> engine voices.
     voice_map: VoiceMapSettings = Field(default_factory=VoiceMapSettings)
+    #: The first clause of an answer goes to TTS after this many words even without punctuation
+    #: (and at a comma after two words): a short first clause is synthesized sooner. 0: punctuation only.
+    first_clause_max_words: int = Field(8, ge=0)
 
     @field_validator("openai")
     @classmethod

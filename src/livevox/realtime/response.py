@@ -223,7 +223,7 @@ class ResponseRun:
         audio = "audio" in p.modalities
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
         tts_task = asyncio.create_task(self._speak(clauses)) if audio else None
-        splitter = ClauseSplitter()
+        splitter = ClauseSplitter(first_max_words=self.session.settings.tts.first_clause_max_words)
         finish: Finish | None = None
         stream = self.session.engines.llm.stream(req, self.session.id)
         ended = False
