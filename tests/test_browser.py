@@ -62,6 +62,19 @@ PAGE_STATE_JS = """JSON.stringify({
 })"""
 
 
+# OpenAI's browser client authenticates with subprotocols (no headers in a browser WebSocket);
+# the browser fails the handshake unless the server selects one it offered.
+SUBPROTOCOL_JS = """new Promise((resolve) => {
+  const url = location.origin.replace("http", "ws") + "/v1/realtime?model=gpt-realtime";
+  const ws = new WebSocket(url, ["realtime", "openai-insecure-api-key.browser-key", "openai-beta.realtime-v1"]);
+  const done = (r) => { try { ws.close(); } catch (e) {} resolve(JSON.stringify(r)); };
+  ws.onmessage = (e) => { const ev = JSON.parse(e.data);
+    done({protocol: ws.protocol, first: ev.type, beta: "input_audio_format" in (ev.session || {})}); };
+  ws.onerror = () => done({error: "handshake failed"});
+  setTimeout(() => done({error: "timeout"}), 10000);
+})"""
+
+
 def turn_heard(state: dict[str, Any]) -> bool:
     return bool(state["user"] and state["agent"] and state["played_ms"] >= 1000)
 
@@ -76,6 +89,7 @@ def check_results(results: dict[str, Any]) -> None:
         assert r["played_ms"] >= 500, (mode, "the page played less than 0.5 s of agent audio", r)
         assert 0 < r["latency_ms"] < 10000, (mode, r)
         assert Path(r["screenshot"]).stat().st_size > 10_000
+    assert results["subprotocol"] == {"protocol": "realtime", "first": "session.created", "beta": True}, results
 
 
 def run_isolated(script: str, timeout: float) -> dict[str, Any]:
@@ -141,6 +155,10 @@ def run(out_dir: Path) -> dict[str, Any]:
                 state["console"] = [c for c in console if c.startswith(("error", "pageerror"))][-10:]
                 results[mode] = state
                 page.close()
+            page = browser.new_page()
+            page.goto(server.http + "/")
+            results["subprotocol"] = json.loads(page.evaluate(SUBPROTOCOL_JS))
+            page.close()
             browser.close()
     finally:
         server.stop()

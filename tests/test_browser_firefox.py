@@ -79,7 +79,7 @@ def _firefox(profile: Path, port: int, env: dict[str, str]) -> subprocess.Popen[
 
 async def _drive(bidi_url: str, http: str, out_dir: Path, env: dict[str, str]) -> dict[str, Any]:
     from bidi import BiDi
-    from test_browser import ARTIFACTS, MODES, PAGE_STATE_JS, turn_heard
+    from test_browser import ARTIFACTS, MODES, PAGE_STATE_JS, SUBPROTOCOL_JS, turn_heard
 
     bidi = await BiDi.connect(bidi_url)
     await bidi.call("session.subscribe", {"events": ["log.entryAdded"]})
@@ -122,6 +122,8 @@ async def _drive(bidi_url: str, http: str, out_dir: Path, env: dict[str, str]) -
                                 if e["params"].get("level") == "error"][-10:]
             bidi.events.clear()
             results[mode] = state
+            if mode == MODES[-1]:
+                results["subprotocol"] = json.loads(await bidi.evaluate(ctx, SUBPROTOCOL_JS))
             await bidi.call("browsingContext.close", {"context": ctx})
     finally:
         await bidi.close()

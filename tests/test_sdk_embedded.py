@@ -164,3 +164,28 @@ async def test_auth_rejects_missing_and_wrong_keys(server: ServerThread) -> None
         await ws.close()
     async with httpx.AsyncClient() as http:
         assert (await http.get(server.http + "/healthz")).status_code == 200
+
+
+async def test_browser_style_subprotocol_auth(server: ServerThread) -> None:
+    # OpenAI's browser client cannot set headers: it offers `realtime`, the key as
+    # `openai-insecure-api-key.<key>`, and `openai-beta.realtime-v1` for the beta dialect. The
+    # server must select `realtime`, or browsers fail the handshake.
+    import json
+
+    import websockets
+    from websockets.typing import Subprotocol
+
+    def offer(*protos: str) -> list[Subprotocol]:
+        return [Subprotocol(p) for p in protos]
+
+    with pytest.raises(websockets.InvalidStatus) as info:
+        await websockets.connect(server.ws + "/v1/realtime?model=x",
+                                 subprotocols=offer("realtime", "openai-insecure-api-key.wrong"))
+    assert info.value.response.status_code == 401
+    for beta, session_shape in ((False, "audio"), (True, "input_audio_format")):
+        protos = offer("realtime", "openai-insecure-api-key.test-key", *(["openai-beta.realtime-v1"] if beta else []))
+        ws = await websockets.connect(server.ws + "/v1/realtime?model=x", subprotocols=protos)
+        assert ws.subprotocol == "realtime"
+        first = json.loads(await ws.recv())
+        assert first["type"] == "session.created" and session_shape in first["session"], first
+        await ws.close()

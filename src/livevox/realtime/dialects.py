@@ -267,4 +267,7 @@ def dialect_for(path: str, headers: dict[str, str]) -> Dialect:
         return VoiceLiveDialect()
     if headers.get("openai-beta", "").replace(" ", "").lower().startswith("realtime=v1"):
         return OpenAIBetaDialect()
+    # Browsers cannot send the header: OpenAI's browser client offers it as a subprotocol.
+    if "openai-beta.realtime-v1" in headers.get("sec-websocket-protocol", ""):
+        return OpenAIBetaDialect()
     return OpenAIGADialect()

@@ -25,7 +25,7 @@ from ..realtime.session import RealtimeSession
 from ..settings import Settings
 from ..transports.webrtc import join_sideband, webrtc_routes
 from ..transports.websocket import WebSocketTransport, read_frames
-from .auth import is_authorized
+from .auth import chosen_subprotocol, is_authorized
 from .engine_api import engine_routes, voices_route
 
 log = logging.getLogger("livevox.server")
@@ -179,7 +179,7 @@ def new_session(ws: WebSocket, state: LivevoxState, transport: Any) -> RealtimeS
 async def serve_realtime(ws: WebSocket, state: LivevoxState) -> None:
     if not await admit(ws, state):
         return
-    await ws.accept()
+    await ws.accept(subprotocol=chosen_subprotocol(ws.headers))
     transport = WebSocketTransport(ws)
     session = new_session(ws, state, transport)
     state.sessions.add(session)

@@ -1,12 +1,31 @@
-"""API keys: the `api-key` header, `Authorization: Bearer`, or the same two as query parameters."""
+"""API keys: the `api-key` header, `Authorization: Bearer`, the same two as query parameters, or
+(browsers cannot set headers on a WebSocket) OpenAI's `openai-insecure-api-key.<key>` subprotocol."""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
 
+#: What OpenAI's browser clients offer: `realtime`, the key, and `openai-beta.realtime-v1` for beta.
+REALTIME_SUBPROTOCOL = "realtime"
+KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
+BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
+
+
+def offered_subprotocols(headers: Mapping[str, str]) -> list[str]:
+    raw = headers.get("sec-websocket-protocol") or ""
+    return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+def chosen_subprotocol(headers: Mapping[str, str]) -> str | None:
+    """The subprotocol to accept: a browser fails the handshake unless one it offered comes back."""
+    return REALTIME_SUBPROTOCOL if REALTIME_SUBPROTOCOL in offered_subprotocols(headers) else None
+
 
 def presented_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+    for proto in offered_subprotocols(headers):
+        if proto.startswith(KEY_SUBPROTOCOL_PREFIX) and len(proto) > len(KEY_SUBPROTOCOL_PREFIX):
+            return proto[len(KEY_SUBPROTOCOL_PREFIX):]
     for source in (headers, query):
         key = source.get("api-key")
         if key:

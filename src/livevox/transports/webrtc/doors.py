@@ -29,7 +29,7 @@ from ...realtime.ids import new_id
 from ...realtime.metrics import SESSIONS_ACTIVE, SESSIONS_TOTAL
 from ...realtime.session import RealtimeSession
 from ...realtime.transport import Route as EventRoute
-from ...server.auth import is_authorized
+from ...server.auth import chosen_subprotocol, is_authorized
 from ..websocket import WebSocketTransport
 from .metrics import CALL_ERRORS_TOTAL
 from .peer import RtcCall
@@ -124,7 +124,7 @@ async def serve_voicelive_call(ws: WebSocket, state: LivevoxState, registry: Cal
 
     if not await admit(ws, state):
         return
-    await ws.accept()
+    await ws.accept(subprotocol=chosen_subprotocol(ws.headers))
     call = RtcCall(door="voicelive", settings=state.settings.webrtc, registry=registry)
     control = WebSocketTransport(ws)
     transport = WebRTCTransport(call, control)
@@ -328,7 +328,7 @@ async def join_sideband(ws: WebSocket, state: LivevoxState) -> None:
         await ws.send_denial_response(_error(404, "call_not_found", f"No active call with id '{call_id}'.",
                                              param="call_id"))
         return
-    await ws.accept()
+    await ws.accept(subprotocol=chosen_subprotocol(ws.headers))
     sideband = WebSocketTransport(ws)
     await sideband.send_event(session.dialect.outbound({
         "type": "session.created", "event_id": new_id("event"), "session": session.session_view()}) or {},
