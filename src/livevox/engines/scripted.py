@@ -46,6 +46,16 @@ def _rms(audio: Float32Array) -> float:
 # ---------------------------------------------------------------- VAD
 
 
+
+#: How many requests a stand-in remembers for assertions.
+MAX_RECORDED = 1000
+
+
+def _record(log: list[Any], entry: Any) -> None:
+    log.append(entry)
+    if len(log) > MAX_RECORDED:
+        del log[: len(log) - MAX_RECORDED]
+
 class _NothingToLoad:
     """Stand-ins have no model: loading, warming and closing are no-ops."""
 
@@ -172,7 +182,8 @@ class ScriptedLLM(_NothingToLoad):
     - `max_tokens` on the request is honoured: one word = one token; a cut answer ends with
       Finish("length").
     Usage counts: input = words in all messages, output = tokens emitted.
-    `calls` records every request (for assertions).
+    `calls` records the last `MAX_RECORDED` requests (for assertions; bounded so that a long
+    benchmark on the stand-ins does not grow the heap the garbage collector scans).
     """
 
     name = "scripted-llm"
@@ -218,7 +229,7 @@ class ScriptedLLM(_NothingToLoad):
 
     async def stream(self, request: ChatRequest, session_id: str) -> AsyncIterator[LLMEvent]:
         cls = type(self)
-        cls.calls.append(request)
+        _record(cls.calls, request)
         if cls.fail_next:
             cls.fail_next = False
             raise EngineError("llm", "llm_error", "scripted LLM failure (fail_next)")
@@ -254,7 +265,7 @@ class ScriptedLLM(_NothingToLoad):
 class ScriptedTTS(_NothingToLoad):
     """Stand-in TTS: 24 kHz, a quiet 440 Hz tone (amplitude ~0.05), 60 ms per word, one chunk
     per call, instantly. Empty or punctuation-only text yields nothing. `speed` shortens it.
-    `calls` records every text synthesised (for assertions)."""
+    `calls` records the last `MAX_RECORDED` texts synthesised (for assertions)."""
 
     name = "scripted-tts"
     sample_rate = 24000
@@ -273,7 +284,7 @@ class ScriptedTTS(_NothingToLoad):
     async def synthesize(
         self, text: str, options: SynthesisOptions, session_id: str
     ) -> AsyncIterator[Int16Array]:
-        type(self).calls.append(text)
+        _record(type(self).calls, text)
         words = [w for w in text.split() if any(ch.isalnum() for ch in w)]
         if not words:
             return
