@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
@@ -34,6 +34,7 @@ from .base import (
 log = logging.getLogger(__name__)
 
 E = TypeVar("E", LLMEngine, STTEngine, TTSEngine)
+R = TypeVar("R")
 MemberState = Literal["loading", "ready", "degraded", "failed"]
 
 
@@ -135,20 +136,17 @@ class _Chain(Generic[E]):
         log.warning("stage=%s engine=%s failed before its first result (%s: %s); trying the next engine",
                     self.stage, engine.name, err.code, err.message)
 
-
-class FallbackLLM(_Chain[LLMEngine]):
-    def __init__(self, engines: Sequence[LLMEngine]) -> None:
-        super().__init__("llm", engines)
-
-    async def stream(self, request: ChatRequest, session_id: str) -> AsyncIterator[LLMEvent]:
+    async def _relay(self, open_stream: Callable[[E], AsyncIterator[R]]) -> AsyncIterator[R]:
+        """Results from the first usable member that starts; the next member when one fails
+        before its first result."""
         errors: list[tuple[str, EngineError]] = []
         for engine in self._usable():
             started = False
-            gen = engine.stream(request, session_id)
+            gen = open_stream(engine)
             try:
-                async for ev in gen:
+                async for item in gen:
                     started = True
-                    yield ev
+                    yield item
                 return
             except EngineError as exc:
                 if started:
@@ -159,6 +157,14 @@ class FallbackLLM(_Chain[LLMEngine]):
                 if aclose is not None:
                     await aclose()
         raise self._all_failed(errors)
+
+
+class FallbackLLM(_Chain[LLMEngine]):
+    def __init__(self, engines: Sequence[LLMEngine]) -> None:
+        super().__init__("llm", engines)
+
+    def stream(self, request: ChatRequest, session_id: str) -> AsyncIterator[LLMEvent]:
+        return self._relay(lambda engine: engine.stream(request, session_id))
 
 
 class FallbackSTT(_Chain[STTEngine]):
@@ -166,27 +172,10 @@ class FallbackSTT(_Chain[STTEngine]):
         super().__init__("stt", engines)
         self.streams = any(e.streams for e in engines)
 
-    async def transcribe(
+    def transcribe(
         self, audio: Float32Array, options: TranscribeOptions, session_id: str
     ) -> AsyncIterator[str]:
-        errors: list[tuple[str, EngineError]] = []
-        for engine in self._usable():
-            started = False
-            gen = engine.transcribe(audio, options, session_id)
-            try:
-                async for piece in gen:
-                    started = True
-                    yield piece
-                return
-            except EngineError as exc:
-                if started:
-                    raise
-                self._failed_over(engine, exc, errors)
-            finally:
-                aclose = getattr(gen, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-        raise self._all_failed(errors)
+        return self._relay(lambda engine: engine.transcribe(audio, options, session_id))
 
 
 class FallbackTTS(_Chain[TTSEngine]):
@@ -200,34 +189,24 @@ class FallbackTTS(_Chain[TTSEngine]):
     def voices(self) -> list[str]:
         return self.engines[0].voices()
 
-    async def synthesize(
-        self, text: str, options: SynthesisOptions, session_id: str
-    ) -> AsyncIterator[Int16Array]:
+    def synthesize(self, text: str, options: SynthesisOptions, session_id: str) -> AsyncIterator[Int16Array]:
+        return self._relay(lambda engine: self._at_chain_rate(engine, engine.synthesize(text, options, session_id)))
+
+    async def _at_chain_rate(self, engine: TTSEngine, gen: AsyncIterator[Int16Array]) -> AsyncIterator[Int16Array]:
         from ..realtime.audio import StreamResampler
 
-        errors: list[tuple[str, EngineError]] = []
-        for engine in self._usable():
-            started = False
-            gen = engine.synthesize(text, options, session_id)
-            resampler = (StreamResampler(engine.sample_rate, self.sample_rate)
-                         if engine.sample_rate != self.sample_rate else None)
-            try:
-                async for chunk in gen:
-                    started = True
-                    if resampler is None:
-                        yield chunk
-                    elif (out := resampler.process(chunk)).size:
-                        yield out
-                if resampler is not None and (tail := resampler.flush()).size:
-                    yield tail
-                return
-            except EngineError as exc:
-                if started:
-                    raise
-                self._failed_over(engine, exc, errors)
-            finally:
-                with contextlib.suppress(Exception):
-                    aclose = getattr(gen, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
-        raise self._all_failed(errors)
+        resampler = (StreamResampler(engine.sample_rate, self.sample_rate)
+                     if engine.sample_rate != self.sample_rate else None)
+        try:
+            async for chunk in gen:
+                if resampler is None:
+                    yield chunk
+                elif (out := resampler.process(chunk)).size:
+                    yield out
+            if resampler is not None and (tail := resampler.flush()).size:
+                yield tail
+        finally:
+            with contextlib.suppress(Exception):
+                aclose = getattr(gen, "aclose", None)
+                if aclose is not None:
+                    await aclose()
