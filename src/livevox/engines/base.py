@@ -100,6 +100,15 @@ class ChatRequest:
     parallel_tool_calls: bool = True
 
 
+def warmup_request(default_instructions: str) -> ChatRequest:
+    """A one-token request: the default instructions (so a prompt cache holds them) and a greeting."""
+    messages: list[dict[str, Any]] = []
+    if default_instructions:
+        messages.append({"role": "system", "content": default_instructions})
+    messages.append({"role": "user", "content": "Hello."})
+    return ChatRequest(messages=messages, max_tokens=1)
+
+
 @dataclass(slots=True)
 class TextDelta:
     text: str

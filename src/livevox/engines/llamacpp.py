@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from .base import ChatRequest, EngineError, Finish, LLMEvent, TextDelta, ToolCallDelta
+from .base import ChatRequest, EngineError, Finish, LLMEvent, TextDelta, ToolCallDelta, warmup_request
 from .carriers import smollm2_gguf
 from .executor import stage_executor
 from .whisper import stream_job
@@ -86,11 +86,7 @@ class LlamaCppLLM:
     async def warmup(self) -> None:
         # Prime the prompt cache with the default instructions, so the first real turn only
         # prefills the user's words.
-        messages: list[dict[str, Any]] = []
-        if self.default_instructions:
-            messages.append({"role": "system", "content": self.default_instructions})
-        messages.append({"role": "user", "content": "Hello."})
-        async for _ in self.stream(ChatRequest(messages=messages, max_tokens=1), "_warmup"):
+        async for _ in self.stream(warmup_request(self.default_instructions), "_warmup"):
             pass
 
     async def close(self) -> None:

@@ -247,3 +247,18 @@ class OpenAIEndpoint:
                                              f"{exc or type(exc).__name__}") from None
         except httpx.HTTPError as exc:
             raise self._error("unavailable", f"{self.where}: {type(exc).__name__}: {exc}") from None
+
+
+class OpenAIEngine:
+    """What the OpenAI-compatible stage engines share: the endpoint's life cycle and health."""
+
+    endpoint: OpenAIEndpoint
+
+    def health(self) -> dict[str, Any]:
+        return self.endpoint.health.as_dict()
+
+    async def load(self) -> None:
+        self.endpoint.open()
+
+    async def close(self) -> None:
+        await self.endpoint.close()

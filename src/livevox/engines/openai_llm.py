@@ -22,8 +22,8 @@ import httpx
 
 from ..engine_settings import OpenAILLMSettings
 from ..realtime.ids import new_id
-from .base import ChatRequest, EngineError, Finish, LLMEvent, TextDelta, ToolCallDelta
-from .openai_http import Deadlines, OpenAIEndpoint
+from .base import ChatRequest, EngineError, Finish, LLMEvent, TextDelta, ToolCallDelta, warmup_request
+from .openai_http import Deadlines, OpenAIEndpoint, OpenAIEngine
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class SSEParser:
         return data
 
 
-class OpenAILLM:
+class OpenAILLM(OpenAIEngine):
     """One OpenAI-compatible chat endpoint, shared by all sessions."""
 
     name = "openai-llm"
@@ -87,25 +87,12 @@ class OpenAILLM:
     def model_file(self) -> str:
         return f"{self.settings.deployment or self.settings.model or '(server default)'} @ {self.endpoint.where}"
 
-    def health(self) -> dict[str, Any]:
-        return self.endpoint.health.as_dict()
-
-    async def load(self) -> None:
-        self.endpoint.open()
-
     async def warmup(self) -> None:
         if not self.settings.warmup:
             return
         # One token proves the server answers and has the model loaded.
-        messages: list[dict[str, Any]] = []
-        if self.default_instructions:
-            messages.append({"role": "system", "content": self.default_instructions})
-        messages.append({"role": "user", "content": "Hello."})
-        async for _ in self.stream(ChatRequest(messages=messages, max_tokens=1), "_warmup"):
+        async for _ in self.stream(warmup_request(self.default_instructions), "_warmup"):
             pass
-
-    async def close(self) -> None:
-        await self.endpoint.close()
 
     def body(self, request: ChatRequest) -> dict[str, Any]:
         s = self.settings

@@ -12,13 +12,12 @@ import json
 import logging
 import wave
 from collections.abc import AsyncIterator
-from typing import Any
 
 import numpy as np
 
 from ..engine_settings import OpenAISTTSettings
 from .base import STT_RATE, EngineError, Float32Array, TranscribeOptions
-from .openai_http import Deadlines, OpenAIEndpoint
+from .openai_http import Deadlines, OpenAIEndpoint, OpenAIEngine
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ def iso_language(language: str | None) -> str | None:
     return language.split(",")[0].strip().split("-")[0].lower() or None
 
 
-class OpenAISTT:
+class OpenAISTT(OpenAIEngine):
     name = "openai-stt"
     streams = False
 
@@ -54,12 +53,6 @@ class OpenAISTT:
     def model_file(self) -> str:
         return f"{self.settings.deployment or self.settings.model} @ {self.endpoint.where}"
 
-    def health(self) -> dict[str, Any]:
-        return self.endpoint.health.as_dict()
-
-    async def load(self) -> None:
-        self.endpoint.open()
-
     async def warmup(self) -> None:
         if not self.settings.warmup:
             return
@@ -67,9 +60,6 @@ class OpenAISTT:
         audio = (rng.standard_normal(STT_RATE // 2) * 0.01).astype(np.float32)
         async for _ in self.transcribe(audio, TranscribeOptions(), "_warmup"):
             pass
-
-    async def close(self) -> None:
-        await self.endpoint.close()
 
     async def transcribe(
         self, audio: Float32Array, options: TranscribeOptions, session_id: str

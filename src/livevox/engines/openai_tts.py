@@ -12,7 +12,7 @@ import numpy as np
 
 from ..engine_settings import OpenAITTSSettings
 from .base import EngineError, Int16Array, SynthesisOptions
-from .openai_http import Deadlines, OpenAIEndpoint
+from .openai_http import Deadlines, OpenAIEndpoint, OpenAIEngine
 from .voices import effective_speed
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ def _speakable(text: str) -> bool:
     return any(ch.isalnum() for ch in text)
 
 
-class OpenAITTS:
+class OpenAITTS(OpenAIEngine):
     name = "openai-tts"
 
     def __init__(self, settings: OpenAITTSSettings) -> None:
@@ -37,25 +37,16 @@ class OpenAITTS:
     def model_file(self) -> str:
         return f"{self.settings.deployment or self.settings.model} @ {self.endpoint.where}"
 
-    def health(self) -> dict[str, Any]:
-        return self.endpoint.health.as_dict()
-
     def voices(self) -> list[str]:
         # The default voice first: the voice map's fallback is the engine's first voice.
         s = self.settings
         return [s.voice, *(v for v in s.voices if v != s.voice)]
-
-    async def load(self) -> None:
-        self.endpoint.open()
 
     async def warmup(self) -> None:
         if not self.settings.warmup:
             return
         async for _ in self.synthesize("Hello.", SynthesisOptions(), "_warmup"):
             pass
-
-    async def close(self) -> None:
-        await self.endpoint.close()
 
     def body(self, text: str, options: SynthesisOptions) -> dict[str, Any]:
         s = self.settings
