@@ -28,9 +28,6 @@ import httpx
 import numpy as np
 import pytest
 import pytest_asyncio
-from azure.ai.voicelive.aio import connect
-from azure.ai.voicelive.models import AudioInputTranscriptionOptions, RequestSession, ServerVad
-from azure.core.credentials import AzureKeyCredential
 
 from engine_standin import EngineStandIn
 from livevox.engine_settings import OpenAILLMSettings, SecretMissing
@@ -40,7 +37,7 @@ from livevox.engines.registry import Engines, build_engines
 from livevox.engines.scripted import ScriptedLLM, ScriptedToolCall, reset_scripted
 from livevox.settings import load_settings
 from server_harness import ServerThread, embedded_settings, free_port, scripted_settings
-from test_sdk_embedded import check_turn, chunks, load_wav_24k
+from test_sdk_embedded import check_turn, load_wav_24k, voicelive_sdk_turn
 from wsclient import RealtimeClient, tone, types
 
 WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Weather for a city",
@@ -105,29 +102,10 @@ async def test_voicelive_sdk_spoken_turn_every_stage_remote(engine_server: Serve
         {"stt": "openai-stt", "llm": "openai-llm", "tts": "openai-tts"}
     question = np.concatenate([np.zeros(7200, np.int16), load_wav_24k("question_capital.wav"),
                                np.zeros(36000, np.int16)])
-    seq: list[str] = []
-    user, transcript, audio = "", "", b""
-    async with connect(endpoint=gateway.http, credential=AzureKeyCredential("gw-key"), model="gpt-realtime") as conn:
-        await conn.session.update(session=RequestSession(
-            instructions="You are a helpful assistant. Answer in one short sentence.",
-            turn_detection=ServerVad(threshold=0.5, silence_duration_ms=500),
-            input_audio_transcription=AudioInputTranscriptionOptions(model="azure-speech")))
-        for piece in chunks(question):
-            await conn.input_audio_buffer.append(audio=piece)
-        async for ev in conn:
-            seq.append(ev.type)
-            if ev.type == "conversation.item.input_audio_transcription.completed":
-                user = ev.transcript
-            elif ev.type == "response.audio.delta":
-                audio += ev.delta
-            elif ev.type == "response.audio_transcript.done":
-                transcript = ev.transcript
-            elif ev.type == "response.done":
-                # SmolLM2 may talk until the gateway's cap (llm.max_tokens): that is "incomplete".
-                status = ev.response.status
-                assert status == "completed" or (status == "incomplete" and ev.response.status_details.reason
-                                                 == "max_output_tokens"), ev.response
-                break
+    seq, user, transcript, audio, response = await voicelive_sdk_turn(gateway.http, "gw-key", question)
+    # SmolLM2 may talk until the gateway's cap (llm.max_tokens): that is "incomplete".
+    assert response.status == "completed" or (response.status == "incomplete" and response.status_details.reason
+                                              == "max_output_tokens"), response
     # check_turn transcribes the answer with the gateway's STT: the remote engine once more.
     check_turn(gateway, seq, user, audio, transcript)
     after = readyz(gateway)["engines"]

@@ -79,11 +79,14 @@ def check_turn(server: ServerThread, seq: list[str], user: str, audio: bytes, tr
     assert transcript.strip()
 
 
-async def test_voicelive_sdk_spoken_turn(server: ServerThread, question: np.ndarray) -> None:
+async def voicelive_sdk_turn(http_url: str, key: str, question: np.ndarray
+                             ) -> tuple[list[str], str, str, bytes, Any]:
+    """One server-VAD spoken turn through the unmodified azure-ai-voicelive SDK: the event types,
+    the user's transcript, the agent's transcript and audio, and the final response."""
     seq: list[str] = []
     user, transcript, audio = "", "", b""
-    async with connect(endpoint=server.http, credential=AzureKeyCredential("test-key"),
-                       model="gpt-realtime") as conn:
+    response: Any = None
+    async with connect(endpoint=http_url, credential=AzureKeyCredential(key), model="gpt-realtime") as conn:
         await conn.session.update(session=RequestSession(
             instructions="You are a helpful assistant. Answer in one short sentence.",
             turn_detection=ServerVad(threshold=0.5, silence_duration_ms=500),
@@ -99,8 +102,14 @@ async def test_voicelive_sdk_spoken_turn(server: ServerThread, question: np.ndar
             elif ev.type == "response.audio_transcript.done":
                 transcript = ev.transcript
             elif ev.type == "response.done":
-                assert ev.response.status == "completed"
+                response = ev.response
                 break
+    return seq, user, transcript, audio, response
+
+
+async def test_voicelive_sdk_spoken_turn(server: ServerThread, question: np.ndarray) -> None:
+    seq, user, transcript, audio, response = await voicelive_sdk_turn(server.http, "test-key", question)
+    assert response.status == "completed"
     assert seq[:2] == ["session.created", "session.updated"]
     check_turn(server, seq, user, audio, transcript)
 
