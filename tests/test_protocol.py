@@ -43,22 +43,15 @@ def ordered_subsequence(seq: list[str], expected: list[str]) -> bool:
     return all(any(x == e for x in it) for e in expected)
 
 
+pytestmark = pytest.mark.usefixtures("fresh_scripts")
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerThread]:
     srv = ServerThread(scripted_settings(limits={"max_outgoing_frame_bytes": 16384,
                                                  "max_frame_bytes": 2 * 1024 * 1024})).start()
     yield srv
     srv.stop()
-
-
-@pytest.fixture(autouse=True)
-def reset_scripts() -> Iterator[None]:
-    ScriptedLLM.reset()
-    ScriptedSTT.reset()
-    ScriptedTTS.reset()
-    yield
-    ScriptedLLM.reset()
-    ScriptedSTT.reset()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import pytest
 import websockets
 
 from livevox.engines.base import TranscribeOptions
-from livevox.engines.scripted import ScriptedLLM, ScriptedSTT, ScriptedToolCall, ScriptedTTS
+from livevox.engines.scripted import ScriptedLLM, ScriptedToolCall
 from livevox.transports.webrtc.ice import advertise_nat_1to1, allowed_host_addresses, rtc_configuration
 from livevox.transports.webrtc.registry import call_registry
 from livevox.transports.webrtc.sdp import AudioCodec
@@ -47,22 +47,14 @@ DC_TYPES = {
 TOOL_TYPES = {"response.function_call_arguments.delta", "response.function_call_arguments.done"}
 
 
+pytestmark = pytest.mark.usefixtures("fresh_scripts")
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerThread]:
     srv = ServerThread(scripted_settings(api_keys=[KEY], webrtc=WEBRTC)).start()
     yield srv
     srv.stop()
-
-
-@pytest.fixture(autouse=True)
-def reset_scripts() -> Iterator[None]:
-    ScriptedLLM.reset()
-    ScriptedSTT.reset()
-    ScriptedTTS.reset()
-    yield
-    ScriptedLLM.reset()
-    ScriptedSTT.reset()
-    ScriptedTTS.reset()
 
 
 @contextlib.asynccontextmanager
