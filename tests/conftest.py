@@ -4,10 +4,12 @@ from pathlib import Path
 # Test helpers (server_harness, wsclient) live beside the tests.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import pytest_asyncio
 
+from engine_standin import EngineStandIn
 from livevox.engines.scripted import reset_scripted
 
 
@@ -17,3 +19,11 @@ def fresh_scripts() -> Iterator[None]:
     reset_scripted()
     yield
     reset_scripted()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def standin() -> AsyncIterator[EngineStandIn]:
+    """The stand-in OpenAI-compatible engine server (tests/engine_standin.py), one per module."""
+    s = await EngineStandIn().start()
+    yield s
+    await s.stop()

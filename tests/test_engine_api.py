@@ -179,13 +179,6 @@ async def test_error_shapes_and_status(engine: ServerThread) -> None:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def standin() -> AsyncIterator[EngineStandIn]:
-    s = await EngineStandIn().start()
-    yield s
-    await s.stop()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def proxy_engine(standin: EngineStandIn) -> AsyncIterator[ServerThread]:
     """An engine livevox whose own LLM is remote (the stand-in): livevox in front of vLLM, say."""
     settings = scripted_settings(role="engine", llm={"engine": "openai", "openai": {

@@ -241,13 +241,6 @@ async def test_engine_killed_mid_response_then_recovers() -> None:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def standin() -> AsyncIterator[EngineStandIn]:
-    s = await EngineStandIn().start()
-    yield s
-    await s.stop()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def faulty_gateway(standin: EngineStandIn) -> AsyncIterator[ServerThread]:
     fast = {"first_token_timeout": 1.0, "idle_timeout": 1.0, "total_timeout": 10.0, "connect_timeout": 1.0,
             "max_retries": 1, "warmup": False}
