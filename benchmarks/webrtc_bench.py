@@ -46,12 +46,11 @@ import numpy as np
 import psutil
 import soxr
 import websockets
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from rtcclient import FIXTURES, VL_CALLS, MicTrack, RtcClient, load_wav, silence  # noqa: E402
+from rtcclient import FIXTURES, VL_CALLS, MicTrack, PacedAudioTrack, RtcClient, load_wav, silence  # noqa: E402
 
 QUESTIONS = ("question_capital.wav", "question_weather.wav", "question_story.wav")
 AUDIBLE_RMS = 200.0
@@ -306,11 +305,10 @@ async def latency(reps: int) -> dict[str, Any]:
 # ================================================================ capacity
 
 
-class CheapMic(MediaStreamTrack):
+class CheapMic(PacedAudioTrack):
     """A microphone that costs the client almost nothing: pre-encoded Opus packets, paced by a
     media clock; a 0.8 s tone every `period` seconds at a random phase, silence otherwise."""
 
-    kind = "audio"
     _silence: ClassVar[bytes] = b""
     _tone: ClassVar[list[bytes]] = []
 
@@ -320,23 +318,14 @@ class CheapMic(MediaStreamTrack):
             CheapMic._silence, CheapMic._tone = _encode_opus()
         self.period_frames = int(period / 0.02)
         self.phase = random.randrange(self.period_frames)
-        self._t0: float | None = None
-        self._n = 0
 
     async def recv(self) -> av.Packet[Any]:
-        if self.readyState != "live":
-            raise MediaStreamError
-        now = time.monotonic()
-        if self._t0 is None:
-            self._t0 = now
-        else:
-            await asyncio.sleep(max(0.0, self._t0 + self._n * 0.02 - now))
-        k = (self._n + self.phase) % self.period_frames
+        n = await self._tick()
+        k = (n + self.phase) % self.period_frames
         data = CheapMic._tone[k] if k < len(CheapMic._tone) else CheapMic._silence
         packet = av.Packet(data)
-        packet.pts = self._n * 960
+        packet.pts = n * 960
         packet.time_base = fractions.Fraction(1, 48000)
-        self._n += 1
         return packet
 
 

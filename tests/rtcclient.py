@@ -53,18 +53,38 @@ def silence(seconds: float, rate: int = 48000) -> np.ndarray:
     return np.zeros(int(seconds * rate), np.int16)
 
 
-class MicTrack(MediaStreamTrack):
-    """48 kHz mono microphone: plays queued PCM in real time (media clock), silence otherwise."""
+class PacedAudioTrack(MediaStreamTrack):
+    """An audio track that hands out one 20 ms frame per tick of a media clock."""
 
     kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._t0: float | None = None
+        self._n = 0  # frames handed out
+
+    async def _tick(self) -> int:
+        """Wait for the next frame's time on the clock; return its index (its pts is index * 960)."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        else:
+            await asyncio.sleep(max(0.0, self._t0 + self._n * 0.02 - now))
+        n = self._n
+        self._n += 1
+        return n
+
+
+class MicTrack(PacedAudioTrack):
+    """48 kHz mono microphone: plays queued PCM in real time (media clock), silence otherwise."""
 
     def __init__(self, pcm: np.ndarray | None = None) -> None:
         super().__init__()
         self._queue: list[np.ndarray] = [] if pcm is None else [pcm.astype(np.int16)]
         self._marks: list[str | None] = [None] * len(self._queue)
         self.marks: dict[str, float] = {}  # mark -> monotonic time its chunk's last sample was sent
-        self._t0: float | None = None
-        self._n = 0
         self.speech_end_at: float | None = None  # monotonic time the last queued audio was sent
         self._pending = 0 if pcm is None else int(pcm.size)
 
@@ -99,19 +119,12 @@ class MicTrack(MediaStreamTrack):
         return out
 
     async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        now = time.monotonic()
-        if self._t0 is None:
-            self._t0 = now
-        else:
-            await asyncio.sleep(max(0.0, self._t0 + self._n * 0.02 - now))
+        n = await self._tick()
         pcm = self._take(960)
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = 48000
-        frame.pts = self._n * 960
+        frame.pts = n * 960
         frame.time_base = fractions.Fraction(1, 48000)
-        self._n += 1
         return frame
 
 
