@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -22,6 +22,8 @@ from .voices import effective_speed
 from .whisper import stream_job
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 
@@ -103,60 +105,39 @@ class PiperTTS:
             raise EngineError("tts", "tts_unavailable", "Piper is not loaded")
         return Timeline(self._voice.phonemize)
 
-    async def synthesize_aligned(
+    def synthesize_aligned(
         self, text: str, options: SynthesisOptions, session_id: str, timeline: Timeline
     ) -> AsyncIterator[tuple[Int16Array, ChunkTimeline]]:
         """Like `synthesize`, with each chunk's word timings and visemes (offsets in the response's audio)."""
-        voice = self._voice
-        if voice is None:
-            raise EngineError("tts", "tts_unavailable", "Piper is not loaded")
+        return self._stream(text, options, session_id,
+                            lambda chunk, audio: (audio, timeline.add_piper_chunk(chunk, text)), aligned=True)
+
+    def synthesize(self, text: str, options: SynthesisOptions, session_id: str) -> AsyncIterator[Int16Array]:
+        return self._stream(text, options, session_id, lambda _chunk, audio: audio, aligned=False)
+
+    async def _stream(
+        self, text: str, options: SynthesisOptions, session_id: str, item: Callable[[Any, Int16Array], T],
+        *, aligned: bool,
+    ) -> AsyncIterator[T]:
+        """Piper's chunks (one sentence per chunk, synthesized lazily off the event loop) as `item`s."""
         if not _speakable(text):
             return
-        config = self._config(options)
-
-        def produce(emit: Callable[[tuple[Int16Array, ChunkTimeline]], None], stop: threading.Event) -> None:
-            for chunk in voice.synthesize(text, config, include_alignments=True):
-                if stop.is_set():
-                    return
-                audio = np.asarray(chunk.audio_int16_array, dtype=np.int16)
-                if audio.size:
-                    emit((audio, timeline.add_piper_chunk(chunk, text)))
-
-        try:
-            async for item in stream_job("tts", session_id, produce):
-                yield item
-        except EngineError:
-            raise
-        except Exception as exc:
-            raise EngineError("tts", "tts_error", f"Piper failed: {exc}") from exc
-
-    def _produce(
-        self, text: str, options: SynthesisOptions
-    ) -> Callable[[Callable[[Int16Array], None], threading.Event], None]:
         voice = self._voice
         if voice is None:
             raise EngineError("tts", "tts_unavailable", "Piper is not loaded")
         config = self._config(options)
 
-        def produce(emit: Callable[[Int16Array], None], stop: threading.Event) -> None:
-            for chunk in voice.synthesize(text, config):  # lazy: one sentence per next()
+        def produce(emit: Callable[[T], None], stop: threading.Event) -> None:
+            for chunk in voice.synthesize(text, config, include_alignments=aligned):
                 if stop.is_set():
                     return
                 audio = np.asarray(chunk.audio_int16_array, dtype=np.int16)
                 if audio.size:
-                    emit(audio)
+                    emit(item(chunk, audio))
 
-        return produce
-
-    async def synthesize(
-        self, text: str, options: SynthesisOptions, session_id: str
-    ) -> AsyncIterator[Int16Array]:
-        if not _speakable(text):
-            return
-        produce = self._produce(text, options)
         try:
-            async for audio in stream_job("tts", session_id, produce):
-                yield audio
+            async for out in stream_job("tts", session_id, produce):
+                yield out
         except EngineError:
             raise
         except Exception as exc:
