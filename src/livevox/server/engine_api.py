@@ -21,7 +21,7 @@ import logging
 import time
 import wave
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import numpy as np
@@ -207,6 +207,21 @@ class _ChatStream:
                 "usage": self.usage()}
 
 
+T = TypeVar("T")
+
+
+async def _first(gen: AsyncIterator[T]) -> T | None:
+    """The stream's first item (None if it is empty), awaited before answering 200 so that a
+    failing engine still gets an HTTP error status; the stream is closed if it fails."""
+    try:
+        return await anext(gen)
+    except StopAsyncIteration:
+        return None
+    except EngineError as exc:
+        await _aclose(gen)
+        raise engine_failure(exc) from None
+
+
 async def _aclose(gen: Any) -> None:
     # Shielded: on client disconnect Starlette cancels the response task, and the engine's own
     # cleanup (closing an upstream HTTP stream, stopping a generation) must still run.
@@ -234,14 +249,7 @@ async def chat_completions(request: Request, state: LivevoxState) -> Response:
         finally:
             await _aclose(gen)
         return JSONResponse(out.completion())
-    # Wait for the first event before answering 200, so that a failing engine gets a status code.
-    try:
-        first: LLMEvent | None = await anext(gen)
-    except StopAsyncIteration:
-        first = None
-    except EngineError as exc:
-        await _aclose(gen)
-        raise engine_failure(exc) from None
+    first: LLMEvent | None = await _first(gen)
 
     async def sse() -> AsyncIterator[str]:
         try:
@@ -411,13 +419,7 @@ async def speech(request: Request, state: LivevoxState) -> Response:
         if resampler is not None:
             pcm += pcm_bytes(np.zeros(0, np.int16), last=True)
         return Response(_wav_header(SPEECH_RATE, len(pcm)) + pcm, media_type="audio/wav")
-    try:
-        first: Any = await anext(gen)
-    except StopAsyncIteration:
-        first = None
-    except EngineError as exc:
-        await _aclose(gen)
-        raise engine_failure(exc) from None
+    first = await _first(gen)
 
     async def audio() -> AsyncIterator[bytes]:
         try:
