@@ -262,12 +262,8 @@ def _ga_response_out(resp: dict[str, Any]) -> dict[str, Any]:
     return r
 
 
-def dialect_for(path: str, headers: dict[str, str]) -> Dialect:
+def dialect_for(path: str, beta: bool) -> Dialect:
+    """Voice Live on its paths; OpenAI's beta dialect when the client asked for it, else GA."""
     if "voice-live" in path:
         return VoiceLiveDialect()
-    if headers.get("openai-beta", "").replace(" ", "").lower().startswith("realtime=v1"):
-        return OpenAIBetaDialect()
-    # Browsers cannot send the header: OpenAI's browser client offers it as a subprotocol.
-    if "openai-beta.realtime-v1" in headers.get("sec-websocket-protocol", ""):
-        return OpenAIBetaDialect()
-    return OpenAIGADialect()
+    return OpenAIBetaDialect() if beta else OpenAIGADialect()

@@ -25,7 +25,7 @@ from ..realtime.session import RealtimeSession
 from ..settings import Settings
 from ..transports.webrtc import join_sideband, webrtc_routes
 from ..transports.websocket import WebSocketTransport, read_frames
-from .auth import chosen_subprotocol, is_authorized
+from .auth import chosen_subprotocol, is_authorized, wants_beta
 from .engine_api import engine_routes, voices_route
 
 log = logging.getLogger("livevox.server")
@@ -166,7 +166,7 @@ def new_session(ws: WebSocket, state: LivevoxState, transport: Any) -> RealtimeS
     return RealtimeSession(
         engines=state.engines,
         settings=state.settings,
-        dialect=dialect_for(ws.url.path, dict(ws.headers)),
+        dialect=dialect_for(ws.url.path, wants_beta(ws.headers)),
         transport=transport,
         model=q.get("model") or q.get("deployment"),
         api_version=q.get("api-version"),

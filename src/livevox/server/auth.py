@@ -22,6 +22,12 @@ def chosen_subprotocol(headers: Mapping[str, str]) -> str | None:
     return REALTIME_SUBPROTOCOL if REALTIME_SUBPROTOCOL in offered_subprotocols(headers) else None
 
 
+def wants_beta(headers: Mapping[str, str]) -> bool:
+    """OpenAI's beta dialect: the `OpenAI-Beta: realtime=v1` header, or its subprotocol (browsers)."""
+    header = (headers.get("openai-beta") or "").replace(" ", "").lower()
+    return header.startswith("realtime=v1") or BETA_SUBPROTOCOL in offered_subprotocols(headers)
+
+
 def presented_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
     for proto in offered_subprotocols(headers):
         if proto.startswith(KEY_SUBPROTOCOL_PREFIX) and len(proto) > len(KEY_SUBPROTOCOL_PREFIX):
