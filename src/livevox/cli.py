@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("call", help="talk to a livevox (or Voice Live) server with a WAV file")
     c.add_argument("--wav", required=True, help="the question, a WAV file")
-    c.add_argument("--url", default="ws://127.0.0.1:8000/voice-live/realtime?api-version=2026-07-15&model=livevox")
+    c.add_argument("--url", default="ws://127.0.0.1:8000",
+                   help="a realtime endpoint, or a bare server address for its Voice Live endpoint")
     c.add_argument("--out", default=None, help="save the spoken answer here (WAV, 24 kHz)")
     c.add_argument("--api-key", default=None)
     c.add_argument("--timeout", type=float, default=60.0)
