@@ -67,6 +67,14 @@ class EngineStandIn:
         self.requests.clear()
         self.disconnects.clear()
 
+    async def first_disconnect(self, timeout: float = 2.0) -> float | None:
+        """When the first client went away mid-stream (monotonic time), waiting up to `timeout`."""
+        for _ in range(int(timeout / 0.02)):
+            if self.disconnects:
+                break
+            await asyncio.sleep(0.02)
+        return self.disconnects[0][1] if self.disconnects else None
+
     async def start(self) -> EngineStandIn:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
