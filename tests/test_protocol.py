@@ -536,6 +536,27 @@ async def test_speculation_discarded_when_user_goes_on(client: RealtimeClient) -
     assert any(c.messages[-1]["content"] == "first half" for c in ScriptedLLM.calls[:-1])
 
 
+async def test_transcription_covers_the_tail_and_speculation_is_the_committed_one(
+        server: ServerThread) -> None:
+    # The quiet end of the last word lies after the VAD's end of speech: the speculative
+    # transcription waits for stt.tail_ms of it, and the committed turn is transcribed from
+    # exactly that audio, so it keeps the speculative result without a second pass.
+    tail_ms = server.settings.stt.tail_ms
+    assert tail_ms >= 100
+    for silence_ms in (600, 1500):
+        c = await RealtimeClient.connect(server.ws)
+        await c.update({"turn_detection": {"type": "server_vad", "silence_duration_ms": silence_ms}})
+        before = len(ScriptedSTT.heard)
+        await c.append(np.concatenate([tone(0.6), silence(silence_ms / 1000 + 0.3)]))
+        await c.until("response.done")
+        heard = list(ScriptedSTT.heard)[before:]
+        assert len(heard) == 1, heard  # the speculation was adopted, not redone
+        # speech (600 ms, from the session's first sample, so no prefix padding) + the tail,
+        # to within one VAD frame; not the whole silence window
+        assert abs(heard[0] - (600 + tail_ms) * 16) <= 512, (heard, tail_ms)
+        await c.close()
+
+
 async def test_create_response_false_commits_without_response(client: RealtimeClient) -> None:
     await client.update({"turn_detection": {"type": "server_vad", "create_response": False}})
     await client.append(np.concatenate([tone(0.6), silence(0.8)]))

@@ -74,6 +74,10 @@ class STTSettings(_StageSettings):
     beam_size: int = Field(1, ge=1, le=10)
     compute_type: str = "int8"
     threads: int = Field(2, ge=1)
+    #: Audio after the VAD's end of speech that a turn's transcription covers. The quiet end of
+    #: the last word lies there; the speculative transcription starts once it has arrived, on
+    #: exactly the audio the committed turn is transcribed from.
+    tail_ms: int = Field(200, ge=0, le=2000)
     #: engine = "openai": an OpenAI-compatible `/audio/transcriptions` endpoint.
     openai: OpenAISTTSettings | None = Field(None, validate_default=True)
     #: Engines tried in order when the one above fails (each a table like this one, without `fallback`).

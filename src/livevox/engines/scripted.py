@@ -125,6 +125,8 @@ class ScriptedSTT(_NothingToLoad):
     default_text: ClassVar[str] = "scripted transcript"
     fail_next: ClassVar[bool] = False
     _queue: ClassVar[deque[str]] = deque()
+    #: Length in samples (16 kHz) of the audio each call was given, newest last.
+    heard: ClassVar[deque[int]] = deque(maxlen=1000)
 
     @classmethod
     def script(cls, texts: list[str] | tuple[str, ...]) -> None:
@@ -136,11 +138,13 @@ class ScriptedSTT(_NothingToLoad):
         cls.default_text = "scripted transcript"
         cls.fail_next = False
         cls._queue.clear()
+        cls.heard.clear()
 
     async def transcribe(
         self, audio: Float32Array, options: TranscribeOptions, session_id: str
     ) -> AsyncIterator[str]:
         cls = type(self)
+        cls.heard.append(len(audio))
         if cls.fail_next:
             cls.fail_next = False
             raise EngineError("stt", "stt_error", "scripted STT failure (fail_next)")

@@ -305,10 +305,16 @@ class RealtimeSession:
             self._far_next = self._clock
 
     def _detector_cfg(self, td: dict[str, Any] | None) -> dict[str, Any]:
+        cfg = {**(td or {}), "pause_after_ms": self.settings.stt.tail_ms}
         # In the semantic modes the policy ends turns; the detector only finds speech and pauses.
         if td is not None and self._policy.uses_model:
-            return {**td, "silence_duration_ms": 60_000}
-        return td or {}
+            cfg["silence_duration_ms"] = 60_000
+        return cfg
+
+    def _stt_end(self, speech_end: int) -> int:
+        """Where a VAD turn's transcription ends: the end of speech plus its tail. Speculation and
+        commit both cut here, so the committed turn's transcript is the speculative one."""
+        return speech_end + self._turn.pause_after
 
     # ---------------------------------------------------------------- audio in
 
@@ -465,7 +471,7 @@ class RealtimeSession:
         await self._drop_speculation()
         if self._policy.uses_model:
             self._silence_start, self._decision = ev.end_sample, self._policy.start()
-        audio = self._take(self._buf_start)
+        audio = self._take(self._buf_start, self._stt_end(ev.end_sample))
         if audio.size == 0:
             return
         stt = asyncio.ensure_future(self._transcribe_text(audio))
@@ -523,7 +529,8 @@ class RealtimeSession:
             self._spec = spec
             await self._drop_speculation()
             spec = None
-        await self._commit(item_id, spec=spec, timings=timings, from_vad=True)
+        await self._commit(item_id, spec=spec, timings=timings, from_vad=True,
+                           stt_end=self._stt_end(ev.end_sample))
 
     async def _only_fillers(self) -> bool:
         spec = self._spec
@@ -544,7 +551,9 @@ class RealtimeSession:
         await self._commit(item_id, spec=None, timings=self._timings or TurnTimings(), from_vad=False)
 
     async def _commit(self, item_id: str, *, spec: Speculation | None, timings: TurnTimings,
-                      from_vad: bool) -> None:
+                      from_vad: bool, stt_end: int | None = None) -> None:
+        # A VAD turn is transcribed up to its tail (what the speculation heard); a manual commit whole.
+        stt_audio = self._take(self._buf_start, stt_end)
         audio = self._take(self._buf_start)
         if audio.size < RATE // 10:
             if spec is not None:
@@ -563,7 +572,7 @@ class RealtimeSession:
         await self.emit({"type": "input_audio_buffer.committed", "previous_item_id": prev, "item_id": item_id})
         await self.emit({"type": "conversation.item.created", "previous_item_id": prev, "item": dict(item)})
         await self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": dict(item)})
-        stt = spec.stt if spec is not None else asyncio.ensure_future(self._transcribe_text(audio))
+        stt = spec.stt if spec is not None else asyncio.ensure_future(self._transcribe_text(stt_audio))
         if stt.done():  # speculative transcription finished in the silence window: report it first
             await self._finish_transcription(entry, stt, timings)
         else:

@@ -55,7 +55,8 @@ class TurnDetector:
         self.prefix = int(cfg.get("prefix_padding_ms", 300)) * RATE // 1000
         self.silence = int(cfg.get("silence_duration_ms", 500)) * RATE // 1000
         self.min_speech = int(cfg.get("speech_duration_ms", 200)) * RATE // 1000
-        self.pause_after = min(160 * RATE // 1000, self.silence // 2)
+        # The pause (speculation starts) comes once the utterance's tail has arrived.
+        self.pause_after = min(int(cfg.get("pause_after_ms", 160)) * RATE // 1000, self.silence // 2)
 
     @property
     def in_pause(self) -> bool:
