@@ -5,25 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import ipaddress
 import logging
 import sys
 from typing import Any
 
 from pydantic import ValidationError
 
+from .netaddr import is_loopback_host
 from .settings import Settings, load_settings
 
 log = logging.getLogger("livevox")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _settings_from(args: argparse.Namespace) -> Settings:
@@ -86,7 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not settings.api_keys and not _is_loopback(settings.host) and not settings.allow_unauthenticated:
+    if not settings.api_keys and not is_loopback_host(settings.host) and not settings.allow_unauthenticated:
         log.error("refusing to listen on %s without API keys: configure --api-key (or LIVEVOX_API_KEYS), "
                   "or pass --allow-unauthenticated", settings.host)
         return 2

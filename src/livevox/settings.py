@@ -179,8 +179,9 @@ class WebRTCSettings(BaseModel):
     #: candidates are also advertised with this address, on the same ports.
     nat_1to1_ip: str | None = None
     #: Allow-list for host candidates: interface names (`eth0`), addresses (`10.0.0.5`) or networks
-    #: (`10.0.0.0/8`). Empty: every non-loopback interface. Loopback is used only when listed here
-    #: (`127.0.0.1`, `lo`), e.g. for tests on one machine.
+    #: (`10.0.0.0/8`). Empty: every non-loopback interface, plus loopback when `host` is a loopback
+    #: address (the default) or the machine has no other address. A non-empty list is used as is:
+    #: loopback then only when listed (`127.0.0.1`, `lo`).
     host_addresses: list[str] = Field(default_factory=list)
     #: End a call when ICE has not connected, has failed, or no packet arrived for this long (seconds).
     ice_disconnect_timeout_seconds: float = Field(10.0, gt=0)

@@ -125,7 +125,8 @@ async def serve_voicelive_call(ws: WebSocket, state: LivevoxState, registry: Cal
     if not await admit(ws, state):
         return
     await ws.accept(subprotocol=chosen_subprotocol(ws.headers))
-    call = RtcCall(door="voicelive", settings=state.settings.webrtc, registry=registry)
+    call = RtcCall(door="voicelive", settings=state.settings.webrtc, registry=registry,
+                   listen_host=state.settings.host)
     control = WebSocketTransport(ws)
     transport = WebRTCTransport(call, control)
     session = new_session(ws, state, transport)
@@ -270,7 +271,8 @@ async def create_openai_call(request: Request, state: LivevoxState, registry: Ca
     except OfferError as err:
         CALL_ERRORS_TOTAL.labels(err.code).inc()
         return _error(err.status, err.code, err.message, err.type, err.param)
-    call = RtcCall(door="openai", settings=state.settings.webrtc, registry=registry)
+    call = RtcCall(door="openai", settings=state.settings.webrtc, registry=registry,
+                   listen_host=state.settings.host)
     transport = WebRTCTransport(call)
     q = request.query_params
     model = (session_cfg or {}).get("model") or q.get("model") or "gpt-realtime"

@@ -5,10 +5,13 @@ host candidates on every interface except loopback. Here:
 
 - `rtc_configuration()` always passes an explicit list (empty unless configured), so no server is
   contacted unless the operator asked for one.
-- `host_address_policy()` restricts (or extends, for loopback) the interfaces aioice gathers host
-  candidates on, for the peer connections negotiated inside the `with` block. It works through a
-  context variable that a wrapper around `aioice.ice.get_host_addresses` reads; without a policy,
-  aioice behaves as before (so other aiortc users in the same process are not affected).
+- `host_address_policy()` decides the interfaces aioice gathers host candidates on, for the peer
+  connections negotiated inside the `with` block: exactly the allow-list when one is given;
+  otherwise aioice's own choice plus loopback when the peer listens on (or calls) a loopback
+  address, or when the machine has no other address (a container or namespace with only `lo`),
+  since aioice alone would then offer nothing. It works through a context variable that a wrapper
+  around `aioice.ice.get_host_addresses` reads; without a policy, aioice behaves as before (so
+  other aiortc users in the same process are not affected).
 - `advertise_nat_1to1()` adds, for every host candidate of an SDP answer, the same candidate on
   the public address of a 1:1 NAT.
 """
@@ -20,15 +23,24 @@ import contextvars
 import ipaddress
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import aioice.ice
 import ifaddr
 from aiortc import RTCConfiguration, RTCIceServer
 
+from ...netaddr import is_loopback_host
 from ...settings import WebRTCSettings
 
-_POLICY: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
+
+@dataclass(frozen=True)
+class _Policy:
+    allow: tuple[str, ...]  # empty: aioice's choice (+ loopback, see `with_loopback`)
+    listen_host: str | None
+
+
+_POLICY: contextvars.ContextVar[_Policy | None] = contextvars.ContextVar(
     "livevox_host_address_policy", default=None)
 _ORIGINAL: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
 
@@ -65,11 +77,32 @@ def allowed_host_addresses(allow: tuple[str, ...], use_ipv4: bool = True, use_ip
     return found
 
 
+def loopback_addresses(use_ipv4: bool = True, use_ipv6: bool = True) -> list[str]:
+    """This machine's loopback addresses (usually 127.0.0.1 and ::1)."""
+    found: list[str] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            addr = ip.ip if isinstance(ip.ip, str) else ip.ip[0]
+            if ipaddress.ip_address(addr).is_loopback and (use_ipv4 if isinstance(ip.ip, str) else use_ipv6):
+                found.append(addr)
+    return found
+
+
+def with_loopback(addresses: list[str], listen_host: str | None, use_ipv4: bool = True,
+                  use_ipv6: bool = True) -> list[str]:
+    """aioice's host addresses, plus loopback when `listen_host` is loopback or nothing else exists."""
+    if addresses and not is_loopback_host(listen_host):
+        return addresses
+    return addresses + [a for a in loopback_addresses(use_ipv4, use_ipv6) if a not in addresses]
+
+
 def _policy_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-    allow = _POLICY.get()
-    if allow is None:
+    policy = _POLICY.get()
+    if policy is None:
         return _ORIGINAL(use_ipv4, use_ipv6)
-    return allowed_host_addresses(allow, use_ipv4, use_ipv6)
+    if policy.allow:
+        return allowed_host_addresses(policy.allow, use_ipv4, use_ipv6)
+    return with_loopback(_ORIGINAL(use_ipv4, use_ipv6), policy.listen_host, use_ipv4, use_ipv6)
 
 
 def install() -> None:
@@ -80,11 +113,13 @@ def install() -> None:
 
 
 @contextlib.contextmanager
-def host_address_policy(allow: list[str] | tuple[str, ...]) -> Iterator[None]:
+def host_address_policy(allow: list[str] | tuple[str, ...], listen_host: str | None = None) -> Iterator[None]:
     """Within the block, peer connections gather host candidates only on `allow` (interface
-    names, addresses or networks). An empty list keeps aioice's default."""
+    names, addresses or networks). An empty list means aioice's default (every non-loopback
+    address), plus loopback when `listen_host` (the address the server binds, or the client
+    calls) is loopback or when the machine has no other address."""
     install()
-    token = _POLICY.set(tuple(allow) if allow else None)
+    token = _POLICY.set(_Policy(tuple(allow), listen_host))
     try:
         yield
     finally:

@@ -1,9 +1,10 @@
 """One WebRTC call: the peer connection both doors share.
 
 `RtcCall.negotiate(offer)` builds the `RTCPeerConnection` (ICE servers and host-candidate policy
-from the settings, never aiortc's default STUN server), adds the agent's audio track with the
-codec chosen from the offer (Opus 48 kHz mono/stereo, else PCMU/PCMA), applies the offer and
-returns the answer (non-trickle: host candidates are gathered before it returns).
+from the settings and the server's bind address, never aiortc's default STUN server), adds the
+agent's audio track with the codec chosen from the offer (Opus 48 kHz mono/stereo, else
+PCMU/PCMA), applies the offer and returns the answer (non-trickle: host candidates are gathered
+before it returns).
 
 Afterwards the call reads the user's audio track into the session, carries client events from
 the data channel to the session, reports playback (`output_audio_buffer.*`), and watches ICE.
@@ -47,10 +48,11 @@ _MAX_BUFFERED = 8 * 1024 * 1024
 
 class RtcCall:
     def __init__(self, *, door: Door, settings: WebRTCSettings, registry: CallRegistry,
-                 call_id: str | None = None) -> None:
+                 call_id: str | None = None, listen_host: str | None = None) -> None:
         self.id = call_id or new_id("rtc")
         self.door = door
         self.settings = settings
+        self.listen_host = listen_host  # the server's bind address: loopback adds loopback candidates
         self.registry = registry
         self.session: RealtimeSession | None = None
         self.pc: RTCPeerConnection | None = None
@@ -132,14 +134,15 @@ class RtcCall:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
             self.decodes_on_loop = decode_on_loop(transceiver.receiver)
             answer = await pc.createAnswer()
-            with host_address_policy(self.settings.host_addresses):
+            with host_address_policy(self.settings.host_addresses, self.listen_host):
                 await pc.setLocalDescription(answer)
             if self.state != "negotiating":
                 raise OfferError("call_closed", "The call ended during negotiation.", status=410)
             local = pc.localDescription
             if not any(line.startswith("a=candidate:") for line in local.sdp.splitlines()):
                 raise OfferError("no_ice_candidates", "The server has no ICE candidate to offer: no "
-                                 "interface matches webrtc.host_addresses and no STUN/TURN server is set.",
+                                 "interface matches webrtc.host_addresses (or, with it empty, the "
+                                 "machine has no address at all) and no STUN/TURN server is set.",
                                  status=500, type_="server_error")
         except Exception as exc:
             if self.state == "negotiating":
