@@ -446,26 +446,39 @@ class RealtimeSession:
         await self.emit({"type": "input_audio_buffer.speech_started",
                          "audio_start_ms": ev.start_sample * 1000 // RATE, "item_id": self._speech_item})
         td = self.config["turn_detection"] or {}
-        if self.response is not None and self.response.active and td.get("interrupt_response", True):
+        if td.get("interrupt_response", True) and self._answer_audible():
             if td.get("remove_filler_words"):
                 self._barge_pending = True  # decided once we know it is more than "mm-hmm"
             else:
                 await self._barge_in(td.get("auto_truncate", False))
 
+    def _answer_audible(self) -> bool:
+        """An answer is being generated, or its audio is still playing out of the transport."""
+        return (self.response is not None and self.response.active) or \
+            self.transport.pending_audio() is not None
+
     async def _barge_in_now(self) -> None:
         self._barge_pending = False
-        if self.response is not None and self.response.active:
+        if self._answer_audible():
             await self._barge_in((self.config["turn_detection"] or {}).get("auto_truncate", False))
 
     async def _barge_in(self, auto_truncate: bool) -> None:
+        """The user speaks over the answer: the session decides, the transport only drops audio."""
         run = self.response
-        assert run is not None
-        self.transport.discard_pending_audio()
+        cut = self.transport.discard_pending_audio()
         self._stop_far_reference()
-        await run.cancel("turn_detected")
-        msg = run._msg
-        if auto_truncate and msg is not None and "audio" in run.params.modalities and msg.audio:
-            await self._truncate(msg, 0, self.played_ms(msg.id))
+        if run is not None and run.active:
+            await run.cancel("turn_detected")
+            msg = run._msg
+            if auto_truncate and msg is not None and "audio" in run.params.modalities and msg.audio:
+                await self._truncate(msg, 0, self.played_ms(msg.id))
+            return
+        # A finished answer still playing out of the transport (WebRTC): the item keeps what was heard.
+        if cut is not None and auto_truncate:
+            with contextlib.suppress(ProtocolError):  # the item may be gone (deleted)
+                entry = self.conversation.get(cut)
+                if entry.audio:
+                    await self._truncate(entry, 0, self.played_ms(cut))
 
     async def _paused(self, ev: Paused) -> None:
         await self._drop_speculation()

@@ -37,8 +37,13 @@ class SessionTransport(ABC):
         """No more audio for this item; the transport may report playback end."""
         return None
 
-    def discard_pending_audio(self) -> None:
-        """Drop audio queued but not yet sent (barge-in)."""
+    def pending_audio(self) -> str | None:
+        """The item whose audio is queued or playing out here, not yet all heard; None when the
+        client plays the audio itself (audio in events)."""
+        return None
+
+    def discard_pending_audio(self) -> str | None:
+        """Drop audio queued but not yet sent (barge-in). Returns the item whose audio was cut."""
         return None
 
     def played_ms(self, item_id: str) -> int | None:

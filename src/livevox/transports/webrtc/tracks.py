@@ -181,13 +181,20 @@ class AgentAudioTrack(MediaStreamTrack):
                 self._queue.append(_Chunk(response_id, item_id, tail))
         self._queue.append(_Chunk(response_id, item_id, None))
 
+    def pending(self) -> tuple[str, str] | None:
+        """(response_id, item_id) of the audio playing or queued, if any."""
+        if self._playing is not None:
+            return self._playing, self._playing_item
+        for chunk in self._queue:
+            if chunk.pcm is not None:
+                return chunk.response_id, chunk.item_id
+        return None
+
     def discard(self) -> tuple[str, str] | None:
         """Drop everything not yet sent (barge-in). Returns (response_id, item_id) of the audio
         that was cut, if any; that response's later audio is ignored too."""
-        cut = (self._playing, self._playing_item) if self._playing is not None else None
+        cut = self.pending()
         for chunk in self._queue:
-            if cut is None and chunk.pcm is not None:
-                cut = (chunk.response_id, chunk.item_id)
             if chunk.response_id not in self._discarded:
                 self._discarded.append(chunk.response_id)
         if self._playing is not None and self._playing not in self._discarded:

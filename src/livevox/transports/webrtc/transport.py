@@ -22,7 +22,6 @@ import numpy as np
 import numpy.typing as npt
 from aiortc import RTCDataChannel
 
-from ...realtime.errors import ProtocolError
 from ...realtime.transport import Route, SessionTransport
 from ..websocket import WebSocketTransport
 from .peer import RtcCall
@@ -55,8 +54,6 @@ class WebRTCTransport(SessionTransport):
         if self.closed:
             return
         await self._deliver(event, route)
-        if event["type"] == "input_audio_buffer.speech_started":
-            self._user_speaks()
 
     async def _deliver(self, event: dict[str, Any], route: Route) -> None:
         text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
@@ -72,34 +69,6 @@ class WebRTCTransport(SessionTransport):
             await sideband.send_event(event, route)
             if sideband.closed:
                 self.remove_sideband(sideband)
-
-    def _user_speaks(self) -> None:
-        """Barge-in on the RTP stream. The session cancels an answer still being generated, but an
-        answer already generated may still be playing out of the track's buffer: the user must hear
-        it stop too, at once, and with auto_truncate the item keeps only what was sent."""
-        session, track = self.call.session, self.call.track
-        if session is None or track is None:
-            return
-        td = session.config.get("turn_detection") or {}
-        if not td.get("interrupt_response", True):
-            return
-        cut = track.discard()
-        if cut is None or not td.get("auto_truncate", False):
-            return
-        response_id, item_id = cut
-        run = session.response
-        if run is not None and run.active and run.id == response_id:
-            return  # the session's own barge-in truncates the answer it cancels
-        played = track.sent_ms(item_id) or 0
-        self.call.spawn(self._truncate(item_id, played))
-
-    async def _truncate(self, item_id: str, played_ms: int) -> None:
-        session = self.call.session
-        if session is None:
-            return
-        with contextlib.suppress(ProtocolError):  # the item may be gone (deleted) or already short
-            await session.handle_event({"type": "conversation.item.truncate", "item_id": item_id,
-                                        "content_index": 0, "audio_end_ms": played_ms})
 
     def add_sideband(self, sideband: WebSocketTransport) -> None:
         self.sidebands.append(sideband)
@@ -120,10 +89,15 @@ class WebRTCTransport(SessionTransport):
         if track is not None:
             track.end(response_id, item_id)
 
-    def discard_pending_audio(self) -> None:
+    def pending_audio(self) -> str | None:
         track = self.call.track
-        if track is not None:
-            track.discard()  # reports output_audio_buffer.cleared if audio was cut
+        pending = track.pending() if track is not None else None
+        return None if pending is None else pending[1]
+
+    def discard_pending_audio(self) -> str | None:
+        track = self.call.track
+        cut = track.discard() if track is not None else None  # reports output_audio_buffer.cleared
+        return None if cut is None else cut[1]
 
     def played_ms(self, item_id: str) -> int | None:
         track = self.call.track
