@@ -139,6 +139,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default=None, help="save the spoken answer here (WAV, 24 kHz)")
     c.add_argument("--api-key", default=None)
     c.add_argument("--timeout", type=float, default=60.0)
+    c.add_argument("--webrtc", action="store_true",
+                   help="hold the turn over WebRTC (aiortc): microphone and answer as Opus RTP, events on the "
+                        "data channel")
+    c.add_argument("--door", default=None, choices=["voicelive", "openai"],
+                   help="with --webrtc: the Voice Live door (WS /voice-live/realtime/calls) or the OpenAI door "
+                        "(POST /v1/realtime/calls); default: the one --url's path names (Voice Live for a bare "
+                        "address)")
+    c.add_argument("--ice-server", action="append", default=None, metavar="URL",
+                   help="with --webrtc: a STUN or TURN server (stun:host:port, turn:host:port?transport=udp); "
+                        "repeatable. Default: none, host candidates only")
+    c.add_argument("--ice-username", default=None, help="the TURN servers' username")
+    c.add_argument("--ice-credential", default=None, help="the TURN servers' credential")
+    c.add_argument("--ice-relay", action="store_true",
+                   help="with --webrtc: relayed (TURN) candidates only, to check the TURN path")
+    c.add_argument("--host-address", action="append", default=None,
+                   help="with --webrtc: allow-list for this client's host candidates (interface, address or "
+                        "network; repeatable), as webrtc.host_addresses")
     c.set_defaults(func=cmd_call)
 
     cfg = sub.add_parser("config", help="configuration tools")

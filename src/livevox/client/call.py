@@ -3,11 +3,23 @@ as a microphone would, saves the spoken answer and prints both transcripts and t
 latencies of the turn.
 
     livevox call --wav question.wav [--url ws://127.0.0.1:8000/voice-live/realtime?...] [--out answer.wav]
+    livevox call --wav question.wav --webrtc [--door voicelive|openai] [--ice-server turn:host:3478
+                 --ice-username U --ice-credential P [--ice-relay]]
 
 The URL's path picks the dialect: a path with `voice-live` speaks Voice Live (the default URL),
 any other path the OpenAI GA dialect (`/v1/realtime`). `livevox-latency-events=true` is added
 to the query so a livevox server reports its own stage timings (`livevox.turn.metrics`);
 other servers ignore it.
+
+With `--webrtc` the same turn goes over WebRTC (aiortc, `client/webrtc.py`): through the Voice
+Live door (`/voice-live/realtime/calls`, `rtc.call.sdp.create` on its control WebSocket) or the
+OpenAI door (`POST /v1/realtime/calls`), the door named by `--door` or else by the URL's path. The
+question is the microphone track (Opus RTP at real-time pace), the answer the received track; the
+events come on the data channel (and the control WebSocket). Only the ICE servers given with
+`--ice-server` are used; `--ice-relay` allows relayed (TURN) candidates only, to check a
+deployment's TURN path. Host candidates: `--host-address` (an allow-list, as
+`webrtc.host_addresses`), else every non-loopback address, plus loopback when the server's host
+is loopback or the machine has no other address.
 
 Timing model: audio sample `s` of the question is "spoken" at `t0 + s / 24000`, and each append
 leaves when its last sample has been spoken (a microphone cannot send audio before it is
@@ -208,32 +220,52 @@ def dialect_of(url: str) -> str:
     return "voicelive" if "voice-live" in urlsplit(url).path else "openai"
 
 
-def session_update(dialect: str, turn_detection: dict[str, Any] | None, transcription: bool = True) -> dict[str, Any]:
-    """A `session.update` for pcm16 24 kHz both ways, in the dialect's shape."""
+def session_update(dialect: str, turn_detection: dict[str, Any] | None, transcription: bool = True,
+                   formats: bool = True) -> dict[str, Any]:
+    """A `session.update` in the dialect's shape, for pcm16 24 kHz both ways (`formats`; over
+    WebRTC the audio is RTP, so the formats are left out)."""
     tr = {"model": "whisper-1"} if transcription else None
     if dialect == "voicelive":
-        session: dict[str, Any] = {
-            "modalities": ["text", "audio"],
-            "input_audio_format": "pcm16",
-            "input_audio_sampling_rate": RATE,
-            "output_audio_format": "pcm16",
-            "turn_detection": turn_detection,
-            "input_audio_transcription": tr,
-        }
+        session: dict[str, Any] = {"modalities": ["text", "audio"], "turn_detection": turn_detection,
+                                   "input_audio_transcription": tr}
+        if formats:
+            session.update(input_audio_format="pcm16", input_audio_sampling_rate=RATE, output_audio_format="pcm16")
     else:
-        session = {
-            "type": "realtime",
-            "output_modalities": ["audio"],
-            "audio": {
-                "input": {"format": {"type": "audio/pcm", "rate": RATE}, "transcription": tr,
-                          "turn_detection": turn_detection},
-                "output": {"format": {"type": "audio/pcm", "rate": RATE}},
-            },
-        }
+        audio_in: dict[str, Any] = {"transcription": tr, "turn_detection": turn_detection}
+        session = {"type": "realtime", "output_modalities": ["audio"], "audio": {"input": audio_in}}
+        if formats:
+            audio_in["format"] = {"type": "audio/pcm", "rate": RATE}
+            session["audio"]["output"] = {"format": {"type": "audio/pcm", "rate": RATE}}
     return {"type": "session.update", "session": session}
 
 
 # ---------------------------------------------------------------- the connection
+
+
+async def open_websocket(url: str, api_key: str | None, open_timeout: float) -> ClientConnection:
+    """Open a realtime WebSocket; failures become CallErrors with their exit codes."""
+    headers = {"api-key": api_key} if api_key else {}
+    try:
+        return await websockets.connect(url, additional_headers=headers, max_size=None,
+                                        open_timeout=open_timeout, ping_interval=None, compression=None)
+    except InvalidURI as exc:
+        raise CallError(EXIT_USAGE, f"bad URL {url!r}: {exc}") from None
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        detail = _error_body(exc.response.body)
+        if status == 401:
+            raise CallError(EXIT_AUTH, f"authentication refused (HTTP {status}){detail}; "
+                            "pass the key with --api-key") from None
+        if status in (403, 404):  # Starlette's answer to a WebSocket on a path it does not route
+            raise CallError(EXIT_CONNECT, f"no realtime endpoint at {_redact(url)} (HTTP {status}); "
+                            "use /voice-live/realtime or /v1/realtime") from None
+        raise CallError(EXIT_CONNECT, f"the server refused the WebSocket (HTTP {status}){detail}") from None
+    except (OSError, InvalidHandshake, TimeoutError) as exc:
+        raise CallError(EXIT_CONNECT, f"cannot connect to {_redact(url)}: {error_reason(exc)}") from None
+
+
+def error_reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
 
 
 @dataclass
@@ -288,12 +320,15 @@ class TurnResult:
 class RealtimeCall:
     """One realtime WebSocket session, from the client's side."""
 
-    def __init__(self, ws: ClientConnection, dialect: str) -> None:
+    #: The session carries audio in events (pcm16 24 kHz both ways), not over RTP.
+    audio_formats = True
+
+    def __init__(self, ws: ClientConnection | None, dialect: str) -> None:
         self.ws = ws
         self.dialect = dialect
         self.session: dict[str, Any] | None = None
         self._queue: asyncio.Queue[tuple[float, dict[str, Any]] | None] = asyncio.Queue()
-        self._reader = asyncio.create_task(self._read())
+        self._reader = asyncio.create_task(self._read()) if ws is not None else None  # else: `_put` feeds it
         self.closed: ConnectionClosed | None = None
         # The server's audio clock, replayed (see TurnResult.speech_stopped_event_ms).
         self._clock_rs = StreamResampler(RATE, SERVER_RATE)
@@ -305,35 +340,25 @@ class RealtimeCall:
         url = realtime_url(url)
         if latency_events:
             url = with_query(url, **{"livevox-latency-events": "true"})
-        headers = {"api-key": api_key} if api_key else {}
-        try:
-            ws = await websockets.connect(url, additional_headers=headers, max_size=None,
-                                          open_timeout=open_timeout, ping_interval=None, compression=None)
-        except InvalidURI as exc:
-            raise CallError(EXIT_USAGE, f"bad URL {url!r}: {exc}") from None
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            detail = _error_body(exc.response.body)
-            if status == 401:
-                raise CallError(EXIT_AUTH, f"authentication refused (HTTP {status}){detail}; "
-                                "pass the key with --api-key") from None
-            if status in (403, 404):  # Starlette's answer to a WebSocket on a path it does not route
-                raise CallError(EXIT_CONNECT, f"no realtime endpoint at {_redact(url)} (HTTP {status}); "
-                                "use /voice-live/realtime or /v1/realtime") from None
-            raise CallError(EXIT_CONNECT, f"the server refused the WebSocket (HTTP {status}){detail}") from None
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
-            raise CallError(EXIT_CONNECT, f"cannot connect to {_redact(url)}: {reason}") from None
-        call = cls(ws, dialect_of(url))
-        first = await call.next_event(open_timeout)
-        if first["type"] != "session.created":
-            await call.close()
-            raise CallError(EXIT_FAILED, f"expected session.created first, got {first['type']}: "
-                            f"{_short(first)}")
-        call.session = first.get("session")
+        call = cls(await open_websocket(url, api_key, open_timeout), dialect_of(url))
+        await call.expect_session_created(open_timeout)
         return call
 
+    async def expect_session_created(self, timeout: float) -> None:
+        first = await self.next_event(timeout)
+        if first["type"] != "session.created":
+            await self.close()
+            raise CallError(EXIT_FAILED, f"expected session.created first, got {first['type']}: "
+                            f"{_short(first)}")
+        self.session = first.get("session")
+
+    def _put(self, t: float, ev: dict[str, Any]) -> None:
+        """Queue a server event under its canonical name."""
+        ev = {**ev, "type": _GA_TO_CANONICAL.get(ev["type"], ev["type"])}
+        self._queue.put_nowait((t, ev))
+
     async def _read(self) -> None:
+        assert self.ws is not None
         try:
             async for message in self.ws:
                 t = time.monotonic()
@@ -342,8 +367,7 @@ class RealtimeCall:
                 except ValueError:
                     continue
                 if isinstance(ev, dict) and isinstance(ev.get("type"), str):
-                    ev["type"] = _GA_TO_CANONICAL.get(ev["type"], ev["type"])
-                    self._queue.put_nowait((t, ev))
+                    self._put(t, ev)
         except ConnectionClosed as exc:
             self.closed = exc
         finally:
@@ -367,6 +391,7 @@ class RealtimeCall:
 
     async def send(self, event: dict[str, Any]) -> float:
         """Send an event; return when it left."""
+        assert self.ws is not None
         try:
             await self.ws.send(json.dumps(event, separators=(",", ":")))
         except ConnectionClosed:
@@ -376,7 +401,7 @@ class RealtimeCall:
     async def configure(self, turn_detection: dict[str, Any] | None = None, *, vad: bool = True,
                         transcription: bool = True, timeout: float = 10.0) -> dict[str, Any]:
         td = (turn_detection or {"type": "server_vad"}) if vad else None
-        await self.send(session_update(self.dialect, td, transcription))
+        await self.send(session_update(self.dialect, td, transcription, formats=self.audio_formats))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -395,11 +420,13 @@ class RealtimeCall:
         return sent
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.ws.close()
-        self._reader.cancel()
-        with contextlib.suppress(BaseException):
-            await self._reader
+        if self.ws is not None:
+            with contextlib.suppress(Exception):
+                await self.ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader
 
     # ------------------------------------------------------------ turns
 
@@ -454,7 +481,7 @@ class RealtimeCall:
             result.send_times.append(sent)
             result.clocks.append(self.server_clock)
 
-    async def _collect(self, result: TurnResult, sender: asyncio.Future[None], timeout: float,
+    async def _collect(self, result: TurnResult, sender: asyncio.Future[Any], timeout: float,
                        metrics_wait_s: float, no_speech_grace_s: float | None) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -568,12 +595,14 @@ def _fmt_ms(v: float | None) -> str:
 
 
 def report(result: TurnResult, out: TextIO, *, wav: str, speech: tuple[float, float] | None, seconds: float,
-           chunk_ms: int, saved: str | None) -> None:
+           chunk_ms: int, saved: str | None, webrtc_door: str | None = None) -> None:
     def p(line: str = "") -> None:
         print(line, file=out)
 
     span = f"speech {speech[0]:.2f}-{speech[1]:.2f} s" if speech else "no speech found by energy"
-    p(f"question: {wav}: {seconds:.2f} s ({span}), streamed at real-time pace in {chunk_ms} ms appends")
+    how = (f"as 20 ms Opus RTP frames over WebRTC ({webrtc_door} door)" if webrtc_door
+           else f"in {chunk_ms} ms appends")
+    p(f"question: {wav}: {seconds:.2f} s ({span}), streamed at real-time pace {how}")
     user = result.user_transcript
     p(f"you said:   {user!r}" if user is not None else "you said:   (no input transcription received)")
     p(f"agent said: {result.agent_transcript.strip()!r}")
@@ -582,6 +611,8 @@ def report(result: TurnResult, out: TextIO, *, wav: str, speech: tuple[float, fl
     where = f", saved to {saved}" if saved else ""
     p(f"answer:     {answer.size / RATE:.2f} s of 24 kHz audio, response {status}{where}")
     p("latency of the turn, after the end of your speech:")
+    if webrtc_door:
+        p("  (over WebRTC: 'first audio delta' is the first audible RTP packet of the answer)")
     p("  measured by this client")
     for etype, label in CLIENT_MARKS:
         p(f"    {label:<26}{_fmt_ms(result.after_speech_ms(etype))}")
@@ -606,7 +637,20 @@ async def _call(args: argparse.Namespace, out: TextIO) -> int:
     timeout = float(args.timeout)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    call = await RealtimeCall.open(args.url, api_key, open_timeout=min(10.0, timeout))
+    door: str | None = None
+    call: RealtimeCall
+    if getattr(args, "webrtc", False):
+        from .webrtc import WebRTCCall, ice_servers
+
+        servers = ice_servers(args.ice_server or [], args.ice_username, args.ice_credential)
+        rtc = await WebRTCCall.open_rtc(args.url, api_key, door=args.door, ice_servers=servers,
+                                        relay_only=args.ice_relay, host_addresses=args.host_address or [],
+                                        open_timeout=min(10.0, timeout))
+        call, door = rtc, rtc.client.door
+    elif getattr(args, "door", None) or getattr(args, "ice_server", None) or getattr(args, "ice_relay", False):
+        raise CallError(EXIT_USAGE, "--door, --ice-server and --ice-relay need --webrtc")
+    else:
+        call = await RealtimeCall.open(args.url, api_key, open_timeout=min(10.0, timeout))
     try:
         await call.configure(timeout=max(0.1, deadline - loop.time()))
         result = await call.spoken_turn(pcm, speech_end_s=speech[1] if speech else None, chunk_ms=chunk_ms,
@@ -622,7 +666,7 @@ async def _call(args: argparse.Namespace, out: TextIO) -> int:
         except OSError as exc:
             raise CallError(EXIT_USAGE, f"cannot write {args.out}: {exc.strerror or exc}") from None
     report(result, out, wav=str(args.wav), speech=speech, seconds=pcm.size / RATE, chunk_ms=chunk_ms,
-           saved=saved)
+           saved=saved, webrtc_door=door)
     status = (result.response or {}).get("status")
     if status == "incomplete":  # cut at the output-token cap: a real, if shortened, answer
         print("livevox call: the answer was cut at the server's output-token limit (status incomplete)",
