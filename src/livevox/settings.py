@@ -124,6 +124,12 @@ class TTSSettings(_StageSettings):
 class Limits(BaseModel):
     #: Largest client frame the session reads (bytes). Larger frames get an error event.
     max_frame_bytes: int = Field(21 * 1024 * 1024, ge=1024)
+    #: Client JSON (frames, HTTP bodies, the multipart `session` part): deepest nesting of objects and
+    #: arrays, most keys in one object, most items in one array. Over a bound: an error event with
+    #: its own code (`nesting_too_deep`, `too_many_keys`, `too_many_items`).
+    max_json_depth: int = Field(64, ge=4, le=500)
+    max_json_keys: int = Field(1000, ge=16)
+    max_json_items: int = Field(10000, ge=16)
     #: Largest frame the server sends; audio deltas are split to stay under it.
     max_outgoing_frame_bytes: int = Field(256 * 1024, ge=4096)
     #: Input audio kept in the buffer, in seconds of audio; appends beyond it get an error.

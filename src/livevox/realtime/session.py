@@ -9,7 +9,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -22,6 +21,7 @@ import numpy.typing as npt
 
 from ..engines.base import EngineError, TranscribeOptions
 from . import audio as audio_codec
+from . import jsonguard
 from .config import OUTPUT_FORMATS, default_session, merge_update
 from .conversation import Conversation, Entry, dumps, normalize_client_item, to_messages
 from .dialects import Dialect
@@ -229,17 +229,22 @@ class RealtimeSession:
         self._last_activity = time.monotonic()
         event_id: str | None = None
         try:
-            if len(data) > self.limits.max_frame_bytes:
-                raise ProtocolError("frame_too_large", f"The frame is {len(data)} bytes; the limit is "
+            size = len(data)
+            if isinstance(data, str) and size * 4 > self.limits.max_frame_bytes >= size:
+                size = len(data.encode("utf-8", "surrogatepass"))  # a str's length is not its bytes
+            if size > self.limits.max_frame_bytes:
+                raise ProtocolError("frame_too_large", f"The frame is {size} bytes; the limit is "
                                     f"{self.limits.max_frame_bytes} bytes (limits.max_frame_bytes).")
-            try:
-                event = json.loads(data)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise ProtocolError("invalid_json", f"The frame is not valid JSON: {exc}") from None
+            text = jsonguard.as_text(data)
+            event = jsonguard.loads(text, jsonguard.JsonBounds.of(self.limits))
             if not isinstance(event, dict):
                 raise ProtocolError("invalid_event", "An event must be a JSON object.")
+            bad = jsonguard.invalid_string_path(event, text)
             raw_id = event.get("event_id")
-            event_id = raw_id if isinstance(raw_id, str) else None
+            # Echoed in error.event_id: only a string that is valid Unicode.
+            event_id = raw_id if isinstance(raw_id, str) and bad != "event_id" else None
+            if bad is not None:
+                raise jsonguard.surrogate_error(bad)
             await self.handle_event(event)
         except ProtocolError as err:
             await self.send_error(err, event_id)
@@ -256,7 +261,8 @@ class RealtimeSession:
             raise ProtocolError("invalid_type", "'event_id' must be a string", param="event_id")
         handler = self.extra_handlers.get(etype) or self._handlers.get(etype)
         if handler is None:
-            raise ProtocolError("unknown_event_type", f"Unknown event type '{etype}'.", param="type")
+            raise ProtocolError("unknown_event_type", f"Unknown event type '{jsonguard.safe_text(etype)}'.",
+                                param="type")
         await handler(self.dialect.inbound(event))
 
     async def _on_unsupported_event(self, event: dict[str, Any]) -> None:

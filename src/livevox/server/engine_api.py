@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import numpy as np
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -43,6 +44,7 @@ from ..engines.base import (
     TranscribeOptions,
 )
 from ..realtime import audio as audio_codec
+from ..realtime import jsonguard
 from ..realtime.errors import ProtocolError
 from ..realtime.ids import new_id
 from .auth import is_authorized
@@ -88,14 +90,37 @@ def _guard(request: Request, state: LivevoxState) -> Engines:
     return state.engines
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+_JSON_TYPES = ("", "application/json", "text/plain")
+
+
+async def _json_body(request: Request, state: LivevoxState) -> dict[str, Any]:
+    """The request's JSON object, read and parsed within the client-input limits."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in _JSON_TYPES and not ctype.endswith("+json"):
+        raise ApiError(415, f"Unsupported Content-Type {jsonguard.safe_text(ctype)!r}: send a JSON body "
+                       "(Content-Type: application/json).", code="unsupported_content_type")
+    limits = state.settings.limits
+    declared = request.headers.get("content-length", "")
+    body = bytearray()
+    if not (declared.isdigit() and int(declared) > limits.max_frame_bytes):
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limits.max_frame_bytes:
+                break
+    if len(body) > limits.max_frame_bytes or (declared.isdigit() and int(declared) > limits.max_frame_bytes):
+        raise ApiError(413, f"The request body is larger than {limits.max_frame_bytes} bytes "
+                       "(limits.max_frame_bytes).", code="request_too_large")
     try:
-        body = json.loads(await request.body())
-    except ValueError:
-        raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(body, dict):
+        text = jsonguard.as_text(bytes(body), "The request body")
+        parsed = jsonguard.loads(text, jsonguard.JsonBounds.of(limits), "The request body")
+        bad = jsonguard.invalid_string_path(parsed, text)
+        if bad is not None:
+            raise jsonguard.surrogate_error(bad)
+    except ProtocolError as err:
+        raise ApiError(400, err.message, code=err.code, param=err.param) from None
+    if not isinstance(parsed, dict):
         raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
-    return body
+    return parsed
 
 
 def _int(body: dict[str, Any], key: str, lo: int, hi: int) -> int | None:
@@ -127,6 +152,11 @@ def chat_request(body: dict[str, Any]) -> ChatRequest:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise ApiError(400, f"'messages[{i}]' must be an object with a 'role'.", code="invalid_value",
                            param=f"messages[{i}]")
+        content = m.get("content")
+        if not (content is None or isinstance(content, str)
+                or (isinstance(content, list) and all(isinstance(p, dict) for p in content))):
+            raise ApiError(400, f"'messages[{i}].content' must be a string, an array of content parts "
+                           "or null.", code="invalid_type", param=f"messages[{i}].content")
     tools = body.get("tools") or []
     if not isinstance(tools, list) or any(not isinstance(t, dict) for t in tools):
         raise ApiError(400, "'tools' must be an array of objects.", code="invalid_value", param="tools")
@@ -233,11 +263,16 @@ async def _aclose(gen: Any) -> None:
 
 async def chat_completions(request: Request, state: LivevoxState) -> Response:
     engines = _guard(request, state)
-    body = await _json_body(request)
+    body = await _json_body(request, state)
     req = chat_request(body)
-    model = str(body.get("model") or engines.llm.name)
+    model = body.get("model") or engines.llm.name
+    if not isinstance(model, str):
+        raise ApiError(400, "'model' must be a string.", code="invalid_type", param="model")
     stream = bool(body.get("stream", False))
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage", False))
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise ApiError(400, "'stream_options' must be an object.", code="invalid_type", param="stream_options")
+    include_usage = bool(options.get("include_usage", False))
     out = _ChatStream(model)
     gen = engines.llm.stream(req, new_id("api"))
     if not stream:
@@ -317,10 +352,14 @@ async def transcriptions(request: Request, state: LivevoxState) -> Response:
     if length and length.isdigit() and int(length) > MAX_UPLOAD_BYTES + 65536:
         raise ApiError(413, f"The upload is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB.",
                        code="file_too_large", param="file")
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "multipart/form-data":
+        raise ApiError(415, "Send the audio as multipart/form-data with a 'file' part.",
+                       code="unsupported_content_type")
     try:
         form = await request.form(max_files=1, max_fields=32)
-    except MultiPartException as exc:
-        raise ApiError(400, f"Bad multipart body: {exc.message}", code="invalid_value") from None
+    except (MultiPartException, HTTPException) as exc:
+        detail = exc.message if isinstance(exc, MultiPartException) else exc.detail
+        raise ApiError(400, f"Bad multipart body: {detail}", code="invalid_multipart") from None
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
@@ -376,7 +415,7 @@ def _wav_header(rate: int, nbytes: int) -> bytes:
 
 async def speech(request: Request, state: LivevoxState) -> Response:
     engines = _guard(request, state)
-    body = await _json_body(request)
+    body = await _json_body(request, state)
     text = body.get("input")
     if not isinstance(text, str) or not text.strip():
         raise ApiError(400, "'input' must be a non-empty string.", code="invalid_value", param="input")

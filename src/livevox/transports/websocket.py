@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
+from ..realtime.jsonguard import dumps_wire
 from ..realtime.session import RealtimeSession
 from ..realtime.transport import Route, SessionTransport
 
@@ -27,7 +27,7 @@ class WebSocketTransport(SessionTransport):
     async def send_event(self, event: dict[str, Any], route: Route) -> None:
         if self.closed:
             return
-        text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        text = dumps_wire(event)
         async with self._lock:  # FIFO lock: events leave in the order they were emitted
             if self.closed:
                 return

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections import deque
 from typing import Any
 
@@ -22,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from aiortc import RTCDataChannel
 
+from ...realtime.jsonguard import dumps_wire
 from ...realtime.transport import Route, SessionTransport
 from ..websocket import WebSocketTransport
 from .peer import RtcCall
@@ -56,7 +56,7 @@ class WebRTCTransport(SessionTransport):
         await self._deliver(event, route)
 
     async def _deliver(self, event: dict[str, Any], route: Route) -> None:
-        text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        text = dumps_wire(event)
         if self.call.door == "voicelive":
             if route is Route.EVENTS and self.call.send_text(text):
                 return
