@@ -34,6 +34,10 @@ class EngineStandIn:
     """Modes. llm: ok | stall (no headers) | stall_after_first | garbage | not_sse | http_500 | http_401 |
     drop (connection cut after two tokens) | tools (two interleaved parallel calls) | tool_no_name |
     replay (sends `replay`: raw SSE `data:` payloads, objects as JSON, then ends the stream).
+    With `context_size` set, llm acts like a llama.cpp server with that context: a prompt longer
+    than it (the stand-in counts a token per 2 characters, more than livevox's estimate, plus 4
+    per message) gets HTTP 400 with llama.cpp's "exceeds the available context size" error, and
+    an answer ends ("length") at `max_tokens` or at the end of the context, one word a token.
     stt: ok | stall | garbage | http_503. tts: ok | stall | json (an error-ish JSON body) | drop."""
 
     llm_mode: str = "ok"
@@ -46,6 +50,10 @@ class EngineStandIn:
     replay: list[Any] = field(default_factory=list)
     #: Fail this many requests with 503 before answering normally (retry tests).
     fail_first: int = 0
+    #: A llama.cpp-like context limit in (stand-in) tokens; None: unlimited.
+    context_size: int | None = None
+    #: Requests refused for overflowing `context_size`.
+    overflows: int = 0
     requests: list[Seen] = field(default_factory=list)
     #: (path, time) of each response whose client went away before it was finished.
     disconnects: list[tuple[str, float]] = field(default_factory=list)
@@ -64,6 +72,8 @@ class EngineStandIn:
         self.token_delay = 0.0
         self.replay = []
         self.fail_first = 0
+        self.context_size = None
+        self.overflows = 0
         self.requests.clear()
         self.disconnects.clear()
 
@@ -130,9 +140,25 @@ class EngineStandIn:
              "model": "stand-in", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
         return f"data: {json.dumps(c)}\n\n".encode()
 
+    @staticmethod
+    def prompt_tokens(body: Any) -> int:
+        """The stand-in's own count of a request's prompt."""
+        return sum(len(str(m.get("content") or "")) // 2 + 4 for m in body.get("messages", []))
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        await self._seen(request)
+        body = (await self._seen(request)).body
         mode = self.llm_mode
+        limit = len(self.reply.split(" "))
+        if self.context_size is not None:
+            prompt = self.prompt_tokens(body)
+            if prompt > self.context_size:
+                self.overflows += 1
+                return web.json_response({"error": {
+                    "code": 400, "type": "exceed_context_size_error", "n_prompt_tokens": prompt,
+                    "n_ctx": self.context_size,
+                    "message": f"request ({prompt} tokens) exceeds the available context size "
+                               f"({self.context_size} tokens), try increasing it"}}, status=400)
+            limit = min(limit, int(body.get("max_tokens") or limit), self.context_size - prompt)
         if self._failing_first() or mode == "http_500":
             return web.json_response({"error": {"message": "stand-in overloaded", "type": "server_error"}},
                                      status=503 if mode != "http_500" else 500)
@@ -175,7 +201,7 @@ class EngineStandIn:
                 await resp.write_eof()
                 return resp
             await resp.write(self._chunk({"role": "assistant", "content": ""}))
-            words = self.reply.split(" ")
+            words = self.reply.split(" ")[:limit]
             for i, word in enumerate(words):
                 if self.token_delay:
                     await asyncio.sleep(self.token_delay)
@@ -187,7 +213,7 @@ class EngineStandIn:
                 if mode == "stall_after_first":
                     await self._stall()
                     return resp
-            await resp.write(self._chunk({}, "stop"))
+            await resp.write(self._chunk({}, "stop" if limit == len(self.reply.split(" ")) else "length"))
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
         except (ConnectionResetError, ConnectionError):

@@ -125,6 +125,9 @@ class OpenAILLMSettings(OpenAIEndpointSettings):
     include_usage: bool = True
     #: Extra JSON fields merged into each request body (e.g. vLLM's `top_k`).
     extra_body: dict[str, object] = Field(default_factory=dict)
+    #: The model's context in tokens (prompt and answer together), for `session.truncation`.
+    #: Unset: no limit is known, so only the server's own overflow error triggers a cut.
+    context_window: int | None = Field(None, ge=64)
 
 
 class OpenAISTTSettings(OpenAIEndpointSettings):

@@ -78,6 +78,9 @@ class STTSettings(_StageSettings):
     #: the last word lies there; the speculative transcription starts once it has arrived, on
     #: exactly the audio the committed turn is transcribed from.
     tail_ms: int = Field(200, ge=0, le=2000)
+    #: Whisper's encoder input for an utterance shorter than this (seconds); 30 is Whisper's own
+    #: window. Shorter is faster (the encoder's cost grows with it); longer utterances use 30 s.
+    encoder_window_s: float = Field(15.0, ge=1.0, le=30.0)
     #: engine = "openai": an OpenAI-compatible `/audio/transcriptions` endpoint.
     openai: OpenAISTTSettings | None = Field(None, validate_default=True)
     #: Engines tried in order when the one above fails (each a table like this one, without `fallback`).
@@ -94,6 +97,10 @@ class LLMSettings(_StageSettings):
     threads: int = Field(2, ge=1)
     #: Cap on tokens per response when the client asks for "inf".
     max_tokens: int = Field(256, ge=1)
+    #: `session.truncation = "auto"`: when the conversation overflows the context, the oldest
+    #: messages are dropped until the rest uses this fraction of it (a cut in chunks keeps the
+    #: prompt cache valid between cuts; see docs/configuration.md).
+    auto_retention_ratio: float = Field(0.8, ge=0.0, le=1.0)
     default_instructions: str = (
         "You are a helpful voice assistant. Answer in one or two short spoken sentences."
     )

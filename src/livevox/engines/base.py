@@ -8,6 +8,8 @@ the event loop, through the stage's `FairExecutor` (see `executor.py`).
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -30,6 +32,54 @@ class EngineError(Exception):
         self.stage = stage
         self.code = code
         self.message = message
+
+
+class ContextOverflow(EngineError):
+    """The prompt did not fit the model's context; raised before anything was generated.
+
+    `prompt_tokens` and `limit` are the engine's own figures when it gave them."""
+
+    code_name = "context_length_exceeded"
+
+    def __init__(self, stage: str, message: str, prompt_tokens: int | None = None, limit: int | None = None) -> None:
+        super().__init__(stage, self.code_name, message)
+        self.prompt_tokens = prompt_tokens
+        self.limit = limit
+
+
+_OVERFLOW = re.compile(
+    r"exceeds the available context size|context_length_exceeded|maximum context length"
+    r"|context length is|too many tokens|prompt is too long",
+    re.IGNORECASE,
+)
+_NUMBERS = re.compile(r"\d[\d,]*")
+
+
+def overflow_from(stage: str, message: str) -> ContextOverflow | None:
+    """The overflow an engine's error message describes (llama.cpp: "request (4134 tokens) exceeds
+    the available context size (4096 tokens)"; OpenAI: `context_length_exceeded`; vLLM: "maximum
+    context length is 4096 tokens ... 4134 tokens"), else None."""
+    if not _OVERFLOW.search(message):
+        return None
+    numbers = [int(n.replace(",", "")) for n in _NUMBERS.findall(message)]
+    numbers = [n for n in numbers if n >= 16]  # not HTTP-ish small numbers
+    prompt = limit = None
+    if len(numbers) >= 2:
+        limit, prompt = min(numbers[:2]), max(numbers[:2])
+    return ContextOverflow(stage, message, prompt, limit)
+
+
+def estimate_message_tokens(message: dict[str, Any]) -> int:
+    """A conservative token count of one chat message when the engine has no tokenizer: a token
+    per 3 characters (English BPE averages ~4) plus the chat template's per-message framing."""
+    text = str(message.get("content") or "")
+    for call in message.get("tool_calls") or ():
+        text += json.dumps(call, ensure_ascii=False)
+    return len(text) // 3 + 1 + MESSAGE_OVERHEAD_TOKENS
+
+
+#: Tokens a chat template adds around each message (`<|im_start|>user\n` ... `<|im_end|>\n`).
+MESSAGE_OVERHEAD_TOKENS = 8
 
 
 @runtime_checkable
@@ -134,7 +184,17 @@ LLMEvent = TextDelta | ToolCallDelta | Finish
 
 class LLMEngine(Engine, Protocol):
     def stream(self, request: ChatRequest, session_id: str) -> AsyncIterator[LLMEvent]:
-        """Stream the answer. Closing the iterator early (aclose) must stop generation."""
+        """Stream the answer. Closing the iterator early (aclose) must stop generation.
+        A prompt that does not fit raises `ContextOverflow` before the first event."""
+        ...
+
+    def context_tokens(self) -> int | None:
+        """Tokens one request may hold, prompt and answer together (None: no known limit)."""
+        ...
+
+    def count_tokens(self, message: dict[str, Any]) -> int:
+        """Tokens one chat message takes in the prompt, its template framing included. With the
+        engine's own tokenizer where it has one, else `estimate_message_tokens`."""
         ...
 
 

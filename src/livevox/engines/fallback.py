@@ -20,6 +20,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from .base import (
     ChatRequest,
+    ContextOverflow,
     EngineError,
     Float32Array,
     Int16Array,
@@ -128,6 +129,8 @@ class _Chain(Generic[E]):
         if not errors:
             return EngineError(self.stage, f"{self.stage}_unavailable", "no engine of the fallback chain is usable")
         last = errors[-1][1]
+        if isinstance(last, ContextOverflow):
+            return last  # the request was too long even for the last engine: that decides
         detail = "; ".join(f"{name}: {err.code}: {err.message}" for name, err in errors)
         return EngineError(self.stage, last.code, f"every engine of the fallback chain failed ({detail})")
 
@@ -165,6 +168,14 @@ class FallbackLLM(_Chain[LLMEngine]):
 
     def stream(self, request: ChatRequest, session_id: str) -> AsyncIterator[LLMEvent]:
         return self._relay(lambda engine: engine.stream(request, session_id))
+
+    def context_tokens(self) -> int | None:
+        # A prompt cut to the smallest member's context fits every member the chain may fall to.
+        known = [n for e in self._usable() if (n := e.context_tokens()) is not None]
+        return min(known) if known else None
+
+    def count_tokens(self, message: dict[str, Any]) -> int:
+        return max((e.count_tokens(message) for e in self._usable()), default=0)
 
 
 class FallbackSTT(_Chain[STTEngine]):

@@ -7,15 +7,28 @@ generation. Errors arrive as a `{"error": {...}}` chunk or as a raised ValueErro
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from .base import ChatRequest, EngineError, Finish, LLMEvent, TextDelta, ToolCallDelta, warmup_request
+from .base import (
+    MESSAGE_OVERHEAD_TOKENS,
+    ChatRequest,
+    EngineError,
+    Finish,
+    LLMEvent,
+    TextDelta,
+    ToolCallDelta,
+    estimate_message_tokens,
+    overflow_from,
+    warmup_request,
+)
 from .carriers import smollm2_gguf
 from .executor import stage_executor
+from .gguf_vocab import bpe_counter
 from .whisper import stream_job
 
 log = logging.getLogger(__name__)
@@ -57,6 +70,7 @@ class LlamaCppLLM:
         self.path: Path | None = None
         self.embedded = gguf_path is None
         self._server: Any = None
+        self._count: Callable[[str], int] | None = None
 
     @property
     def model_file(self) -> str:
@@ -79,6 +93,7 @@ class LlamaCppLLM:
         p.cpuparams_batch.n_threads = self.threads
         p.cache_prompt = True  # keeps the system prompt's KV between turns: TTFT ~60 ms
         self._server = xlc.Server(p)
+        self._count = bpe_counter(self.path)
 
     async def load(self) -> None:
         await stage_executor("llm", self._executor_threads()).run("_load", self._load)
@@ -91,6 +106,18 @@ class LlamaCppLLM:
 
     async def close(self) -> None:
         self._server = None
+
+    def context_tokens(self) -> int:
+        # llama.cpp splits its context evenly between the slots.
+        return self.n_ctx // self.parallel
+
+    def count_tokens(self, message: dict[str, Any]) -> int:
+        if self._count is None:
+            return estimate_message_tokens(message)
+        text = str(message.get("content") or "")
+        if message.get("tool_calls"):
+            text += json.dumps(message["tool_calls"], ensure_ascii=False)
+        return self._count(text) + MESSAGE_OVERHEAD_TOKENS
 
     # ------------------------------------------------------------ request mapping
 
@@ -157,6 +184,9 @@ class LlamaCppLLM:
                     errors.clear()
                     run(self._body(request, False))
             except (_LlamaError, ValueError, RuntimeError) as exc:
+                overflow = None if emitted else overflow_from("llm", f"llama.cpp: {exc}")
+                if overflow is not None:
+                    raise overflow from None
                 raise EngineError("llm", "llm_error", f"llama.cpp: {exc}") from None
 
         return produce

@@ -22,7 +22,17 @@ import httpx
 
 from ..engine_settings import OpenAILLMSettings
 from ..realtime.ids import new_id
-from .base import ChatRequest, EngineError, Finish, LLMEvent, TextDelta, ToolCallDelta, warmup_request
+from .base import (
+    ChatRequest,
+    EngineError,
+    Finish,
+    LLMEvent,
+    TextDelta,
+    ToolCallDelta,
+    estimate_message_tokens,
+    overflow_from,
+    warmup_request,
+)
 from .openai_http import Deadlines, OpenAIEndpoint, OpenAIEngine
 
 log = logging.getLogger(__name__)
@@ -87,6 +97,12 @@ class OpenAILLM(OpenAIEngine):
     def model_file(self) -> str:
         return f"{self.settings.deployment or self.settings.model or '(server default)'} @ {self.endpoint.where}"
 
+    def context_tokens(self) -> int | None:
+        return self.settings.context_window
+
+    def count_tokens(self, message: dict[str, Any]) -> int:
+        return estimate_message_tokens(message)
+
     async def warmup(self) -> None:
         if not self.settings.warmup:
             return
@@ -113,10 +129,15 @@ class OpenAILLM(OpenAIEngine):
         return body
 
     async def stream(self, request: ChatRequest, session_id: str) -> AsyncIterator[LLMEvent]:
+        started = False
         try:
             async for ev in self._stream(request):
+                started = True
                 yield ev
         except EngineError as exc:
+            overflow = None if started else _overflow(exc)
+            if overflow is not None:
+                raise overflow from None  # the engine is fine: the request was too long
             self.endpoint.health.failure(exc)
             raise
         self.endpoint.health.success()
@@ -283,6 +304,15 @@ class _StreamState:
             input_tokens=int(usage.get("prompt_tokens") or 0),
             output_tokens=int(usage.get("completion_tokens") or (max(1, len(text) // 4) if text else 0)),
         )]
+
+
+def _overflow(exc: EngineError) -> EngineError | None:
+    """A refusal (HTTP 400, or an error chunk before any token) that says the prompt is too long."""
+    if exc.code not in ("llm_bad_request", "llm_error"):
+        return None
+    # Only the engine's words: the "HTTP 400 from host:port/path: " prefix has numbers of its own.
+    _, _, said = exc.message.partition(": ")
+    return overflow_from("llm", said or exc.message)
 
 
 async def _whole(response: httpx.Response) -> AsyncIterator[bytes]:

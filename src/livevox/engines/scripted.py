@@ -22,6 +22,7 @@ import numpy as np
 
 from .base import (
     ChatRequest,
+    ContextOverflow,
     EngineError,
     Finish,
     Float32Array,
@@ -185,7 +186,10 @@ class ScriptedLLM(_NothingToLoad):
     - `token_delay`: seconds to sleep before each token (e.g. 0.05 for barge-in tests).
     - `max_tokens` on the request is honoured: one word = one token; a cut answer ends with
       Finish("length").
-    Usage counts: input = words in all messages, output = tokens emitted.
+    - `context_window`: when set, a request whose words plus `max_tokens` exceed it raises
+      `ContextOverflow` (llama.cpp's message) before any token; `context_tokens()` reports it.
+    Usage counts: input = words in all messages, output = tokens emitted. `count_tokens` counts
+    a message's words plus one.
     `calls` records the last `MAX_RECORDED` requests (for assertions; bounded so that a long
     benchmark on the stand-ins does not grow the heap the garbage collector scans).
     """
@@ -196,6 +200,7 @@ class ScriptedLLM(_NothingToLoad):
     tool_call: ClassVar[ScriptedToolCall | None] = None
     fail_next: ClassVar[bool] = False
     token_delay: ClassVar[float] = 0.0
+    context_window: ClassVar[int | None] = None
     calls: ClassVar[list[ChatRequest]] = []
 
     @classmethod
@@ -204,7 +209,14 @@ class ScriptedLLM(_NothingToLoad):
         cls.tool_call = None
         cls.fail_next = False
         cls.token_delay = 0.0
+        cls.context_window = None
         cls.calls = []
+
+    def context_tokens(self) -> int | None:
+        return type(self).context_window
+
+    def count_tokens(self, message: dict[str, Any]) -> int:
+        return len(self._text(message.get("content")).split()) + 1
 
     @staticmethod
     def _text(content: Any) -> str:
@@ -238,6 +250,10 @@ class ScriptedLLM(_NothingToLoad):
             cls.fail_next = False
             raise EngineError("llm", "llm_error", "scripted LLM failure (fail_next)")
         input_tokens = sum(len(self._text(m.get("content")).split()) for m in request.messages)
+        window = cls.context_window
+        if window is not None and input_tokens + (request.max_tokens or 0) > window:
+            raise ContextOverflow("llm", f"request ({input_tokens + (request.max_tokens or 0)} tokens) exceeds "
+                                  f"the available context size ({window} tokens)", input_tokens, window)
         call = self._wants_tool(request)
         if call is not None:
             args = json.dumps(call.arguments)

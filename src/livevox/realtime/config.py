@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from . import truncation
 from .errors import ProtocolError, unsupported
 
 INPUT_FORMATS = ("pcm16", "g711_ulaw", "g711_alaw")
@@ -107,6 +108,8 @@ class SessionModel(BaseModel):
     include: list[str] | None = None
     metadata: dict[str, str] | None = None
     tracing: Any = None
+    #: OpenAI GA `truncation` (both dialects): "auto", "disabled" or a retention_ratio object.
+    truncation: str | dict[str, Any] = "auto"
 
     @field_validator("modalities")
     @classmethod
@@ -232,6 +235,11 @@ def merge_update(
     elif "input_audio_format" in update and "input_audio_sampling_rate" not in update:
         if merged.get("input_audio_sampling_rate") == 8000:
             merged["input_audio_sampling_rate"] = 24000
+    if "truncation" in update:
+        try:
+            truncation.validate(update["truncation"], f"{prefix}.truncation")
+        except truncation.PolicyError as exc:
+            raise ProtocolError("invalid_value", f"Invalid value for '{exc.param}': {exc}", param=exc.param) from None
     tools = update.get("tools")
     if isinstance(tools, list):
         for i, tool in enumerate(tools):

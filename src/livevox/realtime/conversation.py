@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from .errors import ProtocolError
 from .ids import new_id
+from .truncation import State as TruncationState
 
 _ITEM_TYPES = ("message", "function_call", "function_call_output")
 _ROLES = ("user", "assistant", "system")
@@ -42,6 +43,8 @@ class Conversation:
         self.entries: list[Entry] = []
         self.max_items = max_items
         self.version = 0
+        #: Where `session.truncation` last cut the LLM's view (the items themselves all stay).
+        self.truncation = TruncationState()
 
     def get(self, item_id: Any, param: str = "item_id") -> Entry:
         if not isinstance(item_id, str):

@@ -121,7 +121,7 @@ class OpenAIGADialect(Dialect):
                     "unknown_parameter", f"Unknown parameter: '{prefix}.{key}'.", param=f"{prefix}.{key}"
                 )
         for key in ("model", "instructions", "tools", "tool_choice", "tracing", "include",
-                    "parallel_tool_calls", "metadata", "temperature"):
+                    "parallel_tool_calls", "metadata", "temperature", "truncation"):
             if key in s:
                 out[key] = s[key]
         if "output_modalities" in s:
@@ -219,7 +219,7 @@ class OpenAIGADialect(Dialect):
             "tool_choice": cfg["tool_choice"],
             "max_output_tokens": cfg["max_response_output_tokens"],
             "tracing": cfg.get("tracing"),
-            "truncation": "auto",
+            "truncation": cfg.get("truncation", "auto"),
             "prompt": None,
             "include": cfg.get("include"),
         }

@@ -13,18 +13,28 @@ import base64
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from ..engines.base import ChatRequest, EngineError, Finish, SynthesisOptions, TextDelta, ToolCallDelta
+from ..engines.base import (
+    ChatRequest,
+    ContextOverflow,
+    EngineError,
+    Finish,
+    LLMEvent,
+    SynthesisOptions,
+    TextDelta,
+    ToolCallDelta,
+)
 from . import audio as audio_codec
+from . import truncation
 from .clauses import ClauseSplitter, speakable
 from .config import OUTPUT_FORMATS
-from .conversation import Entry, tool_choice_for_chat, tool_for_chat
+from .conversation import Entry, dumps, tool_choice_for_chat, tool_for_chat
 from .ids import new_id
 from .metrics import RESPONSES_TOTAL, TurnTimings
 from .transport import Route
@@ -35,6 +45,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("livevox.response")
 
 Thunk = Callable[[], Awaitable[None]]
+
+#: Prompt tokens a request carries beyond its messages' own (the generation prompt, a chat
+#: template's default system line); counted against the context on top of the messages.
+PROMPT_MARGIN_TOKENS = 32
+#: Upper bound on the correction learnt when an engine counted a prompt longer than we did.
+_MAX_SCALE = 4.0
 
 
 @dataclass
@@ -186,6 +202,9 @@ class ResponseRun:
             self.status = "cancelled"
             reason = self.cancel_reason or "client_cancelled"
             self.status_details = {"type": "cancelled", "reason": reason}
+        except ContextOverflow as exc:
+            log.warning("response %s: %s", self.id, exc.message)
+            self._fail(exc.code, exc.message)
         except EngineError as exc:
             log.warning("response %s failed in %s: %s", self.id, exc.stage, exc.message)
             self._fail(exc.code, f"{exc.stage} engine failed: {exc.message}")
@@ -208,24 +227,97 @@ class ResponseRun:
             "error": {"type": "server_error", "code": code, "message": message},
         }
 
+    def _request(self, messages: list[dict[str, Any]], state: truncation.State) -> tuple[ChatRequest, int, int]:
+        """The LLM request, its history cut to the context by `session.truncation`; its prompt
+        tokens as counted, and the context used. Raises ContextOverflow when even the kept part
+        does not fit."""
+        p, llm = self.params, self.session.engines.llm
+        tools = [tool_for_chat(t) for t in p.tools]
+        max_tokens = self.session.max_tokens(p.max_output_tokens)
+        req = ChatRequest(
+            messages=messages, tools=tools,
+            tool_choice=tool_choice_for_chat(p.tool_choice) if p.tools else "none",
+            temperature=p.temperature, max_tokens=max_tokens,
+            parallel_tool_calls=self.session.config.get("parallel_tool_calls", True),
+        )
+        known = [n for n in (llm.context_tokens(), state.window) if n is not None]
+        if not known:
+            return req, 0, 0
+        window = min(known)
+        # The answer's tokens are reserved from the context (at most half of it, so that a
+        # client's large max_output_tokens still leaves room for a conversation).
+        reserve = min(max_tokens, window // 2)
+        budget = window - reserve - PROMPT_MARGIN_TOKENS
+        counts = [round(n * state.scale) for n in state.cache.count(messages, llm.count_tokens)]
+        fixed = round(llm.count_tokens({"role": "system", "content": dumps(tools)}) * state.scale) if tools else 0
+        value = self.session.config.get("truncation", "auto")
+        pol = truncation.policy(value, self.session.settings.llm.auto_retention_ratio)
+        res = truncation.truncate(messages, counts, fixed, budget, pol, state.cut if p.in_conversation else None)
+        if not res.fits:
+            what = ("the conversation" if pol.kind == "disabled" else "the instructions and the latest turn")
+            raise ContextOverflow(
+                "llm", f"{what} need about {res.tokens} tokens, but the model's context is {window} tokens: "
+                f"{res.limit} for the prompt after {reserve} reserved for the answer"
+                + (" (session.truncation is 'disabled': delete items, or enable truncation)"
+                   if pol.kind == "disabled" else ""), res.tokens, res.limit)
+        if p.in_conversation:
+            state.cut = res.cut
+        if res.dropped:
+            log.info("response %s: truncation dropped the %d oldest messages (%d prompt tokens kept of %d)",
+                     self.id, res.dropped, res.tokens, res.limit)
+        req.messages = res.messages
+        # Never ask for more than the context has left, so llama.cpp ends the answer at
+        # `max_tokens` ("incomplete") instead of at the end of its context.
+        req.max_tokens = max(1, min(max_tokens, window - res.tokens - PROMPT_MARGIN_TOKENS))
+        return req, res.tokens, window
+
+    async def _llm_events(self, messages: list[dict[str, Any]]) -> AsyncIterator[LLMEvent]:
+        """The LLM's events. An overflow the engine reports before its first token is retried
+        once with a history cut to what the engine said (unless truncation is disabled)."""
+        state = (self.session.conversation.truncation if self.params.in_conversation
+                 else truncation.State())
+        llm = self.session.engines.llm
+        for attempt in (1, 2):
+            req, counted, window = self._request(messages, state)
+            stream = llm.stream(req, self.session.id)
+            started = False
+            try:
+                async for ev in stream:
+                    started = True
+                    yield ev
+                return
+            except ContextOverflow as exc:
+                if started or attempt == 2 or self.session.config.get("truncation") == "disabled":
+                    raise
+                self._learn(exc, state, counted, window)
+                log.info("response %s: the engine reported an overflow (%s); retrying with a shorter history",
+                         self.id, exc.message)
+            finally:
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()  # stops generation at once on cancel (barge-in)
+
+    @staticmethod
+    def _learn(exc: ContextOverflow, state: truncation.State, counted: int, window: int) -> None:
+        """Take the engine's figures: its context size, and how much longer it counts prompts."""
+        if exc.limit is not None:
+            state.window = min(state.window or exc.limit, exc.limit)
+        if exc.prompt_tokens is not None and counted and exc.prompt_tokens > counted:
+            state.scale = min(_MAX_SCALE, state.scale * exc.prompt_tokens / counted * 1.05)
+        elif exc.limit is None or not window or exc.limit >= window:
+            state.scale = min(_MAX_SCALE, state.scale * 1.25)  # no better figure: count longer
+        state.cut = truncation.Cut()  # the next cut is a fresh one
+
     async def _run(self) -> None:
         p = self.params
         messages = await self._messages()
         self.timings.mark("transcript_final")
-        req = ChatRequest(
-            messages=messages + p.extra_messages,
-            tools=[tool_for_chat(t) for t in p.tools],
-            tool_choice=tool_choice_for_chat(p.tool_choice) if p.tools else "none",
-            temperature=p.temperature,
-            max_tokens=self.session.max_tokens(p.max_output_tokens),
-            parallel_tool_calls=self.session.config.get("parallel_tool_calls", True),
-        )
         audio = "audio" in p.modalities
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
         tts_task = asyncio.create_task(self._speak(clauses)) if audio else None
         splitter = ClauseSplitter(first_max_words=self.session.settings.tts.first_clause_max_words)
         finish: Finish | None = None
-        stream = self.session.engines.llm.stream(req, self.session.id)
+        stream = self._llm_events(messages + p.extra_messages)
         ended = False
         try:
             async for ev in stream:
