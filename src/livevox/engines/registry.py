@@ -93,6 +93,7 @@ def _one_stt(s: STTSettings) -> STTEngine:
         beam_size=s.beam_size,
         compute_type=s.compute_type,
         threads=s.threads,
+        encoder_window_s=s.encoder_window_s,
     )
 
 

@@ -29,6 +29,39 @@ Producer = Callable[[Callable[[T], None], threading.Event], None]
 
 _DONE = object()
 
+#: The encoder window (mel frames, 100 per second) of the transcription running on this thread.
+_window = threading.local()
+WHISPER_FRAMES = 3000  # Whisper's own 30 s window
+
+
+def _install_encoder_window() -> None:
+    """Let faster-whisper pad a short utterance's features to this thread's window instead of 30 s.
+
+    The encoder's cost grows with its input, and Whisper pads every utterance to 30 s: on a 2-core
+    CPU, tiny.en spends about 3/4 of a 3 s turn encoding silence. CTranslate2 takes shorter
+    inputs; a 15 s window gave no worse a WER on our speech set at about a third of
+    the time (docs/configuration.md). Segments longer than the window keep Whisper's 30 s.
+    """
+    import faster_whisper.transcribe as fwt
+
+    original = fwt.pad_or_trim
+    if getattr(original, "livevox_window", False):
+        return
+
+    def pad_or_trim(array: Any, length: int = WHISPER_FRAMES, *, axis: int = -1) -> Any:
+        frames = getattr(_window, "frames", WHISPER_FRAMES)
+        if length != WHISPER_FRAMES or frames >= WHISPER_FRAMES or array.shape[axis] > frames:
+            return original(array, length, axis=axis)
+        # Pad with what silence looks like after Whisper's log-mel normalisation (its 80 dB
+        # floor, the peak minus 2.0), not with 0.0: in a short window the padding is a large share
+        # of the input, and 0.0 cost 4 points of WER on our speech set.
+        widths = [(0, 0)] * array.ndim
+        widths[axis] = (0, frames - array.shape[axis])
+        return np.pad(array, widths, constant_values=float(array.max()) - 2.0)
+
+    pad_or_trim.livevox_window = True  # type: ignore[attr-defined]
+    fwt.pad_or_trim = pad_or_trim
+
 
 async def stream_job(stage: str, session_id: str, produce: Producer[T]) -> AsyncIterator[T]:
     """Run `produce` as one job on `stage`'s executor and yield what it emits, as it emits it.
@@ -99,8 +132,10 @@ class FasterWhisperSTT:
         beam_size: int = 1,
         compute_type: str = "int8",
         threads: int = 2,
+        encoder_window_s: float = 30.0,
     ) -> None:
         self._model_dir = model_dir
+        self.window_frames = min(WHISPER_FRAMES, max(100, int(encoder_window_s * 100)))
         self.language = language
         self.beam_size = beam_size
         self.compute_type = compute_type
@@ -116,6 +151,7 @@ class FasterWhisperSTT:
     def _load(self) -> None:
         from faster_whisper import WhisperModel
 
+        _install_encoder_window()
         self.path = whisper_model_dir(self._model_dir)
         # faster-whisper logs "Processing audio with duration …" at INFO on every call.
         if not log.isEnabledFor(logging.DEBUG):
@@ -156,7 +192,10 @@ class FasterWhisperSTT:
             if not model.model.is_multilingual:
                 language = "en"
 
+        window = self.window_frames
+
         def produce(emit: Callable[[str], None], stop: threading.Event) -> None:
+            _window.frames = window
             segments, _info = model.transcribe(
                 audio,
                 language=language,

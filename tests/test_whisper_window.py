@@ -1,0 +1,60 @@
+"""Whisper's encoder window (stt.encoder_window_s) on the embedded tiny.en model: a short turn is
+encoded in the short window with the same words; a turn longer than the window is encoded in
+Whisper's own 30 s and keeps its end. Speech made here with espeak-ng, not the fixtures."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livevox.engines.base import TranscribeOptions
+from livevox.engines.whisper import FasterWhisperSTT
+from livevox.realtime import audio as codec
+
+
+def espeak(text: str, path: Path, voice: str = "en-us", wpm: int = 150) -> np.ndarray:
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-w", str(path), text], check=True)
+    with wave.open(str(path)) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+        return codec.to_float(codec.resample(pcm, w.getframerate(), 16000))
+
+
+def words(text: str) -> list[str]:
+    return re.sub(r"[^a-z ]", "", text.lower()).split()
+
+
+async def transcribe(engine: FasterWhisperSTT, audio: np.ndarray) -> str:
+    return "".join([p async for p in engine.transcribe(audio, TranscribeOptions(language="en"), "t")])
+
+
+@pytest.fixture(scope="module")
+async def engines() -> dict[float, FasterWhisperSTT]:
+    out = {}
+    for window in (30.0, 15.0):
+        e = FasterWhisperSTT(encoder_window_s=window)
+        await e.load()
+        out[window] = e
+    return out
+
+
+async def test_short_window_short_turn(engines: dict[float, FasterWhisperSTT], tmp_path: Path) -> None:
+    audio = espeak("Please set an alarm for six thirty tomorrow morning.", tmp_path / "a.wav", "en-gb")
+    short, full = await transcribe(engines[15.0], audio), await transcribe(engines[30.0], audio)
+    assert {"alarm", "tomorrow", "morning"} <= set(words(short)), short
+    assert {"alarm", "tomorrow", "morning"} <= set(words(full)), full
+
+
+async def test_turn_longer_than_the_window_keeps_its_end(engines: dict[float, FasterWhisperSTT],
+                                                         tmp_path: Path) -> None:
+    text = ("I would like to plan a trip next month with my whole family, we want to visit the "
+            "mountains, see a few lakes, and stay somewhere quiet near a small village. At the end "
+            "of the trip we will fly home from Geneva on a Sunday evening.")
+    audio = espeak(text, tmp_path / "long.wav", wpm=130)
+    assert audio.size / 16000 > 16  # longer than the 15 s window
+    got = words(await transcribe(engines[15.0], audio))
+    assert "geneva" in got and "sunday" in got, got
