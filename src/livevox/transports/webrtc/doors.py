@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Message
 from starlette.websockets import WebSocket
 
+from ...realtime import jsonguard
 from ...realtime.dialects import OpenAIGADialect
 from ...realtime.errors import ProtocolError
 from ...realtime.ids import new_id
@@ -195,7 +195,7 @@ async def _read_body(request: Request) -> bytes:
     return bytes(body)
 
 
-async def _offer_from_request(request: Request) -> tuple[str, dict[str, Any] | None]:
+async def _offer_from_request(request: Request, bounds: jsonguard.JsonBounds) -> tuple[str, dict[str, Any] | None]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await _read_body(request)
     if ctype in ("application/sdp", "text/plain", ""):
@@ -221,10 +221,12 @@ async def _offer_from_request(request: Request) -> tuple[str, dict[str, Any] | N
         if session_part is not None:
             raw = await _part_text(session_part, "session")
             try:
-                parsed = json.loads(raw)
-            except ValueError as exc:
-                raise OfferError("invalid_json", f"The 'session' part is not valid JSON: {exc}",
-                                 param="session") from None
+                parsed = jsonguard.loads(raw, bounds, "The 'session' part")
+                bad = jsonguard.invalid_string_path(parsed, raw)
+                if bad is not None:
+                    raise jsonguard.surrogate_error(f"session.{bad}")
+            except ProtocolError as err:
+                raise OfferError(err.code, err.message, param=err.param or "session") from None
             if not isinstance(parsed, dict):
                 raise OfferError("invalid_type", "The 'session' part must be a JSON object.", param="session")
             session = parsed
@@ -266,7 +268,7 @@ async def create_openai_call(request: Request, state: LivevoxState, registry: Ca
         return _error(503, "session_limit_reached", f"The server holds its maximum of {limit} sessions "
                       "(limits.max_sessions).", "server_error")
     try:
-        sdp_text, session_cfg = await _offer_from_request(request)
+        sdp_text, session_cfg = await _offer_from_request(request, jsonguard.JsonBounds.of(state.settings.limits))
         offer = validate_offer(sdp_text)
     except OfferError as err:
         CALL_ERRORS_TOTAL.labels(err.code).inc()

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from aiortc import sdp as aiortc_sdp
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
+from ...realtime.jsonguard import invalid_string_path
+
 #: Offers larger than this are refused (a browser offer is 2-6 kB).
 MAX_SDP_BYTES = 64 * 1024
 
@@ -86,6 +88,9 @@ def validate_offer(text: object) -> Offer:
     if len(text.encode("utf-8", "replace")) > MAX_SDP_BYTES:
         raise OfferError("invalid_sdp", f"The SDP offer is larger than {MAX_SDP_BYTES} bytes.",
                          status=413, param="sdp_offer")
+    if "\x00" in text or invalid_string_path(text) is not None:
+        raise OfferError("invalid_sdp", "The SDP offer holds a NUL character or an unpaired UTF-16 surrogate; "
+                         "SDP is UTF-8 text.", param="sdp_offer")
     body = text.lstrip("\ufeff").lstrip()
     if not body.startswith("v=0"):
         raise OfferError("invalid_sdp", "The SDP offer could not be parsed: it must be raw SDP text starting "
