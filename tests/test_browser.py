@@ -114,54 +114,60 @@ def _page_state(page: Any) -> dict[str, Any]:
 def run(out_dir: Path) -> dict[str, Any]:
     """Start a server on the embedded models, drive the page in each mode, return what was seen."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from playwright.sync_api import sync_playwright
-
     from server_harness import ServerThread, embedded_settings
+
+    server = ServerThread(embedded_settings(webrtc={"host_addresses": ["127.0.0.1"]})).start(timeout=300)
+    try:
+        return drive(server.http, out_dir)
+    finally:
+        server.stop()
+
+
+def drive(http: str, out_dir: Path, shot_prefix: str = "browser", modes: tuple[str, ...] = MODES) -> dict[str, Any]:
+    """Drive the page of the server at `http` in each of `modes` (screenshots
+    `artifacts/{shot_prefix}_{mode}.png`)."""
+    from playwright.sync_api import sync_playwright
 
     wav = out_dir / "question.wav"
     _make_wav(wav)
-    server = ServerThread(embedded_settings(webrtc={"host_addresses": ["127.0.0.1"]})).start(timeout=300)
     results: dict[str, Any] = {}
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={wav}%noloop", "--allow-loopback-in-peer-connection",
-                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-            for mode in MODES:
-                page = browser.new_page(viewport={"width": 1100, "height": 900})
-                console: list[str] = []
-                page.on("console", lambda m, log=console: log.append(f"{m.type}: {m.text}"))  # type: ignore
-                page.on("pageerror", lambda e, log=console: log.append(f"pageerror: {e}"))  # type: ignore
-                page.goto(f"{server.http}/?mode={mode}")
-                if mode == "websocket":  # the conversation-feature toggles, all on for one spoken turn
-                    for toggle in ("#semantic", "#noise", "#echo", "#fillers"):
-                        page.check(toggle)
-                page.click("#talk")
-                deadline = time.monotonic() + 40
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={wav}%noloop", "--allow-loopback-in-peer-connection",
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        for mode in modes:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            console: list[str] = []
+            page.on("console", lambda m, log=console: log.append(f"{m.type}: {m.text}"))  # type: ignore
+            page.on("pageerror", lambda e, log=console: log.append(f"pageerror: {e}"))  # type: ignore
+            page.goto(f"{http}/?mode={mode}")
+            if mode == "websocket":  # the conversation-feature toggles, all on for one spoken turn
+                for toggle in ("#semantic", "#noise", "#echo", "#fillers"):
+                    page.check(toggle)
+            page.click("#talk")
+            deadline = time.monotonic() + 40
+            state = _page_state(page)
+            while time.monotonic() < deadline:
                 state = _page_state(page)
-                while time.monotonic() < deadline:
-                    state = _page_state(page)
-                    if turn_heard(state):
-                        break
-                    time.sleep(0.25)
-                time.sleep(0.5)
-                state = _page_state(page)
-                shot = ARTIFACTS / f"browser_{mode}.png"
-                page.screenshot(path=str(shot), full_page=True)
-                page.click("#talk")  # hang up
-                state["screenshot"] = str(shot)
-                state["console"] = [c for c in console if c.startswith(("error", "pageerror"))][-10:]
-                results[mode] = state
-                page.close()
-            page = browser.new_page()
-            page.goto(server.http + "/")
-            results["subprotocol"] = json.loads(page.evaluate(SUBPROTOCOL_JS))
+                if turn_heard(state):
+                    break
+                time.sleep(0.25)
+            time.sleep(0.5)
+            state = _page_state(page)
+            shot = ARTIFACTS / f"{shot_prefix}_{mode}.png"
+            page.screenshot(path=str(shot), full_page=True)
+            page.click("#talk")  # hang up
+            state["screenshot"] = str(shot)
+            state["console"] = [c for c in console if c.startswith(("error", "pageerror"))][-10:]
+            results[mode] = state
             page.close()
-            browser.close()
-    finally:
-        server.stop()
+        page = browser.new_page()
+        page.goto(http + "/")
+        results["subprotocol"] = json.loads(page.evaluate(SUBPROTOCOL_JS))
+        page.close()
+        browser.close()
     return results
 
 

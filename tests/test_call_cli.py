@@ -107,6 +107,49 @@ def test_call_bad_wav(tmp_path: Path) -> None:
     assert "not a usable WAV file" in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("door", ["voicelive", "openai"])
+def test_call_webrtc_scripted(scripted: ServerThread, wav_question: Path, tmp_path: Path, door: str) -> None:
+    # The same turn and report over WebRTC, with default ICE settings on both sides.
+    reset_scripted()
+    out_wav = tmp_path / "answer.wav"
+    proc = run_call("--wav", str(wav_question), "--url", scripted.ws, "--webrtc", "--door", door,
+                    "--out", str(out_wav), "--api-key", "call-key", "--timeout", "30")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert f"as 20 ms Opus RTP frames over WebRTC ({door} door)" in proc.stdout, proc.stdout
+    assert_reported(proc.stdout)
+    assert "you said:   'scripted transcript'" in proc.stdout, proc.stdout
+    assert "This is a scripted answer." in proc.stdout, proc.stdout
+    pcm, rate, channels = read_wav(out_wav)
+    assert (rate, channels) == (24000, 1)
+    assert pcm.size > 24000 * 0.3  # the scripted TTS: 60 ms per word
+    assert np.abs(pcm.astype(np.int32)).max() > 500
+
+
+@pytest.mark.parametrize("door", ["voicelive", "openai"])
+def test_call_webrtc_auth_refused(scripted: ServerThread, wav_question: Path, door: str) -> None:
+    proc = run_call("--wav", str(wav_question), "--url", scripted.ws, "--webrtc", "--door", door,
+                    "--api-key", "wrong", "--timeout", "20")
+    assert proc.returncode == 3, proc.stderr
+    assert "authentication refused (HTTP 401)" in proc.stderr, proc.stderr
+
+
+def test_call_webrtc_relay_only_without_turn(scripted: ServerThread, wav_question: Path) -> None:
+    # Relayed candidates only and no TURN server: nothing to connect with, said clearly.
+    proc = run_call("--wav", str(wav_question), "--url", scripted.ws, "--webrtc", "--ice-relay",
+                    "--api-key", "call-key", "--timeout", "3")
+    assert proc.returncode == 4, proc.stderr
+    assert "gathered no ICE candidate" in proc.stderr and "--ice-server turn:" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("args", [["--webrtc", "--ice-server", "http://turn.invalid"],
+                                  ["--webrtc", "--ice-server", "turn:127.0.0.1:3478"],
+                                  ["--door", "openai"]], ids=["bad-url", "turn-no-credentials", "door-no-webrtc"])
+def test_call_webrtc_bad_options(wav_question: Path, args: list[str]) -> None:
+    proc = run_call("--wav", str(wav_question), "--url", f"ws://127.0.0.1:{free_port()}", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert "--ice-server" in proc.stderr or "--webrtc" in proc.stderr, proc.stderr
+
+
 def test_load_wav_converts_rate_and_channels(tmp_path: Path) -> None:
     rate = 48000
     t = np.arange(rate) / rate

@@ -76,6 +76,10 @@ class OfferRefused(Exception):
         self.error = error
 
 
+class NoLocalCandidates(Exception):
+    """This client gathered no ICE candidate, so it has no offer worth sending."""
+
+
 class PacedAudioTrack(MediaStreamTrack):
     """An audio track that hands out one 20 ms frame per tick of a media clock."""
 
@@ -318,8 +322,11 @@ class RtcClient:
 
     async def start(self, session: dict[str, Any] | None = None, timeout: float = 10.0) -> None:
         """Negotiate through the door and wait until the media path is connected. Raises
-        `OfferRefused`, `TimeoutError`, or the transport's errors (OSError, httpx, websockets)."""
+        `OfferRefused`, `NoLocalCandidates`, `TimeoutError`, or the transport's errors (OSError,
+        httpx, websockets)."""
         offer = await self.make_offer()
+        if "\na=candidate:" not in offer:
+            raise NoLocalCandidates("no ICE candidate gathered")
         if self.door == "voicelive":
             if self.ws is None:
                 await self.connect_ws(open_timeout=timeout)
@@ -480,6 +487,10 @@ class WebRTCCall(RealtimeCall):
             await call.close()
             if isinstance(exc, OfferRefused):
                 raise _refused(exc) from None
+            if isinstance(exc, NoLocalCandidates):
+                need = ("no TURN server answered: --ice-relay needs a reachable --ice-server turn:..." if relay_only
+                        else "no local address matches --host-address, and no STUN/TURN server answered")
+                raise CallError(EXIT_CONNECT, f"this client gathered no ICE candidate: {need}") from None
             if isinstance(exc, TimeoutError):
                 raise CallError(EXIT_CONNECT, f"the WebRTC call did not connect within {open_timeout:g} s "
                                 f"(ICE {client.pc.iceConnectionState}); check the ICE servers (--ice-server) and "
