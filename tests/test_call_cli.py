@@ -38,6 +38,17 @@ def assert_reported(out: str) -> None:
         assert text in out, f"{text!r} missing from:\n{out}"
 
 
+def assert_scripted_answer(proc: subprocess.CompletedProcess[str], out_wav: Path) -> None:
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert_reported(proc.stdout)
+    assert "you said:   'scripted transcript'" in proc.stdout, proc.stdout
+    assert "This is a scripted answer." in proc.stdout, proc.stdout
+    pcm, rate, channels = read_wav(out_wav)
+    assert (rate, channels) == (24000, 1)
+    assert pcm.size > 24000 * 0.3  # the scripted TTS: 60 ms per word
+    assert np.abs(pcm.astype(np.int32)).max() > 500
+
+
 @pytest.fixture(scope="module")
 def scripted() -> Iterator[ServerThread]:
     reset_scripted()
@@ -59,14 +70,7 @@ def test_call_scripted(scripted: ServerThread, wav_question: Path, tmp_path: Pat
     out_wav = tmp_path / "answer.wav"
     proc = run_call("--wav", str(wav_question), "--url", scripted.ws + path, "--out", str(out_wav),
                     "--api-key", "call-key", "--timeout", "30")
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    assert_reported(proc.stdout)
-    assert "you said:   'scripted transcript'" in proc.stdout, proc.stdout
-    assert "This is a scripted answer." in proc.stdout, proc.stdout
-    pcm, rate, channels = read_wav(out_wav)
-    assert (rate, channels) == (24000, 1)
-    assert pcm.size > 24000 * 0.3  # the scripted TTS: 60 ms per word
-    assert np.abs(pcm.astype(np.int32)).max() > 500
+    assert_scripted_answer(proc, out_wav)
 
 
 @pytest.mark.parametrize("form", ["ws", "http"])
@@ -114,15 +118,8 @@ def test_call_webrtc_scripted(scripted: ServerThread, wav_question: Path, tmp_pa
     out_wav = tmp_path / "answer.wav"
     proc = run_call("--wav", str(wav_question), "--url", scripted.ws, "--webrtc", "--door", door,
                     "--out", str(out_wav), "--api-key", "call-key", "--timeout", "30")
-    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert_scripted_answer(proc, out_wav)
     assert f"as 20 ms Opus RTP frames over WebRTC ({door} door)" in proc.stdout, proc.stdout
-    assert_reported(proc.stdout)
-    assert "you said:   'scripted transcript'" in proc.stdout, proc.stdout
-    assert "This is a scripted answer." in proc.stdout, proc.stdout
-    pcm, rate, channels = read_wav(out_wav)
-    assert (rate, channels) == (24000, 1)
-    assert pcm.size > 24000 * 0.3  # the scripted TTS: 60 ms per word
-    assert np.abs(pcm.astype(np.int32)).max() > 500
 
 
 @pytest.mark.parametrize("door", ["voicelive", "openai"])

@@ -46,6 +46,7 @@ import struct
 import sys
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -541,21 +542,25 @@ class RealtimeCall:
                     result.response = resp
                     break
         # The opt-in metrics event follows response.done; wait for it a little.
-        if metrics_wait_s > 0:
-            end = loop.time() + metrics_wait_s
-            while loop.time() < end:
-                try:
-                    t, ev = await self.next_timed(max(0.005, end - loop.time()))
-                except CallError as exc:
-                    if exc.code in (EXIT_TIMEOUT, EXIT_CONNECT):
-                        break
-                    raise
-                result.events.append((t, ev))
-                result.first.setdefault(ev["type"], t)
-                if ev["type"] == "livevox.turn.metrics":
-                    stages = ev.get("stages_ms")
-                    result.metrics = stages if isinstance(stages, dict) else {}
-                    break
+        await self.record_until(result, lambda: result.metrics is not None, metrics_wait_s)
+
+    async def record_until(self, result: TurnResult, done: Callable[[], bool], timeout: float) -> None:
+        """Record further events of the turn (and its `livevox.turn.metrics`) until `done()`, the
+        timeout, or the end of the connection."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while not done() and loop.time() < end:
+            try:
+                t, ev = await self.next_timed(max(0.005, end - loop.time()))
+            except CallError as exc:
+                if exc.code in (EXIT_TIMEOUT, EXIT_CONNECT):
+                    return
+                raise
+            result.events.append((t, ev))
+            result.first.setdefault(ev["type"], t)
+            if ev["type"] == "livevox.turn.metrics" and result.metrics is None:
+                stages = ev.get("stages_ms")
+                result.metrics = stages if isinstance(stages, dict) else {}
 
 
 # ---------------------------------------------------------------- CLI

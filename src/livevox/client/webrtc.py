@@ -44,7 +44,6 @@ from .call import (
     EXIT_AUTH,
     EXIT_CONNECT,
     EXIT_FAILED,
-    EXIT_TIMEOUT,
     EXIT_USAGE,
     RATE,
     CallError,
@@ -547,25 +546,13 @@ class WebRTCCall(RealtimeCall):
         """After `response.done`: wait until the answer's audio has played out on the RTP track
         (and for `livevox.turn.metrics` if it has not come yet)."""
         rid = (result.response or {}).get("id")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
 
         def ended() -> bool:
             return any(e["type"] in ("output_audio_buffer.stopped", "output_audio_buffer.cleared")
                        and e.get("response_id") in (None, rid) for _, e in result.events)
 
-        while not ended() and loop.time() < deadline:
-            try:
-                t, ev = await self.next_timed(max(0.005, deadline - loop.time()))
-            except CallError as exc:
-                if exc.code in (EXIT_TIMEOUT, EXIT_CONNECT):
-                    break
-                raise
-            result.events.append((t, ev))
-            result.first.setdefault(ev["type"], t)
-            if ev["type"] == "livevox.turn.metrics" and result.metrics is None:
-                stages = ev.get("stages_ms")
-                result.metrics = stages if isinstance(stages, dict) else {}
+        await self.record_until(result, ended, timeout)
+        await self.record_until(result, lambda: result.metrics is not None, 1.0)
         await asyncio.sleep(0.15)  # the client's jitter buffer still holds the last packets
 
 
