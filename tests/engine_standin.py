@@ -93,7 +93,7 @@ class EngineStandIn:
         app.router.add_post("/openai/deployments/{dep}/chat/completions", self._chat)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)  # port 0: any free port
         await site.start()
         server = site._server
         assert server is not None and server.sockets

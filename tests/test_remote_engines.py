@@ -498,9 +498,11 @@ def test_start_up_failure_names_the_engine_and_exits_non_zero(case: str) -> None
         env |= {"LIVEVOX_LLM__ENGINE": "llamacpp", "LIVEVOX_LLM__GGUF_PATH": "/nonexistent/model.gguf"}
         expect = ["stage=llm engine=llamacpp failed to load", "/nonexistent/model.gguf"]
     else:
+        # Only with startup.remote_wait_seconds = 0: by default the server waits for its engine
+        # (tests/test_readiness.py).
         env |= {"LIVEVOX_TTS__ENGINE": "openai",
                 "LIVEVOX_TTS__OPENAI__BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
-                "LIVEVOX_TTS__OPENAI__MAX_RETRIES": "0"}
+                "LIVEVOX_TTS__OPENAI__MAX_RETRIES": "0", "LIVEVOX_STARTUP__REMOTE_WAIT_SECONDS": "0"}
         expect = ["stage=tts engine=openai-tts failed to load", "tts_unavailable"]
     proc = subprocess.run([sys.executable, "-m", "livevox", "serve", "--port", str(free_port())], env=env,
                           capture_output=True, text=True, timeout=60)

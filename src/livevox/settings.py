@@ -128,6 +128,20 @@ class TTSSettings(_StageSettings):
     first_clause_max_words: int = Field(8, ge=0)
 
 
+class StartupSettings(BaseModel):
+    """How the server starts when a remote stage (`engine = "openai"`) is not reachable yet."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Seconds an unreachable remote stage may keep `/readyz` at 503 before the wait is logged as
+    #: an ERROR; the server keeps serving and retrying either way. 0: do not wait, exit at start
+    #: (as for a local engine that cannot load).
+    remote_wait_seconds: float = Field(300.0, ge=0)
+    #: First pause between two warm-up attempts of a waiting stage; it doubles up to the cap below.
+    remote_retry_initial_seconds: float = Field(0.5, gt=0)
+    remote_retry_max_seconds: float = Field(10.0, gt=0)
+
+
 class Limits(BaseModel):
     #: Largest client frame the session reads (bytes). Larger frames get an error event.
     max_frame_bytes: int = Field(21 * 1024 * 1024, ge=1024)
@@ -242,6 +256,7 @@ class Settings(BaseSettings):
     tts: TTSSettings = Field(default_factory=TTSSettings)
     limits: Limits = Field(default_factory=Limits)
     webrtc: WebRTCSettings = Field(default_factory=WebRTCSettings)
+    startup: StartupSettings = Field(default_factory=StartupSettings)
 
     @field_validator("api_keys", mode="before")
     @classmethod

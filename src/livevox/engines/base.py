@@ -150,13 +150,19 @@ class ChatRequest:
     parallel_tool_calls: bool = True
 
 
-def warmup_request(default_instructions: str) -> ChatRequest:
-    """A one-token request: the default instructions (so a prompt cache holds them) and a greeting."""
+#: What warm-ups say: a spoken question of typical length, and a typical answer sentence.
+WARMUP_QUESTION = "What is the capital of France, and what is it famous for?"
+WARMUP_SENTENCE = "Paris is the capital of France, famous for the Eiffel Tower, its museums and its food."
+
+
+def warmup_request(default_instructions: str, max_tokens: int = 1) -> ChatRequest:
+    """The default instructions (so a prompt cache holds them, as the first turn's prefix) and a
+    question of typical length; `max_tokens` > 1 also runs the one-token decode steps."""
     messages: list[dict[str, Any]] = []
     if default_instructions:
         messages.append({"role": "system", "content": default_instructions})
-    messages.append({"role": "user", "content": "Hello."})
-    return ChatRequest(messages=messages, max_tokens=1)
+    messages.append({"role": "user", "content": WARMUP_QUESTION})
+    return ChatRequest(messages=messages, max_tokens=max_tokens)
 
 
 @dataclass(slots=True)

@@ -40,7 +40,11 @@ MemberState = Literal["loading", "ready", "degraded", "failed"]
 
 
 class ChainLoadError(RuntimeError):
-    """No member of a chain could be loaded."""
+    """No member of a chain could be loaded (`causes`: each member's exception)."""
+
+    def __init__(self, message: str, causes: Sequence[BaseException] = ()) -> None:
+        super().__init__(message)
+        self.causes = list(causes)
 
 
 def describe(exc: BaseException) -> str:
@@ -70,6 +74,11 @@ class _Chain(Generic[E]):
     @property
     def engines(self) -> list[E]:
         return [m.engine for m in self._members]
+
+    @property
+    def remote(self) -> bool:
+        """Every usable member is a remote engine (the chain can only wait for servers)."""
+        return all(getattr(m.engine, "remote", False) for m in self._members if m.state != "failed")
 
     @property
     def model_file(self) -> str:
@@ -104,19 +113,21 @@ class _Chain(Generic[E]):
                 f"{m.engine.name}: {m.error}" for m in self._members))
 
     async def warmup(self) -> None:
+        causes: list[BaseException] = []
         for m in self._members:
             if m.state == "failed":
                 continue
             try:
                 await m.engine.warmup()
             except Exception as exc:
+                causes.append(exc)
                 m.state, m.error = "degraded", f"warm-up failed: {describe(exc)}"
                 log.warning("stage=%s engine=%s (fallback chain) %s", self.stage, m.engine.name, m.error)
             else:
                 m.state, m.error = "ready", None
         if not any(m.state == "ready" for m in self._members):
             raise ChainLoadError("no engine of the chain warmed up: " + "; ".join(
-                f"{m.engine.name}: {m.error}" for m in self._members))
+                f"{m.engine.name}: {m.error}" for m in self._members), causes)
 
     async def close(self) -> None:
         for m in self._members:

@@ -100,8 +100,9 @@ class LlamaCppLLM:
 
     async def warmup(self) -> None:
         # Prime the prompt cache with the default instructions, so the first real turn only
-        # prefills the user's words.
-        async for _ in self.stream(warmup_request(self.default_instructions), "_warmup"):
+        # prefills the user's words (its first request reuses them: llama.cpp reports cache_n),
+        # and run a few decode steps, whose first run is slower than the prefill's.
+        async for _ in self.stream(warmup_request(self.default_instructions, max_tokens=4), "_warmup"):
             pass
 
     async def close(self) -> None:

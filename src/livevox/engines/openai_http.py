@@ -253,6 +253,8 @@ class OpenAIEngine:
     """What the OpenAI-compatible stage engines share: the endpoint's life cycle and health."""
 
     endpoint: OpenAIEndpoint
+    #: A server elsewhere: at start the registry waits for it rather than exit (`[startup]`).
+    remote = True
 
     def health(self) -> dict[str, Any]:
         return self.endpoint.health.as_dict()

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..realtime.alignment import ChunkTimeline, Timeline, alignment_session
-from .base import EngineError, Int16Array, SynthesisOptions
+from .base import WARMUP_SENTENCE, EngineError, Int16Array, SynthesisOptions
 from .carriers import piper_voice
 from .executor import stage_executor
 from .voices import effective_speed
@@ -85,7 +85,9 @@ class PiperTTS:
         await stage_executor("tts").run("_load", self._load)
 
     async def warmup(self) -> None:
-        async for _ in self.synthesize("Hello.", SynthesisOptions(), "_warmup"):
+        # A full sentence, not a word: onnxruntime's first run at a longer input is slow (it grows
+        # its buffers), and would otherwise land on the first answer's first clause.
+        async for _ in self.synthesize(WARMUP_SENTENCE, SynthesisOptions(), "_warmup"):
             pass
 
     async def close(self) -> None:

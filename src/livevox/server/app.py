@@ -107,6 +107,11 @@ def create_app(settings: Settings, engines: Engines | None = None) -> Starlette:
         engines = state.engines.status() if state.engines is not None else {}
         body: dict[str, Any] = {"ready": state.ready, "role": settings.role, "engines": engines,
                                 "sessions": len(state.sessions)}
+        if state.engines is not None:
+            # What the start-up rehearsal ran, at which sizes, in how long (None: not yet).
+            body["warmup"] = state.engines.warmup_report
+            if not state.ready:
+                body["not_ready"] = state.engines.not_ready()
         if state.load_error:
             body["error"] = state.load_error
         return JSONResponse(body, status_code=200 if state.ready else 503)
@@ -149,7 +154,8 @@ async def admit(ws: WebSocket, state: LivevoxState) -> bool:
             "'Authorization: Bearer <key>', or the 'api-key' query parameter."))
         return False
     if not state.ready:
-        await ws.send_denial_response(error_body(503, "engines_loading", "The engines are still loading; "
+        why = "; ".join(state.engines.not_ready()) if state.engines is not None else "loading"
+        await ws.send_denial_response(error_body(503, "engines_loading", f"The engines are not ready ({why}); "
                                                  "see /readyz.", "server_error"))
         return False
     if len(state.sessions) >= settings.limits.max_sessions:
