@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -25,10 +26,11 @@ import pytest
 import websockets
 
 from engine_standin import EngineStandIn
+from livevox.engines.registry import EngineLoadError, Engines
 from server_harness import ServerThread, embedded_settings, free_port, scripted_settings
 from wsclient import RealtimeClient, silence, tone
 
-FAST_RETRY = {"remote_retry_initial_seconds": 0.1, "remote_retry_max_seconds": 0.5}
+FAST_RETRY = {"remote_retry_initial_seconds": 0.1, "remote_retry_max_seconds": 0.5, "remote_wait_seconds": 0.3}
 
 
 def remote(base_url: str) -> dict[str, Any]:
@@ -50,7 +52,9 @@ async def until_ready(srv: ServerThread, attempts: int = 300) -> dict[str, Any]:
     raise AssertionError(f"never ready: {readyz(srv).json()}")
 
 
-async def test_gateway_started_before_its_engine_becomes_ready_when_it_comes_up() -> None:
+async def test_gateway_started_before_its_engine_becomes_ready_when_it_comes_up(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "livevox.engines.registry")
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     settings = scripted_settings(role="gateway", stt=remote(url), llm=remote(url), tts=remote(url),
@@ -76,6 +80,14 @@ async def test_gateway_started_before_its_engine_becomes_ready_when_it_comes_up(
         assert refused.value.response.status_code == 503
         assert b"engines_loading" in refused.value.response.body
         assert b"llm: waiting: llm_unavailable" in refused.value.response.body
+        # Past startup.remote_wait_seconds the wait is logged as an ERROR, and the retries go on.
+        for _ in range(100):
+            overdue = [r for r in caplog.records if r.levelno == logging.ERROR and "still no answer" in r.message]
+            if len(overdue) == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert sorted(r.message.split()[0] for r in overdue) == ["stage=llm", "stage=stt", "stage=tts"]
+        assert readyz(srv).json()["engines"]["llm"]["state"] == "waiting"
 
         await standin.start()  # the engine comes up on the port the gateway was told about
         body = await until_ready(srv)
@@ -103,6 +115,20 @@ async def test_gateway_started_before_its_engine_becomes_ready_when_it_comes_up(
         assert {"/v1/chat/completions", "/v1/audio/transcriptions", "/v1/audio/speech"} <= set(paths)
     finally:
         srv.stop()
+        await standin.stop()
+
+
+async def test_a_remote_engine_that_answers_with_an_error_is_a_configuration_error() -> None:
+    standin = await EngineStandIn().start()
+    standin.llm_mode = "http_401"
+    engines = Engines.create(scripted_settings(llm=remote(standin.base_url), startup=FAST_RETRY))
+    try:
+        with pytest.raises(EngineLoadError) as err:
+            await engines.load()
+        assert err.value.stage == "llm" and "llm_auth_failed" in str(err.value)
+        assert engines.status()["llm"]["state"] == "failed"
+    finally:
+        await engines.close()
         await standin.stop()
 
 
