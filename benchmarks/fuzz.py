@@ -250,8 +250,7 @@ async def ws_session(base: str, rng: random.Random, n: int, tag: str, tally: Tal
             await asyncio.wait([reader, asyncio.ensure_future(rx.got_end.wait())],
                                          timeout=120, return_when=asyncio.FIRST_COMPLETED)
             if not rx.got_end.is_set():
-                close = ws.close_rcvd
-                reason = close.reason if close is not None else "no close frame"
+                reason = ws.close_reason
                 if reason in LIMIT_CLOSES:
                     tally.limit_closes += 1
                 else:
