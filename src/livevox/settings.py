@@ -80,7 +80,7 @@ class STTSettings(_StageSettings):
     tail_ms: int = Field(200, ge=0, le=2000)
     #: Whisper's encoder input for an utterance shorter than this (seconds); 30 is Whisper's own
     #: window. Shorter is faster (the encoder's cost grows with it); longer utterances use 30 s.
-    encoder_window_s: float = Field(15.0, ge=1.0, le=30.0)
+    encoder_window_s: float = Field(30.0, ge=1.0, le=30.0)
     #: engine = "openai": an OpenAI-compatible `/audio/transcriptions` endpoint.
     openai: OpenAISTTSettings | None = Field(None, validate_default=True)
     #: Engines tried in order when the one above fails (each a table like this one, without `fallback`).

@@ -40,7 +40,8 @@ def _install_encoder_window() -> None:
     The encoder's cost grows with its input, and Whisper pads every utterance to 30 s: on a 2-core
     CPU, tiny.en spends about 3/4 of a 3 s turn encoding silence. CTranslate2 takes shorter
     inputs; a 15 s window gave no worse a WER on our speech set at about a third of
-    the time (docs/configuration.md). Segments longer than the window keep Whisper's 30 s.
+    the time, but flips words on marginal audio, so it is opt-in (docs/configuration.md).
+    Segments longer than the window keep Whisper's 30 s.
     """
     import faster_whisper.transcribe as fwt
 
