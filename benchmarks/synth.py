@@ -1,7 +1,8 @@
 """Synthetic test speech and noise for the offline benchmarks (no corpus can be downloaded here).
 
 Voices: Piper en_US-joe-medium (the closest thing to natural speech available offline) and
-Debian espeak-ng (`apt-get install -y espeak-ng`), both resampled to 16 kHz float32.
+Debian espeak-ng (`apt-get install -y espeak-ng`), both resampled to 16 kHz float32 (or the
+`rate` asked for; benchmarks/speech_set.py renders its voices at 24 kHz).
 Noises are generated with numpy from a fixed seed, so every run sees the same audio.
 """
 
@@ -36,29 +37,33 @@ def piper_chunks(text: str, length_scale: float | None = None) -> list[Any]:
     return list(piper_voice().synthesize(text, cfg, include_alignments=True))
 
 
-def piper_say(text: str, length_scale: float | None = None) -> F32:
+def piper_say(text: str, length_scale: float | None = None, rate: int = RATE) -> F32:
     chunks = piper_chunks(text, length_scale)
     audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
-    return to16k(audio, chunks[0].sample_rate)
+    return resample(audio, chunks[0].sample_rate, rate)
 
 
-def espeak_say(text: str, voice: str = "en-us", wpm: int = 150, ssml: bool = False) -> F32:
+def espeak_say(text: str, voice: str = "en-us", wpm: int = 150, ssml: bool = False, rate: int = RATE) -> F32:
     with tempfile.NamedTemporaryFile(suffix=".wav") as f:
         cmd = ["espeak-ng", "-v", voice, "-s", str(wpm), "-w", f.name]
         if ssml:
             cmd.append("-m")
         subprocess.run([*cmd, text], check=True, capture_output=True)
         with wave.open(f.name) as w:
-            rate = w.getframerate()
+            native = w.getframerate()
             audio = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768.0
-    return to16k(audio, rate)
+    return resample(audio, native, rate)
+
+
+def resample(audio: F32, rate: int, to: int = RATE) -> F32:
+    if rate == to:
+        return audio.astype(np.float32)
+    out: F32 = soxr.resample(audio, rate, to, quality="HQ").astype(np.float32)
+    return out
 
 
 def to16k(audio: F32, rate: int) -> F32:
-    if rate == RATE:
-        return audio.astype(np.float32)
-    out: F32 = soxr.resample(audio, rate, RATE, quality="HQ").astype(np.float32)
-    return out
+    return resample(audio, rate, RATE)
 
 
 def trim(audio: F32, thresh: float = 0.01) -> F32:
