@@ -199,8 +199,8 @@ class Engines:
     #: Client voice names -> the TTS engine's voices (`[tts.voice_map]`).
     voices: VoiceMap = field(init=False)
     startup: StartupSettings = field(default_factory=StartupSettings)
-    #: The rehearsal also loads the per-session models (Smart Turn, echo, noise): not with the
-    #: scripted VAD, which only tests use.
+    #: The rehearsal also loads the per-session models (Smart Turn, echo, noise): not in the
+    #: engine role (no sessions), nor with the scripted VAD, which only tests use.
     rehearse_session_models: bool = False
     #: The rehearsal's report (None: not run yet), for `/readyz`.
     warmup_report: dict[str, Any] | None = None
@@ -222,7 +222,7 @@ class Engines:
         engines._status = {stage: StageStatus(engines.engine(stage).name) for stage in STAGES}
         engines.voices = VoiceMap(settings.tts.voice_map, engines.tts.voices)
         engines.startup = settings.startup
-        engines.rehearse_session_models = settings.vad.engine != "scripted"
+        engines.rehearse_session_models = settings.vad.engine != "scripted" and settings.role != "engine"
         return engines
 
     def engine(self, stage: str) -> Engine:
