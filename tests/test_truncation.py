@@ -328,19 +328,22 @@ async def test_200_turns_through_a_remote_engine_with_a_small_context(standin: E
 
 
 async def test_200_long_answer_turns_on_the_embedded_llm() -> None:
-    # A small context (512 tokens, one slot) so that 200 turns cross it many times.
-    settings = scripted_settings(llm={"engine": "llamacpp", "n_ctx": 512, "max_tokens": 256})
+    # The smallest context (256 tokens, one slot) and short answers, so that 200 turns cross it
+    # about every other turn in minutes; one thread, as the test machine is shared.
+    settings = scripted_settings(llm={"engine": "llamacpp", "n_ctx": 256, "threads": 1, "max_tokens": 256})
     srv = ServerThread(settings).start(timeout=300)
     try:
         c = await RealtimeClient.connect(srv.ws)
-        await c.update({"turn_detection": None, "modalities": ["text"], "max_response_output_tokens": 48,
+        await c.update({"turn_detection": None, "modalities": ["text"], "max_response_output_tokens": 16,
                         "instructions": "You are a storyteller. Always answer with at least 150 words."})
         dones = await long_session(c, 200, timeout=120)
         await c.close()
     finally:
         srv.stop()
     usage = [d["usage"] for d in dones]
-    assert all(u["input_tokens"] + u["output_tokens"] <= 512 for u in usage), usage
-    # Long answers: most hit max_output_tokens, and the prompt kept growing into the context.
-    assert sum(d["status"] == "incomplete" for d in dones) > 100
-    assert max(u["input_tokens"] for u in usage) > 300
+    assert all(u["input_tokens"] + u["output_tokens"] <= 256 for u in usage), usage
+    assert all(u["output_tokens"] > 0 for u in usage)
+    # Each cut shows as a prompt shorter than the turn before's: many cuts, each in a chunk.
+    prompts = [u["input_tokens"] for u in usage]
+    cuts = sum(b < a for a, b in itertools.pairwise(prompts))
+    assert 20 <= cuts < 150, prompts
