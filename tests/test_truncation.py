@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from engine_standin import EngineStandIn
+from livevox.engines.base import overflow_from
 from livevox.engines.scripted import ScriptedLLM
 from livevox.realtime import truncation
 from livevox.realtime.truncation import Cut, Policy, PolicyError, truncate, validate
@@ -347,3 +348,18 @@ async def test_200_long_answer_turns_on_the_embedded_llm() -> None:
     prompts = [u["input_tokens"] for u in usage]
     cuts = sum(b < a for a, b in itertools.pairwise(prompts))
     assert 20 <= cuts < 150, prompts
+
+
+@pytest.mark.parametrize(("message", "prompt", "limit"), [
+    ("llama.cpp: request (4134 tokens) exceeds the available context size (4096 tokens), try increasing it",
+     4134, 4096),
+    ("This model's maximum context length is 8192 tokens. However, your messages resulted in 9,001 tokens. "
+     "Please reduce the length of the messages. (context_length_exceeded)", 9001, 8192),
+    ("This model's maximum context length is 4096 tokens. However, you requested 4134 tokens "
+     "(3878 in the messages, 256 in the completion).", 4134, 4096),
+])
+def test_engine_overflow_messages_are_recognised(message: str, prompt: int, limit: int) -> None:
+    err = overflow_from("llm", message)
+    assert err is not None and err.code == "context_length_exceeded"
+    assert (err.prompt_tokens, err.limit) == (prompt, limit)
+    assert overflow_from("llm", "HTTP 400: 'messages' must be an array") is None
