@@ -332,7 +332,8 @@ async def test_llamacpp_error_is_engine_error(engines: Engines) -> None:
     req = ChatRequest(messages=[{"role": "user", "content": huge}], max_tokens=4)
     with pytest.raises(EngineError) as err:
         await collect(engines.llm.stream(req, "t-llm"))
-    assert err.value.stage == "llm" and err.value.code == "llm_error"
+    # an overflow is recognised as such (the session then retries with a shorter history)
+    assert err.value.stage == "llm" and err.value.code == "context_length_exceeded"
     assert "context" in err.value.message
 
 
