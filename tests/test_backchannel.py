@@ -63,13 +63,23 @@ async def until_heard(c: RtcClient, ms: int, timeout: float = 10.0) -> None:
     raise AssertionError(f"heard only {len(c.loud_frames()) * 20} ms of the answer")
 
 
+def long_answer_then(second: str) -> None:
+    """The question's answer is 3.6 s of audio; the caller's second utterance is heard as `second`."""
+    ScriptedLLM.reply = " ".join(["word"] * WORDS) + "."
+    ScriptedSTT.script(["what is the weather like", second])
+
+
+async def ask(c: RtcClient) -> dict[str, Any]:
+    """Say the question; returns the answer's output_audio_buffer.started."""
+    c.mic.say(np.concatenate([silence(0.3), tone(1.0), silence(0.6)]))
+    return await c.wait_for("output_audio_buffer.started", timeout=10)
+
+
 @pytest.mark.parametrize("door", ["voicelive", "openai"])
 async def test_webrtc_backchannel_lets_the_answer_play_to_its_end(server: ServerThread, door: str) -> None:
-    ScriptedLLM.reply = " ".join(["word"] * WORDS) + "."
-    ScriptedSTT.script(["what is the weather like", "mm-hmm"])
+    long_answer_then("mm-hmm")
     async with call(server, door) as c:
-        c.mic.say(np.concatenate([silence(0.3), tone(1.0), silence(0.6)]))
-        first = await c.wait_for("output_audio_buffer.started", timeout=10)
+        first = await ask(c)
         await c.wait_for("response.done", timeout=10)  # generated in full; now only playing out
         await until_heard(c, 600)
         n = len(c.all_events())
@@ -90,11 +100,9 @@ async def test_webrtc_backchannel_lets_the_answer_play_to_its_end(server: Server
 
 @pytest.mark.parametrize("door", ["voicelive", "openai"])
 async def test_webrtc_real_interruption_still_stops_the_answer(server: ServerThread, door: str) -> None:
-    ScriptedLLM.reply = " ".join(["word"] * WORDS) + "."
-    ScriptedSTT.script(["what is the weather like", "wait stop I have another question"])
+    long_answer_then("wait stop I have another question")
     async with call(server, door) as c:
-        c.mic.say(np.concatenate([silence(0.3), tone(1.0), silence(0.6)]))
-        first = await c.wait_for("output_audio_buffer.started", timeout=10)
+        first = await ask(c)
         await until_heard(c, 600)
         n = len(c.all_events())
         c.mic.say(np.concatenate([tone(0.6, freq=300), silence(0.8)]))  # short, but words
