@@ -126,29 +126,32 @@ async def echo_call(server: ServerThread, aec: bool, interrupt: np.ndarray | Non
     await c.update({"turn_detection": {"type": "server_vad", "create_response": False},
                     "input_audio_echo_cancellation": {"type": "server_echo_cancellation"} if aec else None})
     await c.send({"type": "response.create"})
-    played: list[np.ndarray] = []
+    # The client's loudspeaker, as a real client plays: each delta starts when it arrives or
+    # when what is queued before it ends, whichever is later (a fixed timeline from t0 would
+    # make the echo lead the server's reference whenever the first audio comes late).
+    speaker = np.zeros(10 * 60 * RATE, np.float64)
+    play_end = 0
     delay, gain, step = int(0.12 * RATE), 0.32, RATE // 50
     t0 = time.monotonic()
     n_frames = 9 * 50
     mic_pos = 0
     events: list[str] = []
     for i in range(n_frames):
-        # take whatever arrived: audio deltas are "played" in order from t0
         try:
             while True:
                 ev = await c.recv(0.001)
                 events.append(ev["type"])
                 if ev["type"] == "response.audio.delta":
-                    played.append(np.frombuffer(base64.b64decode(ev["delta"]), "<i2"))
+                    pcm = np.frombuffer(base64.b64decode(ev["delta"]), "<i2")
+                    at = max(play_end, mic_pos)
+                    n = max(0, min(pcm.size, speaker.size - at))
+                    speaker[at:at + n] = pcm[:n]
+                    play_end = at + pcm.size
         except TimeoutError:
             pass
-        out = np.concatenate(played) if played else np.zeros(0, np.int16)
-        frame = np.zeros(step, np.float64)
         lo = mic_pos - delay
-        for k in range(step):
-            j = lo + k
-            if 0 <= j < len(out):
-                frame[k] = out[j] * gain
+        frame = speaker[lo:lo + step] * gain if lo >= 0 else np.zeros(step, np.float64)
+        frame = frame.copy()
         if interrupt is not None:
             start = int(4.0 * RATE)
             seg = interrupt[max(0, mic_pos - start): max(0, mic_pos + step - start)]
