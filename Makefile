@@ -55,14 +55,14 @@ apt-test:
 serve: venv
 	$(VENV)/bin/livevox serve --host $(HOST) --port $(PORT)
 
-test: venv-test apt-test
-	$(VENV)/bin/ruff check src tests $(wildcard benchmarks)
-	$(VENV)/bin/mypy
+test: lint apt-test
 	$(VENV)/bin/pytest -q
 
+# The layer rule and "no import cycles" (pyproject.toml [tool.importlinter]) are checked by lint-imports.
 lint: venv-test
 	$(VENV)/bin/ruff check src tests $(wildcard benchmarks)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: venv-test
 	$(PY) benchmarks/latency.py --engines embedded

@@ -21,7 +21,7 @@ turn detector (Silero + `TurnDetector`, server_vad defaults) runs on the microph
 and without `EchoCanceller`: any speech start is a false barge-in. Then a different voice
 (espeak en-gb+f3, -26 dBFS) interrupts 4 s in: a speech start inside it counts as detected.
 
-**Alignment.** Word timestamps from Piper's phoneme durations (`realtime.alignment.Timeline`)
+**Alignment.** Word timestamps from Piper's phoneme durations (`engines.piper.alignment.Timeline`)
 against faster-whisper tiny.en `word_timestamps=True` on the same audio, and the proportional
 fallback against Piper's own durations.
 """
@@ -46,8 +46,8 @@ import soxr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import synth as S
+from livevox.engines.piper.alignment import Timeline, proportional_spans, spans_from_alignment
 from livevox.engines.silero import FRAME_SAMPLES, SileroVAD
-from livevox.realtime.alignment import Timeline, proportional_spans, spans_from_alignment
 from livevox.realtime.echo import EchoCanceller
 from livevox.realtime.noise import NoiseSuppressor
 from livevox.realtime.turn import SpeechStarted, TurnDetector

@@ -24,8 +24,8 @@ RATE = 16000
 
 @functools.cache
 def piper_voice() -> Any:
-    """The joe voice, patched in memory to output phoneme durations (see realtime/alignment.py)."""
-    from livevox.realtime.alignment import load_piper_voice_with_alignment
+    """The joe voice, patched in memory to output phoneme durations (see engines/piper/alignment.py)."""
+    from livevox.engines.piper.alignment import load_piper_voice_with_alignment
 
     return load_piper_voice_with_alignment(None)
 

@@ -11,7 +11,7 @@ percent between runs):
 - complete: questions and requests, Piper joe and espeak-ng (en-us, en-gb+f3), said in one go;
 - paused: the same kind of sentence with a 600-1200 ms pause in the middle. Piper renders the
   whole sentence, which is cut at a word boundary (Piper's own phoneme durations, see
-  realtime/alignment.py) so the words before the pause keep their mid-sentence intonation;
+  engines/piper/alignment.py) so the words before the pause keep their mid-sentence intonation;
   espeak-ng renders `<break time="..."/>` inside the sentence (SSML);
 - backchannels: "mm-hmm", "yeah", "uh-huh"... (espeak and Piper). Their transcript from
   Whisper tiny.en is also checked with `realtime.filler.is_filler_only`: while the agent speaks,
@@ -44,9 +44,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import synth as S
+from livevox.engines.piper.alignment import Timeline
 from livevox.engines.silero import FRAME_SAMPLES, SileroVAD
 from livevox.engines.smart_turn import SmartTurn
-from livevox.realtime.alignment import Timeline
 from livevox.realtime.config import turn_defaults
 from livevox.realtime.filler import is_filler_only
 from livevox.realtime.semantic_turn import TurnPolicy

@@ -10,8 +10,8 @@ from typing import Any
 
 import uvicorn
 
-from livevox.engines.registry import build_engines
 from livevox.server.app import create_app
+from livevox.server.state import load_engines
 from livevox.settings import Settings, load_settings
 
 
@@ -48,7 +48,7 @@ class ServerThread:
             self.error = exc
 
     async def _serve(self) -> None:
-        engines = await build_engines(self.settings)
+        engines = await load_engines(self.settings)
         app = create_app(self.settings, engines)
         self.app = app
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",

@@ -18,6 +18,15 @@ import pytest
 import soxr
 
 from livevox.engines.carriers import carried_file
+from livevox.engines.piper.alignment import (
+    Timeline,
+    alignment_model_bytes,
+    load_piper_voice_with_alignment,
+    proportional_spans,
+    spans_from_alignment,
+    text_words,
+    viseme_of,
+)
 from livevox.engines.silero import FRAME_SAMPLES, SileroVAD
 from livevox.engines.smart_turn import (
     SMART_TURN_V32,
@@ -26,15 +35,6 @@ from livevox.engines.smart_turn import (
     fit_window,
     log_mel_features,
     mel_filterbank,
-)
-from livevox.realtime.alignment import (
-    Timeline,
-    alignment_model_bytes,
-    load_piper_voice_with_alignment,
-    proportional_spans,
-    spans_from_alignment,
-    text_words,
-    viseme_of,
 )
 from livevox.realtime.config import turn_defaults
 from livevox.realtime.echo import LATENCY_SAMPLES, DelayEstimator, EchoCanceller

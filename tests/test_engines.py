@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
+from livevox.core.executor import stage_executor
 from livevox.engines import carriers
 from livevox.engines.base import (
     ChatRequest,
@@ -28,7 +29,6 @@ from livevox.engines.base import (
     ToolCallDelta,
     TranscribeOptions,
 )
-from livevox.engines.executor import stage_executor
 from livevox.engines.registry import EngineLoadError, Engines, build_engines
 from livevox.engines.scripted import (
     ScriptedLLM,

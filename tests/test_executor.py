@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from livevox.engines.executor import FairExecutor
+from livevox.core.executor import FairExecutor
 
 
 async def test_round_robin_across_sessions() -> None:

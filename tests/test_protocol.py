@@ -359,7 +359,7 @@ async def test_input_16k_and_ulaw(server: ServerThread) -> None:
     assert 800 + 500 <= stopped["audio_end_ms"] <= 800 + 600
     await c.until("response.done")
     await c.close()
-    from livevox.realtime.audio import encode
+    from livevox.core.audio import encode
 
     c = await RealtimeClient.connect(server.ws)
     await c.update({"input_audio_format": "g711_ulaw", "turn_detection": None})
@@ -490,7 +490,7 @@ async def test_health_ready_metrics(server: ServerThread) -> None:
         assert (await http.get(server.http + "/healthz")).json()["status"] == "ok"
         r = await http.get(server.http + "/readyz")
         assert r.status_code == 200 and r.json()["ready"] is True
-        assert set(r.json()["engines"]) == {"vad", "stt", "llm", "tts"}
+        assert set(r.json()["engines"]) == {"vad", "turn", "stt", "llm", "tts"}
         m = (await http.get(server.http + "/metrics")).text
         assert "livevox_turn_stage_seconds_bucket" in m
         assert 'livevox_turn_stage_seconds_count{stage="first_audio_sent"}' in m

@@ -166,7 +166,7 @@ def test_the_warm_up_ran_a_turns_real_shapes(embedded: ServerThread) -> None:
     for model in ("smart_turn", "echo_cancellation", "noise_suppression"):
         assert "ms" in w[model], (model, w[model])
     assert w["echo_cancellation"]["appends"] == w["noise_suppression"]["appends"] > 50
-    for stage in ("vad", "stt", "llm", "tts"):
+    for stage in ("vad", "turn", "stt", "llm", "tts"):
         assert body["engines"][stage]["state"] == "ready" and body["engines"][stage]["warm_ms"] > 0
 
 

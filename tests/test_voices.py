@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
+from livevox.core.errors import ProtocolError
 from livevox.engine_settings import VoiceMapSettings
 from livevox.engines.registry import EngineLoadError, build_engines
 from livevox.engines.voices import EngineVoice, VoiceMap, parse_rate
-from livevox.realtime.errors import ProtocolError
 from server_harness import ServerThread, scripted_settings
 from wsclient import RealtimeClient
 

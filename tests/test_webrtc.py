@@ -25,7 +25,6 @@ import websockets
 from livevox.engines.base import TranscribeOptions
 from livevox.engines.scripted import ScriptedLLM, ScriptedToolCall
 from livevox.transports.webrtc.ice import advertise_nat_1to1, allowed_host_addresses, rtc_configuration
-from livevox.transports.webrtc.registry import call_registry
 from livevox.transports.webrtc.sdp import AudioCodec
 from livevox.transports.webrtc.tracks import AgentAudioTrack, _InOrderAudio
 from rtcclient import FIXTURES, VL_CALLS, MicTrack, RtcClient, load_wav, silence, tone
@@ -82,7 +81,7 @@ def healthy(server: ServerThread) -> None:
 
 
 def server_calls(server: ServerThread) -> int:
-    return len(call_registry(server.app.state.livevox))
+    return len(server.app.state.livevox.calls)
 
 
 # ================================================================ Voice Live door
@@ -224,7 +223,7 @@ async def test_client_truncate_cuts_at_sent_audio_and_stops_playout(server: Serv
 
 
 async def test_codec_choice_pcmu_fallback_and_opus_stereo(server: ServerThread) -> None:
-    registry = call_registry(server.app.state.livevox)
+    registry = server.app.state.livevox.calls
     async with rtc(server, codecs=["audio/PCMU"]) as c:
         await c.start()
         assert "PCMU/8000" in c.pc.remoteDescription.sdp and "opus" not in c.pc.remoteDescription.sdp

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from livevox.core import audio as codec
 from livevox.engines.base import TranscribeOptions
 from livevox.engines.whisper import FasterWhisperSTT
-from livevox.realtime import audio as codec
 
 
 def espeak(text: str, path: Path, voice: str = "en-us", wpm: int = 150) -> np.ndarray:

@@ -32,11 +32,11 @@ def _settings_from(args: argparse.Namespace) -> Settings:
 async def _serve(settings: Settings) -> int:
     import uvicorn
 
-    from .engines.registry import build_engines
     from .server.app import create_app
+    from .server.state import load_engines
 
     try:
-        engines = await build_engines(settings)
+        engines = await load_engines(settings)
     except Exception as exc:
         log.error("cannot start: %s", exc)
         return 1
@@ -85,7 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
-    from .client.call import run_call
+    from .client.command import run_call
 
     code: int = asyncio.run(run_call(args))
     return code

@@ -31,6 +31,18 @@ class VADSettings(BaseModel):
     model_path: str | None = None
 
 
+class TurnSettings(BaseModel):
+    """The end-of-turn model the semantic turn detections consult (`semantic_vad`, `azure_semantic_vad*`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: "none": no model is loaded, and a session asking for a semantic mode gets an error.
+    engine: Literal["smart-turn", "none"] = "smart-turn"
+    #: A Smart Turn v3 ONNX file; empty means the one carried by the pinned `pipecat-ai` wheel.
+    model_path: str | None = None
+    threads: int = Field(1, ge=1)
+
+
 def _needs_table(engine: str, table: str, value: Any, info: ValidationInfo) -> Any:
     """`engine = "openai"` needs its `[<stage>.openai]` table (reported at that exact key)."""
     if info.data.get("engine") == engine and value is None:
@@ -251,6 +263,7 @@ class Settings(BaseSettings):
     latency_events: bool = False
 
     vad: VADSettings = Field(default_factory=VADSettings)
+    turn: TurnSettings = Field(default_factory=TurnSettings)
     stt: STTSettings = Field(default_factory=STTSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     tts: TTSSettings = Field(default_factory=TTSSettings)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -93,6 +93,24 @@ class Engine(Protocol):
     async def warmup(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+#: A step a higher layer adds to the start-up rehearsal (`rehearsal.py`): a name for `/readyz` and
+#: a coroutine run on the rehearsed question (16 kHz int16) that returns what it did.
+RehearsalStep = tuple[str, Callable[[npt.NDArray[np.int16]], Awaitable[dict[str, Any]]]]
+
+
+# ---------------------------------------------------------------- end of turn
+
+
+@runtime_checkable
+class TurnEngine(Engine, Protocol):
+    """P(the user's turn is complete) for the utterance so far (16 kHz float32; Smart Turn).
+    `available` False: no model is configured (`turn.engine = "none"`)."""
+
+    available: bool
+
+    async def score(self, audio_f32_16k: Float32Array, session_id: str) -> float: ...
 
 
 # ---------------------------------------------------------------- VAD
@@ -223,3 +241,27 @@ class TTSEngine(Engine, Protocol):
     ) -> AsyncIterator[Int16Array]:
         """Yield mono int16 audio at `sample_rate` for `text`, in order, as soon as each piece is ready."""
         ...
+
+
+# ---------------------------------------------------------------- the set a session uses
+
+
+class VoiceResolver(Protocol):
+    """Client voice names -> the TTS engine's voices (`engines.voices.VoiceMap`)."""
+
+    def resolve(self, voice: Any, param: str = "session.voice", *, lenient: bool = False) -> str: ...
+
+    def check(self, voice: Any, param: str = "session.voice") -> None: ...
+
+
+class EngineSet(Protocol):
+    """The loaded engines as a session sees them (built by `engines.registry.Engines`)."""
+
+    vad: VADEngine
+    turn: TurnEngine
+    stt: STTEngine
+    llm: LLMEngine
+    tts: TTSEngine
+
+    @property
+    def voices(self) -> VoiceResolver: ...

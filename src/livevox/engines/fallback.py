@@ -215,7 +215,7 @@ class FallbackTTS(_Chain[TTSEngine]):
         return self._relay(lambda engine: self._at_chain_rate(engine, engine.synthesize(text, options, session_id)))
 
     async def _at_chain_rate(self, engine: TTSEngine, gen: AsyncIterator[Int16Array]) -> AsyncIterator[Int16Array]:
-        from ..realtime.audio import StreamResampler
+        from ..core.audio import StreamResampler
 
         resampler = (StreamResampler(engine.sample_rate, self.sample_rate)
                      if engine.sample_rate != self.sample_rate else None)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from ..core.executor import stage_executor, stream_job
 from .base import (
     MESSAGE_OVERHEAD_TOKENS,
     ChatRequest,
@@ -27,9 +28,7 @@ from .base import (
     warmup_request,
 )
 from .carriers import smollm2_gguf
-from .executor import stage_executor
 from .gguf_vocab import bpe_counter
-from .whisper import stream_job
 
 log = logging.getLogger(__name__)
 

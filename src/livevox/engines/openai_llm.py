@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
+from ..core.ids import new_id
 from ..engine_settings import OpenAILLMSettings
-from ..realtime.ids import new_id
 from .base import (
     ChatRequest,
     EngineError,

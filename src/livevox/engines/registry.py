@@ -29,13 +29,13 @@ from typing import Any, Literal
 from livevox.engine_settings import VoiceMapSettings
 from livevox.settings import LLMSettings, Settings, StartupSettings, STTSettings, TTSSettings
 
-from .base import Engine, EngineError, LLMEngine, STTEngine, TTSEngine, VADEngine
+from .base import Engine, EngineError, LLMEngine, RehearsalStep, STTEngine, TTSEngine, TurnEngine, VADEngine
 from .fallback import ChainLoadError, describe
 from .voices import VoiceMap
 
 log = logging.getLogger(__name__)
 
-STAGES = ("vad", "stt", "llm", "tts")
+STAGES = ("vad", "turn", "stt", "llm", "tts")
 State = Literal["loading", "waiting", "ready", "failed"]
 
 # Runtime libraries of the engines, and the install that provides each.
@@ -89,6 +89,14 @@ def _transient(exc: BaseException) -> bool:
     if isinstance(exc, ChainLoadError):
         return bool(exc.causes) and all(_transient(c) for c in exc.causes)
     return False
+
+
+def _make_turn(settings: Settings) -> TurnEngine:
+    from .smart_turn import NoTurnModel, SmartTurn
+
+    if settings.turn.engine == "none" or settings.role == "engine":  # the engine role holds no sessions
+        return NoTurnModel()
+    return SmartTurn(settings.turn.model_path, threads=settings.turn.threads)
 
 
 def _make_vad(settings: Settings) -> VADEngine:
@@ -154,7 +162,7 @@ def _one_tts(s: TTSSettings) -> TTSEngine:
 
         assert s.openai is not None
         return OpenAITTS(s.openai)
-    from .piper import PiperTTS
+    from .piper.tts import PiperTTS
 
     return PiperTTS(s.voice_path, threads=s.threads)
 
@@ -192,6 +200,7 @@ def _make_tts(settings: Settings) -> TTSEngine:
 @dataclass(slots=True)
 class Engines:
     vad: VADEngine
+    turn: TurnEngine
     stt: STTEngine
     llm: LLMEngine
     tts: TTSEngine
@@ -202,6 +211,8 @@ class Engines:
     #: The rehearsal also loads the per-session models (Smart Turn, echo, noise): not in the
     #: engine role (no sessions), nor with the scripted VAD, which only tests use.
     rehearse_session_models: bool = False
+    #: Steps the layer above adds to that part of the rehearsal (`realtime.input_rehearsal`).
+    session_rehearsal: tuple[RehearsalStep, ...] = ()
     #: The rehearsal's report (None: not run yet), for `/readyz`.
     warmup_report: dict[str, Any] | None = None
     _rehearsal: asyncio.Task[None] | None = None
@@ -215,6 +226,7 @@ class Engines:
         """Construct the configured engines (cheap: nothing is loaded yet)."""
         engines = cls(
             vad=_make_vad(settings),
+            turn=_make_turn(settings),
             stt=_make_stt(settings),
             llm=_make_llm(settings),
             tts=_make_tts(settings),
@@ -369,7 +381,8 @@ class Engines:
 
         t0 = time.perf_counter()
         try:
-            report = await rehearse(self, session_models=self.rehearse_session_models)
+            report = await rehearse(self, session_models=self.rehearse_session_models,
+                                    session_steps=self.session_rehearsal)
         except Exception as exc:
             log.warning("warm-up rehearsal failed: %s", describe(exc))
             report = {"error": describe(exc)}
@@ -412,8 +425,10 @@ class Engines:
                 log.exception("stage=%s: close failed", stage)
 
 
-async def build_engines(settings: Settings) -> Engines:
-    """Construct, load and warm the engines `settings` selects. Raises `EngineLoadError`."""
+async def build_engines(settings: Settings, session_rehearsal: tuple[RehearsalStep, ...] = ()) -> Engines:
+    """Construct, load and warm the engines `settings` selects. Raises `EngineLoadError`.
+    `session_rehearsal`: steps the realtime layer adds to the start-up rehearsal."""
     engines = Engines.create(settings)
+    engines.session_rehearsal = session_rehearsal
     await engines.load()
     return engines

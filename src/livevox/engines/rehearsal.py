@@ -19,15 +19,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from ..realtime.audio import StreamResampler, to_float
-from .base import STT_RATE, WARMUP_QUESTION, Int16Array, SynthesisOptions, TranscribeOptions
-
-if TYPE_CHECKING:
-    from .registry import Engines
+from ..core.audio import StreamResampler, to_float
+from .base import (
+    STT_RATE,
+    WARMUP_QUESTION,
+    EngineSet,
+    Int16Array,
+    RehearsalStep,
+    SynthesisOptions,
+    TranscribeOptions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +66,8 @@ async def _timed(report: dict[str, Any], step: str, fn: Callable[[], Awaitable[d
     report[step]["ms"] = round((time.perf_counter() - t0) * 1000, 1)
 
 
-async def rehearse(engines: Engines, *, session_models: bool) -> dict[str, Any]:
+async def rehearse(engines: EngineSet, *, session_models: bool,
+                   session_steps: tuple[RehearsalStep, ...] = ()) -> dict[str, Any]:
     """Run a turn's work once at its real sizes; `session_models`: also Smart Turn, echo
     cancellation and noise suppression (which sessions load only when a client asks)."""
     report: dict[str, Any] = {}
@@ -113,37 +119,19 @@ async def rehearse(engines: Engines, *, session_models: bool) -> dict[str, Any]:
     if wanted(engines.stt):
         await _timed(report, "stt", stt)
     if session_models:
-        await _session_models(report, speech["input"])
+        await _session_models(report, engines, speech["input"], session_steps)
     return report
 
 
-async def _session_models(report: dict[str, Any], audio: Int16Array) -> None:
-    """Load and run the models a session creates on demand, in 20 ms appends at 16 kHz."""
-    from ..realtime.echo import EchoCanceller
-    from ..realtime.noise import NoiseSuppressor
-    from ..realtime.session import load_smart_turn
+async def _session_models(report: dict[str, Any], engines: EngineSet, audio: Int16Array,
+                          steps: tuple[RehearsalStep, ...]) -> None:
+    """The models a session uses only when a client asks: the end-of-turn model, then the steps
+    the realtime layer adds (echo cancellation, noise suppression)."""
+    if engines.turn.available:  # Smart Turn is warmed at load; this runs it on real speech
+        async def smart_turn() -> dict[str, Any]:
+            await engines.turn.score(to_float(audio), "_warmup")
+            return {"audio_s": round(audio.size / STT_RATE, 2)}
 
-    step = STT_RATE * APPEND_MS // 1000
-    chunks = [audio[i:i + step] for i in range(0, audio.size - step + 1, step)]
-
-    async def smart_turn() -> dict[str, Any]:
-        model = await load_smart_turn()
-        await model.score(to_float(audio), "_warmup")
-        return {"audio_s": round(audio.size / STT_RATE, 2)}
-
-    async def echo() -> dict[str, Any]:
-        aec = EchoCanceller(STT_RATE)  # first use imports livekit (~0.4 s, on the event loop)
-        aec.far(audio, 0)
-        for i, chunk in enumerate(chunks):
-            await aec.near_async(chunk, i * step, "_warmup")
-        return {"appends": len(chunks)}
-
-    async def noise() -> dict[str, Any]:
-        ns = NoiseSuppressor()
-        for chunk in chunks:
-            await ns.process_async(chunk, "_warmup")
-        return {"appends": len(chunks)}
-
-    await _timed(report, "smart_turn", smart_turn)
-    await _timed(report, "echo_cancellation", echo)
-    await _timed(report, "noise_suppression", noise)
+        await _timed(report, "smart_turn", smart_turn)
+    for name, step in steps:
+        await _timed(report, name, lambda step=step: step(audio))  # type: ignore[misc]

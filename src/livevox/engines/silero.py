@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from ..core.executor import stage_executor
 from .base import STT_RATE, EngineError, Float32Array
 from .carriers import silero_onnx
-from .executor import stage_executor
 
 log = logging.getLogger(__name__)
 

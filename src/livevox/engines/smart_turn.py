@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..core.executor import stage_executor
 from .base import STT_RATE, EngineError, Float32Array
 from .carriers import SMART_TURN_V32, carried_file, user_path
-from .executor import stage_executor
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ class SmartTurn:
     """
 
     name = "smart_turn"
+    available = True
 
     def __init__(self, model_path: str | None = None, *, threads: int = 1) -> None:
         self._model_path = model_path
@@ -176,3 +177,22 @@ class SmartTurn:
             raise
         except Exception as exc:
             raise EngineError("turn", "turn_error", f"Smart Turn failed: {exc}") from exc
+
+
+class NoTurnModel:
+    """`turn.engine = "none"`: nothing loads; sessions asking for a semantic mode are refused."""
+
+    name = "none"
+    available = False
+
+    async def load(self) -> None:
+        return None
+
+    async def warmup(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def score(self, audio_f32_16k: Float32Array, session_id: str) -> float:
+        raise EngineError("turn", "turn_unavailable", "no end-of-turn model is configured (turn.engine = none)")

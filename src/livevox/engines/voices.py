@@ -20,8 +20,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from ..core.errors import ProtocolError
 from ..engine_settings import VoiceMapSettings
-from ..realtime.errors import ProtocolError
 from .base import SynthesisOptions
 
 MIN_RATE, MAX_RATE = 0.5, 1.5

@@ -1,33 +1,20 @@
-"""Speech-to-text with faster-whisper (CTranslate2), by default Whisper tiny.en from a pinned wheel.
-
-Also home of `stream_job`, the bridge the model engines share: it runs a blocking producer on a
-stage's `FairExecutor` and hands each item it emits to the event loop as soon as it exists.
-"""
+"""Speech-to-text with faster-whisper (CTranslate2), by default Whisper tiny.en from a pinned wheel."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
+from ..core.executor import stage_executor, stream_job
 from .base import STT_RATE, EngineError, Float32Array, TranscribeOptions
 from .carriers import whisper_model_dir
-from .executor import stage_executor
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-#: A producer runs on a worker thread: it calls `emit(item)` for each result and should return
-#: soon after `stop` is set (the consumer went away).
-Producer = Callable[[Callable[[T], None], threading.Event], None]
-
-_DONE = object()
 
 #: The encoder window (mel frames, 100 per second) of the transcription running on this thread.
 _window = threading.local()
@@ -62,56 +49,6 @@ def _install_encoder_window() -> None:
 
     pad_or_trim.livevox_window = True  # type: ignore[attr-defined]
     fwt.pad_or_trim = pad_or_trim
-
-
-async def stream_job(stage: str, session_id: str, produce: Producer[T]) -> AsyncIterator[T]:
-    """Run `produce` as one job on `stage`'s executor and yield what it emits, as it emits it.
-
-    Closing the iterator early (aclose, GeneratorExit, task cancellation) sets `stop`, so the
-    producer can return at its next check; a job still queued is dropped without running.
-    Exceptions raised by the producer are re-raised here, after the items emitted before them.
-    """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    stop = threading.Event()
-    started = threading.Event()
-
-    def emit(item: T) -> None:
-        if not stop.is_set():
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-    def job() -> None:
-        started.set()
-        if stop.is_set():
-            return
-        produce(emit, stop)
-
-    def finished(task: asyncio.Task[None]) -> None:
-        # Wakes the consumer with the job's outcome; always runs on the loop, after every emit.
-        if task.cancelled():
-            queue.put_nowait(_DONE)
-        elif (exc := task.exception()) is not None:
-            queue.put_nowait(exc)
-        else:
-            queue.put_nowait(_DONE)
-
-    task = asyncio.ensure_future(stage_executor(stage).run(session_id, job))
-    task.add_done_callback(finished)
-    try:
-        while True:
-            item = await queue.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        if not task.done():
-            stop.set()
-            if not started.is_set():
-                # Still queued behind other sessions' work: drop it (FairExecutor skips jobs whose
-                # future is cancelled). If it started meanwhile, it sees `stop` and returns.
-                task.cancel()
 
 
 class FasterWhisperSTT:

@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..core.errors import ProtocolError, unsupported
 from . import truncation
-from .errors import ProtocolError, unsupported
 
 INPUT_FORMATS = ("pcm16", "g711_ulaw", "g711_alaw")
 #: Output format name -> (codec, rate). Hyphenated names are what older SDKs sent.

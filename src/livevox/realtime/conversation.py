@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ProtocolError
-from .ids import new_id
+from ..core.errors import ProtocolError
+from ..core.ids import new_id
 from .truncation import State as TruncationState
 
 _ITEM_TYPES = ("message", "function_call", "function_call_output")

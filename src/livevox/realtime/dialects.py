@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ..core.errors import ProtocolError
 from .config import OUTPUT_FORMATS
-from .errors import ProtocolError
 
 #: Canonical events that exist only for some dialects.
 _GA_ONLY = {"conversation.item.done"}

@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from ..engines.executor import stage_executor
+from ..core.executor import stage_executor
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ProtocolError
+from ..core.errors import ProtocolError
 
 #: A complete JSON string token (escapes included); used to blank strings out before the scan.
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)

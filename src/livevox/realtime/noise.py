@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..engines.executor import stage_executor
+from ..core.executor import stage_executor
 
 Int16Array = npt.NDArray[np.int16]
 

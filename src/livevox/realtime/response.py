@@ -15,32 +15,34 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from ..core import audio as audio_codec
+from ..core.ids import new_id
 from ..engines.base import (
     ChatRequest,
     ContextOverflow,
     EngineError,
+    EngineSet,
     Finish,
     LLMEvent,
     SynthesisOptions,
     TextDelta,
     ToolCallDelta,
 )
-from . import audio as audio_codec
 from . import truncation
 from .clauses import ClauseSplitter, speakable
 from .config import OUTPUT_FORMATS
 from .conversation import Entry, dumps, tool_choice_for_chat, tool_for_chat
-from .ids import new_id
 from .metrics import RESPONSES_TOTAL, TurnTimings
 from .transport import Route
 
 if TYPE_CHECKING:
-    from .session import RealtimeSession
+    from .conversation import Conversation
+    from .transport import SessionTransport
 
 log = logging.getLogger("livevox.response")
 
@@ -71,17 +73,50 @@ class ResponseParams:
     extra_messages: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ResponseContext:
+    """What the session decided for one response, resolved once when the response is created."""
+
+    max_tokens: int  # the answer's token cap (`max_output_tokens`, "inf" -> llm.max_tokens)
+    voice: str | None  # the TTS engine's voice, through the voice map
+    parallel_tool_calls: bool
+    truncation: Any  # `session.truncation`
+    auto_retention_ratio: float
+    first_clause_max_words: int
+    word_timestamps: bool
+    visemes: bool
+    max_audio_delta_bytes: int  # each audio delta's base64 stays under this
+
+
+class ResponseHost(Protocol):
+    """What a response needs from its session; nothing else of the session is reachable."""
+
+    id: str
+    conversation_id: str
+    conversation: Conversation
+    engines: EngineSet
+    transport: SessionTransport
+
+    async def emit(self, event: dict[str, Any], route: Route | None = None) -> None: ...
+
+    def audio_sent(self, item_id: str, pcm24k: npt.NDArray[np.int16]) -> None:
+        """The item's audio, as it leaves for the client (playback accounting, echo reference)."""
+        ...
+
+
 class ResponseRun:
     def __init__(
         self,
-        session: RealtimeSession,
+        host: ResponseHost,
         params: ResponseParams,
+        context: ResponseContext,
         messages: Callable[[], Awaitable[list[dict[str, Any]]]],
         timings: TurnTimings | None = None,
         gated: bool = False,
     ) -> None:
-        self.session = session
+        self.host = host
         self.params = params
+        self.context = context
         self.id = new_id("resp")
         self.status = "in_progress"
         self.status_details: dict[str, Any] | None = None
@@ -135,6 +170,15 @@ class ResponseRun:
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
 
+    def silence(self) -> None:
+        """Nothing more of this response reaches the client (the session is closing)."""
+        self._silent = True
+
+    @property
+    def message(self) -> Entry | None:
+        """The spoken or text message item this response is building, once it has one."""
+        return self._msg
+
     async def discard(self) -> None:
         """Drop a gated (speculative) response without a trace."""
         self._silent = True
@@ -158,7 +202,7 @@ class ResponseRun:
 
     async def _event(self, event: dict[str, Any], route: Route | None = None) -> None:
         async def send() -> None:
-            await self.session.emit(event, route)
+            await self.host.emit(event, route)
 
         await self._do(send)
 
@@ -170,7 +214,7 @@ class ResponseRun:
             "status": self.status,
             "status_details": self.status_details,
             "output": [dict(o) for o in self.output] if final else [],
-            "conversation_id": self.session.conversation_id if p.in_conversation else None,
+            "conversation_id": self.host.conversation_id if p.in_conversation else None,
             "modalities": p.modalities,
             "voice": p.voice,
             "output_audio_format": p.output_audio_format,
@@ -231,14 +275,14 @@ class ResponseRun:
         """The LLM request, its history cut to the context by `session.truncation`; its prompt
         tokens as counted, and the context used. Raises ContextOverflow when even the kept part
         does not fit."""
-        p, llm = self.params, self.session.engines.llm
+        p, llm = self.params, self.host.engines.llm
         tools = [tool_for_chat(t) for t in p.tools]
-        max_tokens = self.session.max_tokens(p.max_output_tokens)
+        max_tokens = self.context.max_tokens
         req = ChatRequest(
             messages=messages, tools=tools,
             tool_choice=tool_choice_for_chat(p.tool_choice) if p.tools else "none",
             temperature=p.temperature, max_tokens=max_tokens,
-            parallel_tool_calls=self.session.config.get("parallel_tool_calls", True),
+            parallel_tool_calls=self.context.parallel_tool_calls,
         )
         known = [n for n in (llm.context_tokens(), state.window) if n is not None]
         if not known:
@@ -250,8 +294,7 @@ class ResponseRun:
         budget = window - reserve - PROMPT_MARGIN_TOKENS
         counts = [round(n * state.scale) for n in state.cache.count(messages, llm.count_tokens)]
         fixed = round(llm.count_tokens({"role": "system", "content": dumps(tools)}) * state.scale) if tools else 0
-        value = self.session.config.get("truncation", "auto")
-        pol = truncation.policy(value, self.session.settings.llm.auto_retention_ratio)
+        pol = truncation.policy(self.context.truncation, self.context.auto_retention_ratio)
         res = truncation.truncate(messages, counts, fixed, budget, pol, state.cut if p.in_conversation else None)
         if not res.fits:
             what = ("the conversation" if pol.kind == "disabled" else "the instructions and the latest turn")
@@ -274,12 +317,12 @@ class ResponseRun:
     async def _llm_events(self, messages: list[dict[str, Any]]) -> AsyncIterator[LLMEvent]:
         """The LLM's events. An overflow the engine reports before its first token is retried
         once with a history cut to what the engine said (unless truncation is disabled)."""
-        state = (self.session.conversation.truncation if self.params.in_conversation
+        state = (self.host.conversation.truncation if self.params.in_conversation
                  else truncation.State())
-        llm = self.session.engines.llm
+        llm = self.host.engines.llm
         for attempt in (1, 2):
             req, counted, window = self._request(messages, state)
-            stream = llm.stream(req, self.session.id)
+            stream = llm.stream(req, self.host.id)
             started = False
             try:
                 async for ev in stream:
@@ -287,7 +330,7 @@ class ResponseRun:
                     yield ev
                 return
             except ContextOverflow as exc:
-                if started or attempt == 2 or self.session.config.get("truncation") == "disabled":
+                if started or attempt == 2 or self.context.truncation == "disabled":
                     raise
                 self._learn(exc, state, counted, window)
                 log.info("response %s: the engine reported an overflow (%s); retrying with a shorter history",
@@ -315,7 +358,7 @@ class ResponseRun:
         audio = "audio" in p.modalities
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
         tts_task = asyncio.create_task(self._speak(clauses)) if audio else None
-        splitter = ClauseSplitter(first_max_words=self.session.settings.tts.first_clause_max_words)
+        splitter = ClauseSplitter(first_max_words=self.context.first_clause_max_words)
         finish: Finish | None = None
         stream = self._llm_events(messages + p.extra_messages)
         ended = False
@@ -389,8 +432,8 @@ class ResponseRun:
                            "output_index": index, "item": snapshot}, route)
         if self.params.in_conversation:
             async def add() -> None:
-                prev = self.session.conversation.insert(entry)
-                await self.session.emit({"type": "conversation.item.created",
+                prev = self.host.conversation.insert(entry)
+                await self.host.emit({"type": "conversation.item.created",
                                          "previous_item_id": prev, "item": snapshot}, route)
             await self._do(add)
 
@@ -425,18 +468,18 @@ class ResponseRun:
             }, Route.CONTROL)
 
     async def _speak(self, clauses: asyncio.Queue[str | None]) -> None:
-        tts = self.session.engines.tts
+        tts = self.host.engines.tts
         resampler = audio_codec.StreamResampler(tts.sample_rate, 24000)
-        opts = SynthesisOptions(voice=self.session.tts_voice(self.params.voice), speed=self.params.speed)
-        words, visemes = self.session.wants_word_timestamps(), self.session.wants_visemes()
+        opts = SynthesisOptions(voice=self.context.voice, speed=self.params.speed)
+        words, visemes = self.context.word_timestamps, self.context.visemes
         aligned = getattr(tts, "synthesize_aligned", None) if (words or visemes) else None
         timeline = tts.new_timeline() if aligned is not None else None  # type: ignore[attr-defined]
         while (clause := await clauses.get()) is not None:
             if not speakable(clause):
                 continue
             first = True
-            chunks: Any = (aligned(clause, opts, self.session.id, timeline) if aligned is not None
-                           else tts.synthesize(clause, opts, self.session.id))
+            chunks: Any = (aligned(clause, opts, self.host.id, timeline) if aligned is not None
+                           else tts.synthesize(clause, opts, self.host.id))
             async for item in chunks:
                 chunk, marks = item if aligned is not None else (item, None)
                 self.timings.mark("tts_first_audio")
@@ -481,7 +524,7 @@ class ResponseRun:
         async def send() -> None:
             self._text += delta
             msg.clause_marks.append((offset, delta))
-            await self.session.emit({
+            await self.host.emit({
                 "type": "response.audio_transcript.delta", "response_id": self.id, "item_id": msg.id,
                 "output_index": self._msg_index, "content_index": 0, "delta": delta,
             })
@@ -497,20 +540,20 @@ class ResponseRun:
 
         async def send() -> None:
             msg.audio.append(pcm)
-            self.session.audio_sent(self, msg.id, pcm)
+            self.host.audio_sent(msg.id, pcm)
             if not self._first_audio_sent:
                 self._first_audio_sent = True
                 self.timings.mark("first_audio_sent")
-            transport = self.session.transport
+            transport = self.host.transport
             if not transport.audio_in_events:
                 await transport.play_audio(self.id, msg.id, pcm)
                 return
             out = audio_codec.resample(pcm, 24000, self._out_rate)
             data = audio_codec.encode(out, self._codec)
             # Split so every frame stays well under the client's limit (4 MiB for the Voice Live SDK).
-            step = max(2, (self.session.max_audio_delta_bytes() * 3 // 4) // 2 * 2)
+            step = max(2, (self.context.max_audio_delta_bytes * 3 // 4) // 2 * 2)
             for i in range(0, len(data), step):
-                await self.session.emit({
+                await self.host.emit({
                     "type": "response.audio.delta", "response_id": self.id, "item_id": msg.id,
                     "output_index": self._msg_index, "content_index": 0,
                     "delta": base64.b64encode(data[i:i + step]).decode("ascii"),
@@ -528,45 +571,45 @@ class ResponseRun:
             ids = {"response_id": self.id, "item_id": msg.id, "output_index": idx, "content_index": 0}
             if audio:
                 part = {"type": "audio", "transcript": self._text}
-                if self.session.transport.audio_in_events:
-                    await self.session.emit({"type": "response.audio.done", **ids})
+                if self.host.transport.audio_in_events:
+                    await self.host.emit({"type": "response.audio.done", **ids})
                 else:
-                    await self.session.transport.end_audio(self.id, msg.id)
-                await self.session.emit({"type": "response.audio_transcript.done", **ids,
+                    await self.host.transport.end_audio(self.id, msg.id)
+                await self.host.emit({"type": "response.audio_transcript.done", **ids,
                                          "transcript": self._text})
                 if "word" in self._sent_marks:
-                    await self.session.emit({"type": "response.audio_timestamp.done", **ids})
+                    await self.host.emit({"type": "response.audio_timestamp.done", **ids})
                 if "viseme" in self._sent_marks:
-                    await self.session.emit({"type": "response.animation_viseme.done", **ids})
+                    await self.host.emit({"type": "response.animation_viseme.done", **ids})
             else:
                 part = {"type": "text", "text": self._text}
-                await self.session.emit({"type": "response.text.done", **ids, "text": self._text})
+                await self.host.emit({"type": "response.text.done", **ids, "text": self._text})
             msg.item["content"] = [part]
             msg.item["status"] = item_status
             self.output[idx] = msg.item
-            await self.session.emit({"type": "response.content_part.done", **ids, "part": part})
-            await self.session.emit({"type": "response.output_item.done", "response_id": self.id,
+            await self.host.emit({"type": "response.content_part.done", **ids, "part": part})
+            await self.host.emit({"type": "response.output_item.done", "response_id": self.id,
                                      "output_index": idx, "item": dict(msg.item)})
             if self.params.in_conversation:
-                await self.session.emit({"type": "conversation.item.done", "item": dict(msg.item)})
+                await self.host.emit({"type": "conversation.item.done", "item": dict(msg.item)})
         for entry, idx in self._calls.values():
             item = entry.item
             item["status"] = item_status
             if self.status == "completed" or self.status == "incomplete":
-                await self.session.emit({
+                await self.host.emit({
                     "type": "response.function_call_arguments.done", "response_id": self.id,
                     "item_id": item["id"], "output_index": idx, "call_id": item["call_id"],
                     "name": item["name"], "arguments": item["arguments"],
                 }, Route.CONTROL)
             self.output[idx] = item
-            await self.session.emit({"type": "response.output_item.done", "response_id": self.id,
+            await self.host.emit({"type": "response.output_item.done", "response_id": self.id,
                                      "output_index": idx, "item": dict(item)}, Route.CONTROL)
             if self.params.in_conversation:
-                await self.session.emit({"type": "conversation.item.done", "item": dict(item)}, Route.CONTROL)
+                await self.host.emit({"type": "conversation.item.done", "item": dict(item)}, Route.CONTROL)
         if self.status == "failed" and self.status_details:
             err = self.status_details["error"]
-            await self.session.emit({"type": "error", "error": {**err, "param": None, "event_id": None}})
-        await self.session.emit({"type": "response.done", "response": self.resource(final=True)})
+            await self.host.emit({"type": "error", "error": {**err, "param": None, "event_id": None}})
+        await self.host.emit({"type": "response.done", "response": self.resource(final=True)})
         RESPONSES_TOTAL.labels(self.status).inc()
 
 

@@ -10,7 +10,6 @@ import base64
 import binascii
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,25 +18,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from ..engines.base import EngineError, TranscribeOptions
-from . import audio as audio_codec
+from ..core import audio as audio_codec
+from ..core.errors import ProtocolError, unsupported
+from ..core.ids import new_id
+from ..engines.base import EngineError, EngineSet, TranscribeOptions
 from . import jsonguard
 from .config import OUTPUT_FORMATS, default_session, merge_update
 from .conversation import Conversation, Entry, dumps, normalize_client_item, to_messages
 from .dialects import Dialect
 from .echo import EchoCanceller
-from .errors import ProtocolError, unsupported
 from .filler import is_filler_only
-from .ids import new_id
 from .metrics import ERRORS_TOTAL, TurnTimings
 from .noise import NoiseSuppressor, level_for
-from .response import ResponseParams, ResponseRun
-from .semantic_turn import Decision, TurnPolicy
+from .response import ResponseContext, ResponseParams, ResponseRun
+from .semantic_turn import Decision, TurnPolicy, policy_config
 from .transport import Route, SessionTransport
 from .turn import Paused, Resumed, SpeechStarted, SpeechStopped, TurnDetector
 
 if TYPE_CHECKING:
-    from ..engines.registry import Engines
     from ..settings import Settings
 
 log = logging.getLogger("livevox.session")
@@ -64,7 +62,7 @@ class RealtimeSession:
     def __init__(
         self,
         *,
-        engines: Engines,
+        engines: EngineSet,
         settings: Settings,
         dialect: Dialect,
         transport: SessionTransport,
@@ -151,7 +149,7 @@ class RealtimeSession:
         await self._drop_speculation()
         runs = [r for r in (self.response, *self._side_responses) if r is not None]
         for run in runs:
-            run._silent = True
+            run.silence()
             await run.cancel("client_disconnected")
         for task in list(self._tasks):
             task.cancel()
@@ -205,15 +203,21 @@ class RealtimeSession:
             return Route.CONTROL
         return Route.EVENTS
 
+    def _stamped(self, event: dict[str, Any]) -> dict[str, Any]:
+        return {"type": event["type"], "event_id": new_id("event"), **{k: v for k, v in event.items() if k != "type"}}
+
     async def emit(self, event: dict[str, Any], route: Route | None = None) -> None:
         if self.closed and event["type"] != "error":
             return
-        ev = {"type": event["type"], "event_id": new_id("event"),
-              **{k: v for k, v in event.items() if k != "type"}}
+        ev = self._stamped(event)
         wire = self.dialect.outbound(ev)
         if wire is None:
             return
         await self.transport.send_event(wire, route or self.route(ev))
+
+    def greeting(self) -> dict[str, Any]:
+        """`session.created` in this session's dialect, for a socket that joins later (side-band)."""
+        return self.dialect.outbound(self._stamped({"type": "session.created", "session": self.session_view()})) or {}
 
     async def send_error(self, err: ProtocolError, event_id: str | None) -> None:
         ERRORS_TOTAL.labels(err.code).inc()
@@ -288,6 +292,11 @@ class RealtimeSession:
     async def apply_config(self, new: dict[str, Any]) -> None:
         if new["voice"] != self.config["voice"]:  # unknown voice (strict map), bad rate: nothing applied
             self.engines.voices.check(new["voice"])
+        td = new["turn_detection"]
+        if td is not None and policy_config(td).uses_model and not self.engines.turn.available:
+            raise ProtocolError("unsupported_value", f"turn_detection.type {td.get('type')!r} needs an end-of-turn "
+                                "model, and this server has none (turn.engine = \"none\").",
+                                param="session.turn_detection.type")
         old = self.config
         self.config = new
         if (new["input_audio_sampling_rate"] != old["input_audio_sampling_rate"]
@@ -301,8 +310,6 @@ class RealtimeSession:
                 await self._drop_speculation()
             else:
                 self._turn.configure(self._detector_cfg(new["turn_detection"]))
-            if self._policy.uses_model:
-                await load_smart_turn()
         if new.get("input_audio_noise_reduction") != old.get("input_audio_noise_reduction"):
             level = level_for(new.get("input_audio_noise_reduction"))
             self._ns = None if level is None else NoiseSuppressor(level)
@@ -325,6 +332,9 @@ class RealtimeSession:
     # ---------------------------------------------------------------- audio in
 
     async def _on_append(self, event: dict[str, Any]) -> None:
+        if not self.transport.audio_in_events:
+            raise ProtocolError("unsupported_event", "This is a WebRTC call: the microphone audio is the RTP "
+                                "track, so input_audio_buffer.append is not accepted.", param="type")
         audio = event.get("audio")
         if not isinstance(audio, str):
             raise ProtocolError("invalid_type", "'audio' must be a base64 string.", param="audio")
@@ -428,7 +438,7 @@ class RealtimeSession:
         while not decision.end_turn:
             if decision.rescore_after_ms is not None and silence_ms >= decision.rescore_after_ms:
                 audio = self._take(self._buf_start)
-                score = await (await load_smart_turn()).score(audio_codec.to_float(audio[-8 * RATE:]), self.id)
+                score = await self.engines.turn.score(audio_codec.to_float(audio[-8 * RATE:]), self.id)
                 decision = self._policy.on_silence(silence_ms, score)
                 continue
             if decision.end_at_ms is not None and silence_ms >= decision.end_at_ms:
@@ -475,7 +485,7 @@ class RealtimeSession:
         self._stop_far_reference()
         if run is not None and run.active:
             await run.cancel("turn_detected")
-            msg = run._msg
+            msg = run.message
             if auto_truncate and msg is not None and "audio" in run.params.modalities and msg.audio:
                 await self._truncate(msg, 0, self.played_ms(msg.id))
             return
@@ -510,7 +520,8 @@ class RealtimeSession:
                 return msgs
 
             # Its own timings: a discarded attempt must not leave its marks on the turn.
-            run = ResponseRun(self, self._params({}), messages, TurnTimings(), gated=True)
+            params = self._params({})
+            run = ResponseRun(self, params, self._response_context(params), messages, TurnTimings(), gated=True)
             run.start()
         self._spec = Speculation(stt, run, self.conversation.version)
 
@@ -708,12 +719,17 @@ class RealtimeSession:
                 or entry.item["content"][0].get("type") != "audio":
             raise ProtocolError("invalid_value", "Only an assistant message's audio content can be truncated.",
                                 param="content_index")
+        heard = self.transport.played_ms(entry.id)
+        if heard is not None and end_ms > heard:
+            end_ms = heard  # the user cannot have heard more than the transport played
         if end_ms > entry.audio_ms():
             raise ProtocolError("invalid_value", f"audio_end_ms {end_ms} is beyond the item's audio "
                                 f"({entry.audio_ms()} ms).", param="audio_end_ms")
-        if self.response is not None and self.response.active and self.response._msg is entry:
+        if self.response is not None and self.response.active and self.response.message is entry:
             self.transport.discard_pending_audio()
             await self.response.cancel("client_cancelled")
+        elif self.transport.pending_audio() == entry.id:
+            self.transport.discard_pending_audio()  # the item's audio still queued stops playing
         await self._truncate(entry, content_index, end_ms)
 
     async def _truncate(self, entry: Entry, content_index: int, end_ms: int) -> None:
@@ -825,7 +841,7 @@ class RealtimeSession:
             items = source if source is not None else list(self.conversation.entries)
             return await to_messages(items, params.instructions)
 
-        run = ResponseRun(self, params, messages, timings)
+        run = ResponseRun(self, params, self._response_context(params), messages, timings)
         timings.response_start = time.monotonic()
         if params.in_conversation:
             self.response = run
@@ -857,32 +873,31 @@ class RealtimeSession:
         await run.cancel("client_cancelled")
 
     async def _on_output_clear(self, event: dict[str, Any]) -> None:
-        self.transport.discard_pending_audio()
+        cut = self.transport.discard_pending_audio()  # a transport that cut audio reports .cleared itself
         self._stop_far_reference()
-        rid = self.response.id if self.response is not None else None
-        await self.emit({"type": "output_audio_buffer.cleared", "response_id": rid})
+        if cut is None:
+            rid = self.response.id if self.response is not None else None
+            await self.emit({"type": "output_audio_buffer.cleared", "response_id": rid})
 
     # ---------------------------------------------------------------- helpers for responses
 
-    def max_tokens(self, value: int | str) -> int:
-        cap = self.settings.llm.max_tokens
-        return cap if value == "inf" else min(int(value), 4096)
-
-    def tts_voice(self, voice: Any) -> str | None:
-        # The voice map (`[tts.voice_map]`); the result carries the voice's `rate` (see engines/voices.py).
-        return self.engines.voices.resolve(voice, lenient=True)
-
-    def wants_word_timestamps(self) -> bool:
-        return "word" in (self.config.get("output_audio_timestamp_types") or [])
-
-    def wants_visemes(self) -> bool:
+    def _response_context(self, params: ResponseParams) -> ResponseContext:
+        value = params.max_output_tokens
         anim = self.config.get("animation") or {}
-        return "viseme_id" in (anim.get("outputs") or [])
+        return ResponseContext(
+            max_tokens=self.settings.llm.max_tokens if value == "inf" else min(int(value), 4096),
+            # The voice map (`[tts.voice_map]`); the result carries the voice's `rate` (engines/voices.py).
+            voice=self.engines.voices.resolve(params.voice, lenient=True),
+            parallel_tool_calls=self.config.get("parallel_tool_calls", True),
+            truncation=self.config.get("truncation", "auto"),
+            auto_retention_ratio=self.settings.llm.auto_retention_ratio,
+            first_clause_max_words=self.settings.tts.first_clause_max_words,
+            word_timestamps="word" in (self.config.get("output_audio_timestamp_types") or []),
+            visemes="viseme_id" in (anim.get("outputs") or []),
+            max_audio_delta_bytes=self.limits.max_outgoing_frame_bytes,
+        )
 
-    def max_audio_delta_bytes(self) -> int:
-        return self.limits.max_outgoing_frame_bytes
-
-    def audio_sent(self, run: ResponseRun, item_id: str, pcm24k: npt.NDArray[np.int16]) -> None:
+    def audio_sent(self, item_id: str, pcm24k: npt.NDArray[np.int16]) -> None:
         t0, ms = self._playback.get(item_id, (time.monotonic(), 0.0))
         self._playback[item_id] = (t0, ms + pcm24k.size * 1000 / 24000)
         if self._echo is not None:
@@ -908,27 +923,6 @@ class RealtimeSession:
             return min(exact, entry_ms)
         t0, _ = self._playback.get(item_id, (time.monotonic(), 0.0))
         return int(min(entry_ms, (time.monotonic() - t0) * 1000))
-
-
-_smart_turn: Any = None
-_smart_turn_lock = threading.Lock()
-
-
-async def load_smart_turn() -> Any:
-    """The process-wide Smart Turn v3.2 model, loaded on first use of a semantic mode."""
-    from ..engines.executor import stage_executor
-    from ..engines.smart_turn import SmartTurn
-
-    def load() -> Any:
-        global _smart_turn
-        with _smart_turn_lock:
-            if _smart_turn is None:
-                model = SmartTurn()
-                model.load_sync()
-                _smart_turn = model
-            return _smart_turn
-
-    return _smart_turn if _smart_turn is not None else await stage_executor("turn").run("_load", load)
 
 
 def _lang(language: str | None) -> str | None:

@@ -10,6 +10,9 @@ from collections.abc import Mapping
 REALTIME_SUBPROTOCOL = "realtime"
 KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
 BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
+#: The one 401 message of every door.
+AUTH_MESSAGE = ("Missing or invalid API key. Send it as the 'api-key' header, 'Authorization: Bearer <key>', "
+                "or the 'api-key' query parameter.")
 
 
 def offered_subprotocols(headers: Mapping[str, str]) -> list[str]:

@@ -32,6 +32,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from ..core import audio as audio_codec
+from ..core.errors import ProtocolError
+from ..core.ids import new_id
 from ..engines.base import (
     STT_RATE,
     ChatRequest,
@@ -43,15 +46,12 @@ from ..engines.base import (
     ToolCallDelta,
     TranscribeOptions,
 )
-from ..realtime import audio as audio_codec
 from ..realtime import jsonguard
-from ..realtime.errors import ProtocolError
-from ..realtime.ids import new_id
-from .auth import is_authorized
+from .auth import AUTH_MESSAGE, is_authorized
 
 if TYPE_CHECKING:
     from ..engines.registry import Engines
-    from .app import LivevoxState
+    from .state import LivevoxState
 
 log = logging.getLogger("livevox.engine_api")
 
@@ -82,8 +82,7 @@ def engine_failure(exc: EngineError) -> ApiError:
 
 def _guard(request: Request, state: LivevoxState) -> Engines:
     if not is_authorized(state.settings.api_keys, request.headers, request.query_params):
-        raise ApiError(401, "Missing or invalid API key. Send it as 'Authorization: Bearer <key>' or the "
-                       "'api-key' header.", code="invalid_api_key")
+        raise ApiError(401, AUTH_MESSAGE, code="invalid_api_key")
     if state.engines is None or not state.ready:
         raise ApiError(503, "The engines are still loading; see /readyz.", code="engines_loading",
                        type_="server_error")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
 from ..realtime.jsonguard import dumps_wire
-from ..realtime.session import RealtimeSession
 from ..realtime.transport import Route, SessionTransport
 
 log = logging.getLogger("livevox.ws")
@@ -45,8 +45,9 @@ class WebSocketTransport(SessionTransport):
                 await self.ws.close(code, reason)
 
 
-async def read_frames(ws: WebSocket, session: RealtimeSession, transport: WebSocketTransport) -> None:
-    """Feed client frames to the session until the socket closes."""
+async def read_frames(ws: WebSocket, handle: Callable[[str | bytes], Awaitable[None]],
+                      transport: WebSocketTransport) -> None:
+    """Feed client frames to `handle` (a session's `handle_frame`) until the socket closes."""
     while not transport.closed:
         try:
             message = await ws.receive()
@@ -59,5 +60,5 @@ async def read_frames(ws: WebSocket, session: RealtimeSession, transport: WebSoc
             data = message.get("bytes")
         if data is None:
             continue
-        await session.handle_frame(data)
+        await handle(data)
     transport.closed = True

@@ -1,6 +1,2 @@
-"""WebRTC transport: the Voice Live calls door, the OpenAI calls door and their shared call core."""
-
-from .doors import join_sideband, webrtc_routes
-from .registry import CallRegistry, call_registry
-
-__all__ = ["CallRegistry", "call_registry", "join_sideband", "webrtc_routes"]
+"""WebRTC transport: the call core (`RtcCall`), its tracks, SDP and ICE policy, and the session transport
+over a call. The HTTP and WebSocket doors that create calls live in `livevox.server.webrtc_doors`."""

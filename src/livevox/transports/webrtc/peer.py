@@ -25,11 +25,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
-from ...realtime.ids import new_id
+from ...core.ids import new_id
 from ...settings import WebRTCSettings
 from .ice import advertise_nat_1to1, host_address_policy, rtc_configuration
 from .metrics import CALL_ERRORS_TOTAL, CALLS_ACTIVE, CALLS_ENDED_TOTAL, CALLS_TOTAL
-from .registry import CallRegistry
 from .sdp import Offer, OfferError
 from .tracks import AgentAudioTrack, decode_on_loop, pump_inbound
 
@@ -47,13 +46,12 @@ _MAX_BUFFERED = 8 * 1024 * 1024
 
 
 class RtcCall:
-    def __init__(self, *, door: Door, settings: WebRTCSettings, registry: CallRegistry,
-                 call_id: str | None = None, listen_host: str | None = None) -> None:
+    def __init__(self, *, door: Door, settings: WebRTCSettings, call_id: str | None = None,
+                 listen_host: str | None = None) -> None:
         self.id = call_id or new_id("rtc")
         self.door = door
         self.settings = settings
         self.listen_host = listen_host  # the server's bind address: loopback adds loopback candidates
-        self.registry = registry
         self.session: RealtimeSession | None = None
         self.pc: RTCPeerConnection | None = None
         self.track: AgentAudioTrack | None = None
@@ -272,7 +270,6 @@ class RtcCall:
             CALL_ERRORS_TOTAL.labels(reason).inc()
         if self._counted:
             CALLS_ACTIVE.labels(self.door).dec()
-        self.registry.remove(self.id)
         me = asyncio.current_task()
         for task in list(self._tasks):
             if task is not me:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .peer import RtcCall
-
-_ATTR = "webrtc_calls"
 
 
 class CallRegistry:
@@ -28,16 +26,3 @@ class CallRegistry:
 
     def __len__(self) -> int:
         return len(self._calls)
-
-    async def close_all(self, reason: str = "server_shutdown") -> None:
-        for call in self.calls():
-            await call.close(reason)
-
-
-def call_registry(state: Any) -> CallRegistry:
-    """The registry kept on the server state (`state.webrtc_calls`), created on first use."""
-    registry = getattr(state, _ATTR, None)
-    if not isinstance(registry, CallRegistry):
-        registry = CallRegistry()
-        setattr(state, _ATTR, registry)
-    return registry

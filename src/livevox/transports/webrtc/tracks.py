@@ -33,8 +33,8 @@ from aiortc.codecs import get_decoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from ...realtime import audio as audio_codec
-from ...realtime.errors import ProtocolError
+from ...core import audio as audio_codec
+from ...core.errors import ProtocolError
 from .metrics import FRAME_JITTER_SECONDS, FRAMES_SENT, MEDIA_CLOCK_RESETS, UNDERRUN_FRAMES
 from .sdp import AudioCodec
 

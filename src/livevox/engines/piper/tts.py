@@ -14,12 +14,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..realtime.alignment import ChunkTimeline, Timeline, alignment_session
-from .base import WARMUP_SENTENCE, EngineError, Int16Array, SynthesisOptions
-from .carriers import piper_voice
-from .executor import stage_executor
-from .voices import effective_speed
-from .whisper import stream_job
+from ...core.executor import stage_executor, stream_job
+from ..base import WARMUP_SENTENCE, EngineError, Int16Array, SynthesisOptions
+from ..carriers import piper_voice
+from ..voices import effective_speed
+from .alignment import ChunkTimeline, Timeline, alignment_session
 
 log = logging.getLogger(__name__)
 

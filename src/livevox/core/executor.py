@@ -4,6 +4,9 @@ Each stage (VAD, STT, LLM, TTS) gets its own worker threads, so a long LLM answe
 holds up another session's VAD. Within a stage, jobs are queued per session and the workers
 take them round-robin, so one session that submits many jobs (a long answer's clauses) cannot
 starve another that submits one.
+
+`stream_job` is the bridge the model engines share: it runs a blocking producer on a stage's
+executor and hands each item it emits to the event loop as soon as it exists.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -104,3 +107,60 @@ def stage_executor(stage: str, threads: int = 1) -> FairExecutor:
         if ex is None:
             ex = _executors[stage] = FairExecutor(stage, threads)
         return ex
+
+
+
+#: A producer runs on a worker thread: it calls `emit(item)` for each result and should return
+#: soon after `stop` is set (the consumer went away).
+Producer = Callable[[Callable[[T], None], threading.Event], None]
+
+_DONE = object()
+
+async def stream_job(stage: str, session_id: str, produce: Producer[T]) -> AsyncIterator[T]:
+    """Run `produce` as one job on `stage`'s executor and yield what it emits, as it emits it.
+
+    Closing the iterator early (aclose, GeneratorExit, task cancellation) sets `stop`, so the
+    producer can return at its next check; a job still queued is dropped without running.
+    Exceptions raised by the producer are re-raised here, after the items emitted before them.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    stop = threading.Event()
+    started = threading.Event()
+
+    def emit(item: T) -> None:
+        if not stop.is_set():
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def job() -> None:
+        started.set()
+        if stop.is_set():
+            return
+        produce(emit, stop)
+
+    def finished(task: asyncio.Task[None]) -> None:
+        # Wakes the consumer with the job's outcome; always runs on the loop, after every emit.
+        if task.cancelled():
+            queue.put_nowait(_DONE)
+        elif (exc := task.exception()) is not None:
+            queue.put_nowait(exc)
+        else:
+            queue.put_nowait(_DONE)
+
+    task = asyncio.ensure_future(stage_executor(stage).run(session_id, job))
+    task.add_done_callback(finished)
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        if not task.done():
+            stop.set()
+            if not started.is_set():
+                # Still queued behind other sessions' work: drop it (FairExecutor skips jobs whose
+                # future is cancelled). If it started meanwhile, it sees `stop` and returns.
+                task.cancel()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -22,23 +22,19 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Message
 from starlette.websockets import WebSocket
 
-from ...realtime import jsonguard
-from ...realtime.dialects import OpenAIGADialect
-from ...realtime.errors import ProtocolError
-from ...realtime.ids import new_id
-from ...realtime.metrics import SESSIONS_ACTIVE, SESSIONS_TOTAL
-from ...realtime.session import RealtimeSession
-from ...realtime.transport import Route as EventRoute
-from ...server.auth import chosen_subprotocol, is_authorized
-from ..websocket import WebSocketTransport
-from .metrics import CALL_ERRORS_TOTAL
-from .peer import RtcCall
-from .registry import CallRegistry, call_registry
-from .sdp import MAX_SDP_BYTES, OfferError, validate_offer
-from .transport import WebRTCTransport
-
-if TYPE_CHECKING:
-    from ...server.app import LivevoxState
+from ..core.errors import ProtocolError
+from ..realtime import jsonguard
+from ..realtime.dialects import OpenAIGADialect
+from ..realtime.session import RealtimeSession
+from ..realtime.transport import Route as EventRoute
+from ..transports.webrtc.metrics import CALL_ERRORS_TOTAL
+from ..transports.webrtc.peer import Door, RtcCall
+from ..transports.webrtc.sdp import MAX_SDP_BYTES, OfferError, validate_offer
+from ..transports.webrtc.transport import WebRTCTransport
+from ..transports.websocket import WebSocketTransport, read_frames
+from .auth import chosen_subprotocol
+from .realtime_ws import admit, session_request
+from .state import LivevoxState, SessionRequest, error_body
 
 log = logging.getLogger("livevox.webrtc")
 
@@ -46,47 +42,27 @@ log = logging.getLogger("livevox.webrtc")
 MAX_BODY_BYTES = 1024 * 1024
 
 
-def _error(status: int, code: str, message: str, type_: str = "invalid_request_error",
-           param: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"type": type_, "code": code, "message": message, "param": param}},
-                        status_code=status)
-
-
-async def _reject_append(event: dict[str, Any]) -> None:
-    raise ProtocolError("unsupported_event", "This is a WebRTC call: the microphone audio is the RTP "
-                        "track, so input_audio_buffer.append is not accepted.", param="type")
-
-
 def _session_param(err: ProtocolError) -> str:
     return f"session.{err.param.removeprefix('session.')}" if err.param else "session"
 
 
-async def _read_frames(ws: WebSocket, session: RealtimeSession) -> None:
-    while True:
-        try:
-            message = await ws.receive()
-        except Exception:
-            return
-        if message["type"] == "websocket.disconnect":
-            return
-        data = message.get("text")
-        if data is None:
-            data = message.get("bytes")
-        if data is not None:
-            await session.handle_frame(data)
+def _new_call(state: LivevoxState, door: Door, transport_of: Callable[[RtcCall], WebRTCTransport],
+              request: SessionRequest) -> tuple[RtcCall, RealtimeSession]:
+    """A call, its transport and its session, counted and registered until the call ends."""
+    call = RtcCall(door=door, settings=state.settings.webrtc,
+                   listen_host=state.settings.host)
+    session = state.new_session(request, transport_of(call))
+    call.attach(session)
+    release = state.track(session, "webrtc")
+    registry = state.calls
+    registry.add(call)
 
+    async def ended(reason: str) -> None:
+        registry.remove(call.id)
+        await release()
 
-def _track_session(state: LivevoxState, session: RealtimeSession, call: RtcCall) -> None:
-    state.sessions.add(session)
-    SESSIONS_TOTAL.labels("webrtc").inc()
-    SESSIONS_ACTIVE.labels("webrtc").inc()
-
-    async def release(reason: str) -> None:
-        state.sessions.discard(session)
-        SESSIONS_ACTIVE.labels("webrtc").dec()
-        await session.close()
-
-    call.on_close(release)
+    call.on_close(ended)
+    return call, session
 
 
 # ================================================================ Voice Live door
@@ -119,63 +95,19 @@ def _sdp_create_handler(call: RtcCall, session: RealtimeSession) -> Callable[[di
     return handle
 
 
-async def serve_voicelive_call(ws: WebSocket, state: LivevoxState, registry: CallRegistry) -> None:
-    from ...server.app import admit, new_session
-
+async def serve_voicelive_call(ws: WebSocket, state: LivevoxState) -> None:
     if not await admit(ws, state):
         return
     await ws.accept(subprotocol=chosen_subprotocol(ws.headers))
-    call = RtcCall(door="voicelive", settings=state.settings.webrtc, registry=registry,
-                   listen_host=state.settings.host)
     control = WebSocketTransport(ws)
-    transport = WebRTCTransport(call, control)
-    session = new_session(ws, state, transport)
+    call, session = _new_call(state, "voicelive", lambda c: WebRTCTransport(c, control), session_request(ws))
     session.extra_handlers["rtc.call.sdp.create"] = _sdp_create_handler(call, session)
-    _install_handlers(call, session)
-    call.attach(session)
-    registry.add(call)
-    _track_session(state, session, call)
     try:
         await session.start()
-        await _read_frames(ws, session)
+        await read_frames(ws, session.handle_frame, control)
     finally:
         control.closed = True
         await call.close("websocket_closed")
-
-
-def _install_handlers(call: RtcCall, session: RealtimeSession) -> None:
-    """Client events that mean something else when the audio is an RTP track."""
-    session.extra_handlers["input_audio_buffer.append"] = _reject_append
-    session.extra_handlers["output_audio_buffer.clear"] = _clear_handler(call, session)
-    session.extra_handlers["conversation.item.truncate"] = _truncate_handler(call, session)
-
-
-def _truncate_handler(call: RtcCall, session: RealtimeSession) -> Callable[[dict[str, Any]], Awaitable[None]]:
-    """`conversation.item.truncate` on a WebRTC call: the cut is at most what the track really sent
-    (the user cannot have heard more), and the item's audio still queued stops playing."""
-    default = session._handlers["conversation.item.truncate"]  # the session's own handler, wrapped
-
-    async def handle(event: dict[str, Any]) -> None:
-        track, item_id, end_ms = call.track, event.get("item_id"), event.get("audio_end_ms")
-        if track is not None and isinstance(item_id, str):
-            sent = track.sent_ms(item_id)
-            if sent is not None and isinstance(end_ms, int) and not isinstance(end_ms, bool) and end_ms > sent:
-                event = {**event, "audio_end_ms": sent}
-            if track.playing_item == item_id:
-                track.discard()
-        await default(event)
-
-    return handle
-
-
-def _clear_handler(call: RtcCall, session: RealtimeSession) -> Callable[[dict[str, Any]], Awaitable[None]]:
-    async def handle(event: dict[str, Any]) -> None:
-        cut = call.track.discard() if call.track is not None else None  # reports .cleared if it cut audio
-        if cut is None:
-            rid = session.response.id if session.response is not None else None
-            await session.emit({"type": "output_audio_buffer.cleared", "response_id": rid})
-
-    return handle
 
 
 # ================================================================ OpenAI door
@@ -250,43 +182,20 @@ async def _part_text(part: str | UploadFile, param: str) -> str:
     return _text(data, param)
 
 
-def _authorized(state: LivevoxState, conn: Request | WebSocket) -> bool:
-    return is_authorized(state.settings.api_keys, conn.headers, conn.query_params)
-
-
-_AUTH_MESSAGE = ("Missing or invalid API key. Send it as 'Authorization: Bearer <key>', the 'api-key' header, "
-                 "or the 'api-key' query parameter.")
-
-
-async def create_openai_call(request: Request, state: LivevoxState, registry: CallRegistry) -> Response:
-    if not _authorized(state, request):
-        return _error(401, "invalid_api_key", _AUTH_MESSAGE)
-    if not state.ready or state.engines is None:
-        return _error(503, "engines_loading", "The engines are still loading; see /readyz.", "server_error")
-    limit = state.settings.limits.max_sessions
-    if len(state.sessions) >= limit:
-        return _error(503, "session_limit_reached", f"The server holds its maximum of {limit} sessions "
-                      "(limits.max_sessions).", "server_error")
+async def create_openai_call(request: Request, state: LivevoxState) -> Response:
+    refusal = state.refusal(request.headers, request.query_params)
+    if refusal is not None:
+        return refusal
     try:
         sdp_text, session_cfg = await _offer_from_request(request, jsonguard.JsonBounds.of(state.settings.limits))
         offer = validate_offer(sdp_text)
     except OfferError as err:
         CALL_ERRORS_TOTAL.labels(err.code).inc()
-        return _error(err.status, err.code, err.message, err.type, err.param)
-    call = RtcCall(door="openai", settings=state.settings.webrtc, registry=registry,
-                   listen_host=state.settings.host)
-    transport = WebRTCTransport(call)
-    q = request.query_params
-    model = (session_cfg or {}).get("model") or q.get("model") or "gpt-realtime"
-    session = RealtimeSession(
-        engines=state.engines, settings=state.settings, dialect=OpenAIGADialect(), transport=transport,
-        model=model if isinstance(model, str) else None, api_version=q.get("api-version"),
-        latency_events=state.settings.latency_events
-        or q.get("livevox-latency-events", "").lower() in ("1", "true"),
-    )
-    _install_handlers(call, session)
-    call.attach(session)
-    _track_session(state, session, call)
+        return error_body(err.status, err.code, err.message, err.type, err.param)
+    model = (session_cfg or {}).get("model") or request.query_params.get("model") or "gpt-realtime"
+    call, session = _new_call(state, "openai", WebRTCTransport, SessionRequest(
+        path=request.url.path, headers=request.headers, query=request.query_params,
+        dialect=OpenAIGADialect(), model=model if isinstance(model, str) else None))
     try:
         await session.start()  # session.created waits for the data channel
         if session_cfg is not None:
@@ -298,48 +207,46 @@ async def create_openai_call(request: Request, state: LivevoxState, registry: Ca
     except OfferError as err:
         CALL_ERRORS_TOTAL.labels(err.code).inc()
         await call.close("offer_refused")
-        return _error(err.status, err.code, err.message, err.type, err.param)
+        return error_body(err.status, err.code, err.message, err.type, err.param)
     except BaseException:
         await call.close("server_error")
         raise
-    registry.add(call)
     return Response(answer, status_code=201, media_type="application/sdp",
                     headers={"Location": f"/v1/realtime/calls/{call.id}"})
 
 
-async def hangup_openai_call(request: Request, state: LivevoxState, registry: CallRegistry) -> Response:
-    if not _authorized(state, request):
-        return _error(401, "invalid_api_key", _AUTH_MESSAGE)
+async def hangup_openai_call(request: Request, state: LivevoxState) -> Response:
+    refusal = state.refusal(request.headers, request.query_params, session=False)
+    if refusal is not None:
+        return refusal
     call_id = request.path_params["call_id"]
-    call = registry.get(call_id)
+    call = state.calls.get(call_id)
     if call is None:
-        return _error(404, "call_not_found", f"No active call with id '{call_id}'.", param="call_id")
+        return error_body(404, "call_not_found", f"No active call with id '{call_id}'.", param="call_id")
     await call.close("hangup")
     return JSONResponse({}, status_code=200)
 
 
 async def join_sideband(ws: WebSocket, state: LivevoxState) -> None:
     """`GET /v1/realtime?call_id=...`: a server-side WebSocket on an existing call's session."""
-    registry = call_registry(state)
     call_id = ws.query_params.get("call_id", "")
-    if not _authorized(state, ws):
-        await ws.send_denial_response(_error(401, "invalid_api_key", _AUTH_MESSAGE))
+    refusal = state.refusal(ws.headers, ws.query_params, session=False)
+    if refusal is not None:
+        await ws.send_denial_response(refusal)
         return
-    call = registry.get(call_id)
+    call = state.calls.get(call_id)
     session = call.session if call is not None else None
     transport = session.transport if session is not None else None
     if call is None or session is None or not isinstance(transport, WebRTCTransport):
-        await ws.send_denial_response(_error(404, "call_not_found", f"No active call with id '{call_id}'.",
-                                             param="call_id"))
+        await ws.send_denial_response(error_body(404, "call_not_found", f"No active call with id '{call_id}'.",
+                                                 param="call_id"))
         return
     await ws.accept(subprotocol=chosen_subprotocol(ws.headers))
     sideband = WebSocketTransport(ws)
-    await sideband.send_event(session.dialect.outbound({
-        "type": "session.created", "event_id": new_id("event"), "session": session.session_view()}) or {},
-        EventRoute.CONTROL)
+    await sideband.send_event(session.greeting(), EventRoute.CONTROL)
     transport.add_sideband(sideband)
     try:
-        await _read_frames(ws, session)
+        await read_frames(ws, session.handle_frame, sideband)
     finally:
         transport.remove_sideband(sideband)
         await sideband.close()
@@ -349,17 +256,16 @@ async def join_sideband(ws: WebSocket, state: LivevoxState) -> None:
 
 
 def webrtc_routes(state: LivevoxState) -> list[BaseRoute]:
-    """The WebRTC routes, bound to the server state (which gets a call registry)."""
-    registry = call_registry(state)
+    """The WebRTC doors' routes, bound to the server state."""
 
     async def voicelive_calls(ws: WebSocket) -> None:
-        await serve_voicelive_call(ws, state, registry)
+        await serve_voicelive_call(ws, state)
 
     async def create_call(request: Request) -> Response:
-        return await create_openai_call(request, state, registry)
+        return await create_openai_call(request, state)
 
     async def hangup(request: Request) -> Response:
-        return await hangup_openai_call(request, state, registry)
+        return await hangup_openai_call(request, state)
 
     routes: list[BaseRoute] = [WebSocketRoute("/voice-live/realtime/calls", voicelive_calls)]
     for prefix in ("/v1", "/openai/v1"):
