@@ -11,6 +11,11 @@ from .errors import ProtocolError
 Int16Array = npt.NDArray[np.int16]
 Float32Array = npt.NDArray[np.float32]
 
+#: The session clock: every session hears, detects speech and transcribes at 16 kHz.
+SESSION_RATE = 16000
+#: Conversation items' audio and the realtime API's PCM16 default: 24 kHz.
+ITEM_RATE = 24000
+
 
 def _ulaw_decode_table() -> Int16Array:
     u = ~np.arange(256, dtype=np.int32) & 0xFF

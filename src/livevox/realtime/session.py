@@ -12,13 +12,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ..core import audio as audio_codec
+from ..core.audio import SESSION_RATE
 from ..core.errors import ProtocolError, unsupported
 from ..core.ids import new_id
 from ..engines.base import EngineError, EngineSet, TranscribeOptions
@@ -26,36 +26,23 @@ from . import jsonguard
 from .config import OUTPUT_FORMATS, default_session, merge_update
 from .conversation import Conversation, Entry, dumps, normalize_client_item, to_messages
 from .dialects import Dialect
-from .echo import EchoCanceller
-from .filler import is_filler_only
+from .input_audio import InputAudio
 from .metrics import ERRORS_TOTAL, TurnTimings
-from .noise import NoiseSuppressor, level_for
 from .response import ResponseContext, ResponseParams, ResponseRun
-from .semantic_turn import Decision, TurnPolicy, policy_config
+from .semantic_turn import policy_config
 from .transport import Route, SessionTransport
-from .turn import Paused, Resumed, SpeechStarted, SpeechStopped, TurnDetector
+from .turn_taking import Speculation, TurnTaking, discard
 
 if TYPE_CHECKING:
     from ..settings import Settings
 
 log = logging.getLogger("livevox.session")
 
-RATE = 16000
-#: remove_filler_words: speech longer than this is no filler word, and barges in at once.
-FILLER_MAX_SAMPLES = 900 * RATE // 1000
+RATE = SESSION_RATE
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 
 _CONTROL_PREFIXES = ("session.", "error", "warning", "rtc.", "response.function_call_arguments")
 _TOOL_ITEMS = ("function_call", "function_call_output")
-
-
-@dataclass
-class Speculation:
-    """Work started when the VAD first hears silence, before the end-of-turn decision."""
-
-    stt: asyncio.Task[str]
-    response: ResponseRun | None
-    conv_version: int
 
 
 class RealtimeSession:
@@ -90,30 +77,10 @@ class RealtimeSession:
         self.extra_handlers: dict[str, Handler] = {}
         self.closed = False
         self._last_activity = time.monotonic()
-        # input audio, on the 16 kHz session clock
-        self._vad = engines.vad.stream()
-        td = self.config["turn_detection"]
-        self._policy = TurnPolicy(td)
-        self._turn = TurnDetector(self._detector_cfg(td), self._vad.frame_samples)
-        # semantic end of turn: where the current silence began, and the policy's plan for it
-        self._silence_start: int | None = None
-        self._decision: Decision | None = None
-        self._speech_start = 0
-        self._barge_pending = False  # remove_filler_words: barge-in waits to hear what was said
-        self._ns: NoiseSuppressor | None = None
-        self._echo: EchoCanceller | None = None
-        self._far_resampler = audio_codec.StreamResampler(24000, RATE)
-        self._far_next = 0  # input-clock sample where the next played sample is heard
-        self._in_resampler = audio_codec.StreamResampler(self.config["input_audio_sampling_rate"], RATE)
-        self._clock = 0  # samples received
-        self._buf: list[npt.NDArray[np.int16]] = []
-        self._buf_start = 0  # clock sample of the buffer's first sample
-        self._buf_len = 0
-        self._vad_tail = np.zeros(0, np.int16)
-        self._vad_tail_start = 0
-        self._speech_item: str | None = None
-        self._timings: TurnTimings | None = None
-        self._spec: Speculation | None = None
+        # the microphone path and turn-taking, on the 16 kHz session clock
+        self.audio = InputAudio(self.id, self.config["input_audio_sampling_rate"], self.limits.max_input_buffer_seconds)
+        self.turns = TurnTaking(self, self.audio, engines.vad.stream(), engines.turn, self.config["turn_detection"],
+                                settings.stt.tail_ms)
         self._playback: dict[str, tuple[float, float]] = {}  # item -> (first send time, ms sent)
         self._handlers: dict[str, Handler] = {
             "session.update": self._on_session_update,
@@ -146,7 +113,7 @@ class RealtimeSession:
         if self.closed:
             return
         self.closed = True
-        await self._drop_speculation()
+        await self.turns.drop_speculation()
         runs = [r for r in (self.response, *self._side_responses) if r is not None]
         for run in runs:
             run.silence()
@@ -158,7 +125,7 @@ class RealtimeSession:
                 await task
         self._tasks.clear()
         self.conversation.entries.clear()
-        self._buf.clear()
+        self.audio.clear()
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -280,7 +247,7 @@ class RealtimeSession:
                                 param="session")
         update = event["session"]
         new, warnings = merge_update(self.config, update, self.api_version)
-        if self._buf_len and (new["input_audio_format"] != self.config["input_audio_format"]
+        if self.audio.size and (new["input_audio_format"] != self.config["input_audio_format"]
                               or new["input_audio_sampling_rate"] != self.config["input_audio_sampling_rate"]):
             raise ProtocolError("invalid_value", "The input audio format cannot change while audio is "
                                 "buffered.", param="session.input_audio_format")
@@ -299,35 +266,9 @@ class RealtimeSession:
                                 param="session.turn_detection.type")
         old = self.config
         self.config = new
-        if (new["input_audio_sampling_rate"] != old["input_audio_sampling_rate"]
-                or new["input_audio_format"] != old["input_audio_format"]):
-            self._in_resampler = audio_codec.StreamResampler(new["input_audio_sampling_rate"], RATE)
+        self.audio.configure(new, old)
         if new["turn_detection"] != old["turn_detection"]:
-            self._policy.configure(new["turn_detection"])
-            self._silence_start, self._decision = None, None
-            if new["turn_detection"] is None:
-                self._turn.reset()
-                await self._drop_speculation()
-            else:
-                self._turn.configure(self._detector_cfg(new["turn_detection"]))
-        if new.get("input_audio_noise_reduction") != old.get("input_audio_noise_reduction"):
-            level = level_for(new.get("input_audio_noise_reduction"))
-            self._ns = None if level is None else NoiseSuppressor(level)
-        if new.get("input_audio_echo_cancellation") != old.get("input_audio_echo_cancellation"):
-            self._echo = EchoCanceller(RATE) if new.get("input_audio_echo_cancellation") else None
-            self._far_next = self._clock
-
-    def _detector_cfg(self, td: dict[str, Any] | None) -> dict[str, Any]:
-        cfg = {**(td or {}), "pause_after_ms": self.settings.stt.tail_ms}
-        # In the semantic modes the policy ends turns; the detector only finds speech and pauses.
-        if td is not None and self._policy.uses_model:
-            cfg["silence_duration_ms"] = 60_000
-        return cfg
-
-    def _stt_end(self, speech_end: int) -> int:
-        """Where a VAD turn's transcription ends: the end of speech plus its tail. Speculation and
-        commit both cut here, so the committed turn's transcript is the speculative one."""
-        return speech_end + self._turn.pause_after
+            await self.turns.configure(new["turn_detection"])
 
     # ---------------------------------------------------------------- audio in
 
@@ -352,137 +293,29 @@ class RealtimeSession:
     async def feed_audio(self, samples: npt.NDArray[np.int16], rate: int | None = None) -> None:
         """Audio from any transport, at the session's input rate (or `rate`)."""
         self._last_activity = time.monotonic()
-        pcm = (self._in_resampler.process(samples) if rate is None
-               else audio_codec.resample(samples, rate, RATE))
+        pcm = await self.audio.clean(samples, rate)
         if pcm.size == 0:
             return
-        # Echo cancellation first (it needs the raw microphone signal), then noise suppression.
-        if self._echo is not None:
-            pcm = await self._echo.near_async(pcm, self._clock, self.id)
-        if self._ns is not None:
-            pcm = await self._ns.process_async(pcm, self.id)
-        max_samples = int(self.limits.max_input_buffer_seconds * RATE)
-        if self._buf_len + pcm.size > max_samples and self.config["turn_detection"] is None:
-            raise ProtocolError("input_audio_buffer_full", "The input audio buffer is full "
-                                f"({self.limits.max_input_buffer_seconds:g} s, "
-                                "limits.max_input_buffer_seconds); commit or clear it.", param="audio")
-        self._buf.append(pcm)
-        self._buf_len += pcm.size
-        start = self._clock
-        self._clock += pcm.size
-        if self.config["turn_detection"] is None:
-            return
-        await self._run_vad(pcm, start)
-        if not self._turn.speaking and self._speech_item is None:
-            self._trim_buffer()
+        detecting = self.config["turn_detection"] is not None
+        start = self.audio.append(pcm, bounded=not detecting)
+        if detecting:
+            await self.turns.heard(pcm, start)
 
-    def _trim_buffer(self) -> None:
-        # While nobody speaks, keep only what prefix padding may need.
-        keep = self._turn.prefix + self._vad.frame_samples * 2
-        if self._buf_len > keep * 2:
-            self._take(self._clock - keep)
+    # ---------------------------------------------------------------- turn-taking's host
 
-    def _take(self, from_sample: int, to_sample: int | None = None) -> npt.NDArray[np.int16]:
-        """Drop buffered audio before `from_sample`; return [from, to) (to = now)."""
-        if not self._buf:
-            self._buf_start = self._clock
-            return np.zeros(0, np.int16)
-        whole = np.concatenate(self._buf)
-        cut = max(0, min(from_sample - self._buf_start, whole.size))
-        whole = whole[cut:]
-        self._buf = [whole]
-        self._buf_start += cut
-        self._buf_len = whole.size
-        end = whole.size if to_sample is None else max(0, min(to_sample - self._buf_start, whole.size))
-        return whole[:end]
+    def conversation_version(self) -> int:
+        return self.conversation.version
 
-    async def _run_vad(self, pcm: npt.NDArray[np.int16], start: int) -> None:
-        frame = self._vad.frame_samples
-        if self._vad_tail.size == 0:
-            self._vad_tail_start = start
-        tail = np.concatenate([self._vad_tail, pcm]) if self._vad_tail.size else pcm
-        n = tail.size // frame * frame
-        self._vad_tail = tail[n:]
-        if n == 0:
-            return
-        first = self._vad_tail_start
-        self._vad_tail_start = first + n
-        probs = await self._vad.probabilities(audio_codec.to_float(tail[:n]), self.id)
-        for ev in self._turn.process(probs, first):
-            if isinstance(ev, SpeechStarted):
-                await self._speech_started(ev)
-            elif isinstance(ev, Paused):
-                await self._paused(ev)
-            elif isinstance(ev, Resumed):
-                self._policy.reset()
-                self._silence_start, self._decision = None, None
-                await self._drop_speculation()
-            elif isinstance(ev, SpeechStopped):
-                await self._speech_stopped(ev)
-        now = first + n
-        if (self._barge_pending and self._turn.speaking and not self._turn.in_pause
-                and now - self._speech_start >= FILLER_MAX_SAMPLES):
-            await self._barge_in_now()  # too long to be a filler word
-        if self._decision is not None and self._silence_start is not None:
-            await self._semantic_step(now)
-
-    async def _semantic_step(self, now: int) -> None:
-        """Advance the end-of-turn policy through the current silence (semantic modes)."""
-        assert self._decision is not None and self._silence_start is not None
-        silence_ms = (now - self._silence_start) * 1000 // RATE
-        decision = self._decision
-        spec = self._spec
-        if self._policy.awaiting_transcript and spec is not None and spec.stt.done():
-            text = "" if spec.stt.cancelled() or spec.stt.exception() else spec.stt.result()
-            decision = self._policy.on_silence(silence_ms, None, text)
-        while not decision.end_turn:
-            if decision.rescore_after_ms is not None and silence_ms >= decision.rescore_after_ms:
-                audio = self._take(self._buf_start)
-                score = await self.engines.turn.score(audio_codec.to_float(audio[-8 * RATE:]), self.id)
-                decision = self._policy.on_silence(silence_ms, score)
-                continue
-            if decision.end_at_ms is not None and silence_ms >= decision.end_at_ms:
-                decision = self._policy.on_silence(silence_ms, None)
-                continue
-            break
-        self._decision = decision
-        if decision.end_turn:
-            end = self._silence_start
-            self._silence_start, self._decision = None, None
-            self._turn.reset()
-            await self._speech_stopped(SpeechStopped(end, now))
-
-    async def _speech_started(self, ev: SpeechStarted) -> None:
-        self._take(ev.start_sample)
-        self._speech_item = new_id("item")
-        self._speech_start = ev.start_sample
-        self._timings = TurnTimings()
-        self._policy.reset()
-        self._silence_start, self._decision = None, None
-        await self.emit({"type": "input_audio_buffer.speech_started",
-                         "audio_start_ms": ev.start_sample * 1000 // RATE, "item_id": self._speech_item})
-        td = self.config["turn_detection"] or {}
-        if td.get("interrupt_response", True) and self._answer_audible():
-            if td.get("remove_filler_words"):
-                self._barge_pending = True  # decided once we know it is more than "mm-hmm"
-            else:
-                await self._barge_in(td.get("auto_truncate", False))
-
-    def _answer_audible(self) -> bool:
+    def answer_audible(self) -> bool:
         """An answer is being generated, or its audio is still playing out of the transport."""
         return (self.response is not None and self.response.active) or \
             self.transport.pending_audio() is not None
 
-    async def _barge_in_now(self) -> None:
-        self._barge_pending = False
-        if self._answer_audible():
-            await self._barge_in((self.config["turn_detection"] or {}).get("auto_truncate", False))
-
-    async def _barge_in(self, auto_truncate: bool) -> None:
+    async def barge_in(self, auto_truncate: bool) -> None:
         """The user speaks over the answer: the session decides, the transport only drops audio."""
         run = self.response
         cut = self.transport.discard_pending_audio()
-        self._stop_far_reference()
+        self.audio.stop_far()
         if run is not None and run.active:
             await run.cancel("turn_detected")
             msg = run.message
@@ -496,104 +329,47 @@ class RealtimeSession:
                 if entry.audio:
                     await self._truncate(entry, 0, self.played_ms(cut))
 
-    async def _paused(self, ev: Paused) -> None:
-        await self._drop_speculation()
-        if self._policy.uses_model:
-            self._silence_start, self._decision = ev.end_sample, self._policy.start()
-        audio = self._take(self._buf_start, self._stt_end(ev.end_sample))
-        if audio.size == 0:
-            return
-        stt = asyncio.ensure_future(self._transcribe_text(audio))
-        self._policy.expect_transcript()
-        run = None
+    def speculate(self, stt: asyncio.Future[str]) -> ResponseRun | None:
         td = self.config["turn_detection"] or {}
-        if td.get("create_response", True) and (self.response is None or not self.response.active):
-            # The LLM may start too: nothing it does is visible until the turn really ends.
-            snapshot = list(self.conversation.entries)
-            instructions = self.config["instructions"]
+        if not td.get("create_response", True) or (self.response is not None and self.response.active):
+            return None
+        # The LLM may start too: nothing it does is visible until the turn really ends.
+        snapshot = list(self.conversation.entries)
+        instructions = self.config["instructions"]
 
-            async def messages() -> list[dict[str, Any]]:
-                text = await asyncio.shield(stt)
-                msgs = await to_messages(snapshot, instructions)
-                if text:
-                    msgs.append({"role": "user", "content": text})
-                return msgs
+        async def messages() -> list[dict[str, Any]]:
+            text = await asyncio.shield(stt)
+            msgs = await to_messages(snapshot, instructions)
+            if text:
+                msgs.append({"role": "user", "content": text})
+            return msgs
 
-            # Its own timings: a discarded attempt must not leave its marks on the turn.
-            params = self._params({})
-            run = ResponseRun(self, params, self._response_context(params), messages, TurnTimings(), gated=True)
-            run.start()
-        self._spec = Speculation(stt, run, self.conversation.version)
+        # Its own timings: a discarded attempt must not leave its marks on the turn.
+        params = self._params({})
+        run = ResponseRun(self, params, self._response_context(params), messages, TurnTimings(), gated=True)
+        run.start()
+        return run
 
-    async def _drop_speculation(self) -> None:
-        spec, self._spec = self._spec, None
-        if spec is None:
-            return
-        if spec.response is not None:
-            await spec.response.discard()
-        if not spec.stt.done():
-            spec.stt.cancel()
-            with contextlib.suppress(BaseException):
-                await spec.stt
-
-    async def _speech_stopped(self, ev: SpeechStopped) -> None:
-        item_id = self._speech_item or new_id("item")
-        self._speech_item = None
-        timings = self._timings or TurnTimings()
-        self._timings = None
-        now = time.monotonic()
-        timings.mark("speech_end", now - (self._clock - ev.end_sample) / RATE)
-        timings.mark("eot_decision", now)
-        await self.emit({"type": "input_audio_buffer.speech_stopped",
-                         "audio_end_ms": ev.decision_sample * 1000 // RATE, "item_id": item_id})
-        if self._barge_pending:
-            self._barge_pending = False
-            if await self._only_fillers():
-                # "mm-hmm" while the agent talks: no barge-in and no turn.
-                await self._drop_speculation()
-                self._buf, self._buf_len, self._buf_start = [], 0, self._clock
-                return
-            await self._barge_in_now()
-        spec, self._spec = self._spec, None
-        if spec is not None and spec.conv_version != self.conversation.version:
-            self._spec = spec
-            await self._drop_speculation()
-            spec = None
-        await self._commit(item_id, spec=spec, timings=timings, from_vad=True,
-                           stt_end=self._stt_end(ev.end_sample))
-
-    async def _only_fillers(self) -> bool:
-        spec = self._spec
-        if spec is not None:
-            try:
-                text = await asyncio.shield(spec.stt)
-            except Exception:
-                return False
-        else:
-            text = await self._transcribe_text(self._take(self._buf_start))
-        return is_filler_only(text)
+    async def commit_turn(self, item_id: str, spec: Speculation | None, timings: TurnTimings,
+                          stt_end: int) -> None:
+        await self._commit(item_id, spec=spec, timings=timings, from_vad=True, stt_end=stt_end)
 
     async def _on_commit(self, event: dict[str, Any]) -> None:
-        await self._drop_speculation()
-        item_id = self._speech_item or new_id("item")
-        self._speech_item = None
-        self._turn.reset()
-        await self._commit(item_id, spec=None, timings=self._timings or TurnTimings(), from_vad=False)
+        item_id, timings = await self.turns.manual_commit()
+        await self._commit(item_id, spec=None, timings=timings, from_vad=False)
 
     async def _commit(self, item_id: str, *, spec: Speculation | None, timings: TurnTimings,
                       from_vad: bool, stt_end: int | None = None) -> None:
         # A VAD turn is transcribed up to its tail (what the speculation heard); a manual commit whole.
-        stt_audio = self._take(self._buf_start, stt_end)
-        audio = self._take(self._buf_start)
+        stt_audio = self.audio.take(self.audio.start, stt_end)
+        audio = self.audio.take(self.audio.start)
         if audio.size < RATE // 10:
-            if spec is not None:
-                self._spec = spec
-                await self._drop_speculation()
+            await discard(spec)
             raise ProtocolError(
                 "input_audio_buffer_commit_empty",
                 f"Error committing input audio buffer: buffer too small. Expected at least 100ms of "
                 f"audio, but buffer only has {audio.size * 1000 / RATE:.2f}ms of audio.")
-        self._buf, self._buf_len, self._buf_start = [], 0, self._clock
+        self.audio.clear()
         item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
                 "role": "user", "content": [{"type": "input_audio", "transcript": None}]}
         loop = asyncio.get_running_loop()
@@ -602,7 +378,7 @@ class RealtimeSession:
         await self.emit({"type": "input_audio_buffer.committed", "previous_item_id": prev, "item_id": item_id})
         await self.emit({"type": "conversation.item.created", "previous_item_id": prev, "item": dict(item)})
         await self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": dict(item)})
-        stt = spec.stt if spec is not None else asyncio.ensure_future(self._transcribe_text(stt_audio))
+        stt = spec.stt if spec is not None else asyncio.ensure_future(self.transcribe_text(stt_audio))
         if stt.done():  # speculative transcription finished in the silence window: report it first
             await self._finish_transcription(entry, stt, timings)
         else:
@@ -625,7 +401,7 @@ class RealtimeSession:
         else:
             await self._start_response(self._params({}), None, timings)
 
-    async def _transcribe_text(self, audio: npt.NDArray[np.int16]) -> str:
+    async def transcribe_text(self, audio: npt.NDArray[np.int16]) -> str:
         cfg = self.config.get("input_audio_transcription") or {}
         opts = TranscribeOptions(language=_lang(cfg.get("language") or self.settings.stt.language),
                                  prompt=cfg.get("prompt"), model=cfg.get("model"))
@@ -670,10 +446,8 @@ class RealtimeSession:
                              "item_id": entry.id, "content_index": 0, "transcript": text})
 
     async def _on_clear(self, event: dict[str, Any]) -> None:
-        await self._drop_speculation()
-        self._buf, self._buf_len, self._buf_start = [], 0, self._clock
-        self._turn.reset()
-        self._speech_item = None
+        await self.turns.clear()
+        self.audio.clear()
         await self.emit({"type": "input_audio_buffer.cleared"})
 
     # ---------------------------------------------------------------- conversation
@@ -874,7 +648,7 @@ class RealtimeSession:
 
     async def _on_output_clear(self, event: dict[str, Any]) -> None:
         cut = self.transport.discard_pending_audio()  # a transport that cut audio reports .cleared itself
-        self._stop_far_reference()
+        self.audio.stop_far()
         if cut is None:
             rid = self.response.id if self.response is not None else None
             await self.emit({"type": "output_audio_buffer.cleared", "response_id": rid})
@@ -900,18 +674,7 @@ class RealtimeSession:
     def audio_sent(self, item_id: str, pcm24k: npt.NDArray[np.int16]) -> None:
         t0, ms = self._playback.get(item_id, (time.monotonic(), 0.0))
         self._playback[item_id] = (t0, ms + pcm24k.size * 1000 / 24000)
-        if self._echo is not None:
-            # The client plays audio as it arrives, after what it is already playing: place it
-            # on the input clock there, as the echo canceller's far-end reference.
-            far = self._far_resampler.process(pcm24k)
-            start = max(self._far_next, self._clock)
-            self._echo.far(far, start)
-            self._far_next = start + far.size
-
-    def _stop_far_reference(self) -> None:
-        if self._echo is not None:
-            self._echo.clear_far(self._clock)
-            self._far_next = self._clock
+        self.audio.played(pcm24k)
 
     def played_ms(self, item_id: str) -> int:
         """Audio the user has heard: the transport's count, else real-time playback since the first delta."""

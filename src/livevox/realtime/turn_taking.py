@@ -1,0 +1,291 @@
+"""Turn-taking: from speech probabilities to the session's turn events.
+
+`TurnTaking` frames the cleaned 16 kHz audio for the VAD, runs the speech segmenter
+(`turn.TurnDetector`) and the end-of-turn policy (`semantic_turn.TurnPolicy`, which consults the
+end-of-turn model in the semantic modes), and decides, in this order of events:
+
+- `speech_started`: the user speaks. Over an audible answer that is a barge-in, at once, or
+  (`remove_filler_words`) once the utterance is known to be more than "mm-hmm";
+- a pause: speculation starts. The turn's audio up to the end of speech plus `stt.tail_ms` is
+  transcribed, and a gated response may start computing; nothing is visible yet;
+- `speech_stopped`: the turn ends. The host commits it and adopts the speculation if the
+  conversation did not change meanwhile; speech resuming in the pause drops it.
+
+It owns no conversation or response: it asks its host (the session, `TurnHost`) to emit
+events, to barge in, to transcribe, to start a speculative response, and to commit a turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from ..core import audio as audio_codec
+from ..core.audio import SESSION_RATE
+from ..core.ids import new_id
+from ..engines.base import TurnEngine, VADStream
+from .filler import is_filler_only
+from .input_audio import InputAudio
+from .metrics import TurnTimings
+from .response import ResponseRun
+from .semantic_turn import Decision, TurnPolicy
+from .turn import Paused, Resumed, SpeechStarted, SpeechStopped, TurnDetector
+
+#: remove_filler_words: speech longer than this is no filler word, and barges in at once.
+FILLER_MAX_SAMPLES = 900 * SESSION_RATE // 1000
+#: The end-of-turn model hears at most the utterance's last 8 s.
+TURN_MODEL_SAMPLES = 8 * SESSION_RATE
+
+
+@dataclass
+class Speculation:
+    """Work started when the VAD first hears silence, before the end-of-turn decision."""
+
+    stt: asyncio.Future[str]
+    response: ResponseRun | None
+    conv_version: int
+
+
+async def discard(spec: Speculation | None) -> None:
+    """Drop a speculation without a trace: its response, and its transcription if still running."""
+    if spec is None:
+        return
+    if spec.response is not None:
+        await spec.response.discard()
+    if not spec.stt.done():
+        spec.stt.cancel()
+        with contextlib.suppress(BaseException):
+            await spec.stt
+
+
+class TurnHost(Protocol):
+    """What turn-taking needs from the session."""
+
+    id: str
+
+    async def emit(self, event: dict[str, Any]) -> None: ...
+
+    def conversation_version(self) -> int: ...
+
+    def answer_audible(self) -> bool:
+        """An answer is being generated, or its audio is still playing out of the transport."""
+        ...
+
+    async def barge_in(self, auto_truncate: bool) -> None: ...
+
+    async def transcribe_text(self, audio: npt.NDArray[np.int16]) -> str: ...
+
+    def speculate(self, stt: asyncio.Future[str]) -> ResponseRun | None:
+        """Start a gated response on the transcript `stt` will give, or None (create_response
+        off, or an answer still running)."""
+        ...
+
+    async def commit_turn(self, item_id: str, spec: Speculation | None, timings: TurnTimings,
+                          stt_end: int) -> None: ...
+
+
+class TurnTaking:
+    def __init__(self, host: TurnHost, audio: InputAudio, vad: VADStream, turn_model: TurnEngine,
+                 turn_detection: dict[str, Any] | None, tail_ms: int) -> None:
+        self.host = host
+        self.audio = audio
+        self._vad = vad
+        self._model = turn_model
+        self._tail_ms = tail_ms
+        self.turn_detection = turn_detection
+        self.policy = TurnPolicy(turn_detection)
+        self.detector = TurnDetector(self._detector_cfg(turn_detection), vad.frame_samples)
+        # semantic end of turn: where the current silence began, and the policy's plan for it
+        self._silence_start: int | None = None
+        self._decision: Decision | None = None
+        self._speech_start = 0
+        self._barge_pending = False  # remove_filler_words: barge-in waits to hear what was said
+        self._frame_tail = np.zeros(0, np.int16)  # audio short of a whole VAD frame
+        self._frame_tail_start = 0
+        self.speech_item: str | None = None
+        self.timings: TurnTimings | None = None
+        self.spec: Speculation | None = None
+
+    # ------------------------------------------------------------ configuration
+
+    async def configure(self, td: dict[str, Any] | None) -> None:
+        """A new `turn_detection` (session.update)."""
+        self.turn_detection = td
+        self.policy.configure(td)
+        self._silence_start, self._decision = None, None
+        if td is None:
+            self.detector.reset()
+            await self.drop_speculation()
+        else:
+            self.detector.configure(self._detector_cfg(td))
+
+    def _detector_cfg(self, td: dict[str, Any] | None) -> dict[str, Any]:
+        cfg = {**(td or {}), "pause_after_ms": self._tail_ms}
+        # In the semantic modes the policy ends turns; the detector only finds speech and pauses.
+        if td is not None and self.policy.uses_model:
+            cfg["silence_duration_ms"] = 60_000
+        return cfg
+
+    def stt_end(self, speech_end: int) -> int:
+        """Where a VAD turn's transcription ends: the end of speech plus its tail. Speculation and
+        commit both cut here, so the committed turn's transcript is the speculative one."""
+        return speech_end + self.detector.pause_after
+
+    # ------------------------------------------------------------ audio
+
+    async def heard(self, pcm: npt.NDArray[np.int16], start: int) -> None:
+        """Cleaned audio at clock position `start`, already buffered."""
+        await self._run_vad(pcm, start)
+        if not self.detector.speaking and self.speech_item is None:
+            self.audio.keep_last(self.detector.prefix + self._vad.frame_samples * 2)
+
+    async def _run_vad(self, pcm: npt.NDArray[np.int16], start: int) -> None:
+        frame = self._vad.frame_samples
+        if self._frame_tail.size == 0:
+            self._frame_tail_start = start
+        tail = np.concatenate([self._frame_tail, pcm]) if self._frame_tail.size else pcm
+        n = tail.size // frame * frame
+        self._frame_tail = tail[n:]
+        if n == 0:
+            return
+        first = self._frame_tail_start
+        self._frame_tail_start = first + n
+        probs = await self._vad.probabilities(audio_codec.to_float(tail[:n]), self.host.id)
+        for ev in self.detector.process(probs, first):
+            if isinstance(ev, SpeechStarted):
+                await self._speech_started(ev)
+            elif isinstance(ev, Paused):
+                await self._paused(ev)
+            elif isinstance(ev, Resumed):
+                self.policy.reset()
+                self._silence_start, self._decision = None, None
+                await self.drop_speculation()
+            elif isinstance(ev, SpeechStopped):
+                await self._speech_stopped(ev)
+        now = first + n
+        if (self._barge_pending and self.detector.speaking and not self.detector.in_pause
+                and now - self._speech_start >= FILLER_MAX_SAMPLES):
+            await self._barge_in_now()  # too long to be a filler word
+        if self._decision is not None and self._silence_start is not None:
+            await self._semantic_step(now)
+
+    async def _semantic_step(self, now: int) -> None:
+        """Advance the end-of-turn policy through the current silence (semantic modes)."""
+        assert self._decision is not None and self._silence_start is not None
+        silence_ms = (now - self._silence_start) * 1000 // SESSION_RATE
+        decision = self._decision
+        spec = self.spec
+        if self.policy.awaiting_transcript and spec is not None and spec.stt.done():
+            text = "" if spec.stt.cancelled() or spec.stt.exception() else spec.stt.result()
+            decision = self.policy.on_silence(silence_ms, None, text)
+        while not decision.end_turn:
+            if decision.rescore_after_ms is not None and silence_ms >= decision.rescore_after_ms:
+                audio = self.audio.take(self.audio.start)
+                score = await self._model.score(audio_codec.to_float(audio[-TURN_MODEL_SAMPLES:]), self.host.id)
+                decision = self.policy.on_silence(silence_ms, score)
+                continue
+            if decision.end_at_ms is not None and silence_ms >= decision.end_at_ms:
+                decision = self.policy.on_silence(silence_ms, None)
+                continue
+            break
+        self._decision = decision
+        if decision.end_turn:
+            end = self._silence_start
+            self._silence_start, self._decision = None, None
+            self.detector.reset()
+            await self._speech_stopped(SpeechStopped(end, now))
+
+    # ------------------------------------------------------------ the turn's events
+
+    async def _speech_started(self, ev: SpeechStarted) -> None:
+        self.audio.take(ev.start_sample)
+        self.speech_item = new_id("item")
+        self._speech_start = ev.start_sample
+        self.timings = TurnTimings()
+        self.policy.reset()
+        self._silence_start, self._decision = None, None
+        await self.host.emit({"type": "input_audio_buffer.speech_started",
+                              "audio_start_ms": ev.start_sample * 1000 // SESSION_RATE, "item_id": self.speech_item})
+        td = self.turn_detection or {}
+        if td.get("interrupt_response", True) and self.host.answer_audible():
+            if td.get("remove_filler_words"):
+                self._barge_pending = True  # decided once we know it is more than "mm-hmm"
+            else:
+                await self.host.barge_in(td.get("auto_truncate", False))
+
+    async def _barge_in_now(self) -> None:
+        self._barge_pending = False
+        if self.host.answer_audible():
+            await self.host.barge_in((self.turn_detection or {}).get("auto_truncate", False))
+
+    async def _paused(self, ev: Paused) -> None:
+        await self.drop_speculation()
+        if self.policy.uses_model:
+            self._silence_start, self._decision = ev.end_sample, self.policy.start()
+        audio = self.audio.take(self.audio.start, self.stt_end(ev.end_sample))
+        if audio.size == 0:
+            return
+        stt = asyncio.ensure_future(self.host.transcribe_text(audio))
+        self.policy.expect_transcript()
+        self.spec = Speculation(stt, self.host.speculate(stt), self.host.conversation_version())
+
+    async def drop_speculation(self) -> None:
+        spec, self.spec = self.spec, None
+        await discard(spec)
+
+    async def _speech_stopped(self, ev: SpeechStopped) -> None:
+        item_id = self.speech_item or new_id("item")
+        self.speech_item = None
+        timings = self.timings or TurnTimings()
+        self.timings = None
+        now = time.monotonic()
+        timings.mark("speech_end", now - (self.audio.clock - ev.end_sample) / SESSION_RATE)
+        timings.mark("eot_decision", now)
+        await self.host.emit({"type": "input_audio_buffer.speech_stopped",
+                              "audio_end_ms": ev.decision_sample * 1000 // SESSION_RATE, "item_id": item_id})
+        if self._barge_pending:
+            self._barge_pending = False
+            if await self._only_fillers():
+                # "mm-hmm" while the agent talks: no barge-in and no turn.
+                await self.drop_speculation()
+                self.audio.clear()
+                return
+            await self._barge_in_now()
+        spec, self.spec = self.spec, None
+        if spec is not None and spec.conv_version != self.host.conversation_version():
+            await discard(spec)  # the conversation changed under it: its answer is stale
+            spec = None
+        await self.host.commit_turn(item_id, spec, timings, self.stt_end(ev.end_sample))
+
+    async def _only_fillers(self) -> bool:
+        spec = self.spec
+        if spec is not None:
+            try:
+                text = await asyncio.shield(spec.stt)
+            except Exception:
+                return False
+        else:
+            text = await self.host.transcribe_text(self.audio.take(self.audio.start))
+        return is_filler_only(text)
+
+    # ------------------------------------------------------------ the client's own buffer events
+
+    async def manual_commit(self) -> tuple[str, TurnTimings]:
+        """`input_audio_buffer.commit`: the turn so far ends now; its item id and timings."""
+        await self.drop_speculation()
+        item_id = self.speech_item or new_id("item")
+        self.speech_item = None
+        self.detector.reset()
+        return item_id, self.timings or TurnTimings()
+
+    async def clear(self) -> None:
+        """`input_audio_buffer.clear`: forget the turn in progress."""
+        await self.drop_speculation()
+        self.detector.reset()
+        self.speech_item = None
