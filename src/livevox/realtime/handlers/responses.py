@@ -1,0 +1,135 @@
+"""`response.create` / `response.cancel` / `output_audio_buffer.clear`, barge-in, and the speculative
+response turn-taking asks for."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from ...core.errors import ProtocolError, unsupported
+from ..conversation import Entry, normalize_client_item, to_messages
+from ..metrics import TurnTimings
+from ..response import ResponseContext, ResponseParams, ResponseRun
+from ..response_request import response_context, response_params, validate_response
+from .base import SessionParts
+
+
+class ResponseEvents(SessionParts):
+    def answer_audible(self) -> bool:
+        """An answer is being generated, or its audio is still playing out of the transport."""
+        return (self.response is not None and self.response.active) or \
+            self.transport.pending_audio() is not None
+
+    async def barge_in(self, auto_truncate: bool) -> None:
+        """The user speaks over the answer: the session decides, the transport only drops audio."""
+        run = self.response
+        cut = self.transport.discard_pending_audio()
+        self.audio.stop_far()
+        if run is not None and run.active:
+            await run.cancel("turn_detected")
+            msg = run.message
+            if auto_truncate and msg is not None and "audio" in run.params.modalities and msg.audio:
+                await self._truncate(msg, 0, self.played_ms(msg.id))
+            return
+        # A finished answer still playing out of the transport (WebRTC): the item keeps what was heard.
+        if cut is not None and auto_truncate:
+            with contextlib.suppress(ProtocolError):  # the item may be gone (deleted)
+                entry = self.conversation.get(cut)
+                if entry.audio:
+                    await self._truncate(entry, 0, self.played_ms(cut))
+
+    def speculate(self, stt: asyncio.Future[str]) -> ResponseRun | None:
+        td = self.config["turn_detection"] or {}
+        if not td.get("create_response", True) or (self.response is not None and self.response.active):
+            return None
+        # The LLM may start too: nothing it does is visible until the turn really ends.
+        snapshot = list(self.conversation.entries)
+        instructions = self.config["instructions"]
+
+        async def messages() -> list[dict[str, Any]]:
+            text = await asyncio.shield(stt)
+            msgs = await to_messages(snapshot, instructions)
+            if text:
+                msgs.append({"role": "user", "content": text})
+            return msgs
+
+        # Its own timings: a discarded attempt must not leave its marks on the turn.
+        params = response_params(self.config, {})
+        run = ResponseRun(self, params, self._context(params), messages, TurnTimings(), gated=True)
+        run.start()
+        return run
+
+    async def _on_response_create(self, event: dict[str, Any]) -> None:
+        r = validate_response(self.config, event.get("response"), self.api_version, self.engines.voices)
+        params = response_params(self.config, r)
+        if params.in_conversation and self.response is not None and self.response.active:
+            raise ProtocolError("conversation_already_has_active_response",
+                                f"Conversation already has an active response in progress: {self.response.id}. "
+                                "Wait until the response is finished before creating a new one.")
+        entries: list[Entry] | None = None
+        if "input" in r:
+            entries = []
+            for i, raw in enumerate(r["input"]):
+                if isinstance(raw, dict) and raw.get("type") == "item_reference":
+                    entries.append(self.conversation.get(raw.get("id"), f"response.input[{i}].id"))
+                else:
+                    try:
+                        entries.append(Entry(normalize_client_item(raw)))
+                    except ProtocolError as err:
+                        err.param = f"response.{err.param}" if err.param else None
+                        raise
+        pre = r.get("pre_generated_assistant_message")
+        if pre is not None:
+            raise unsupported("pre_generated_assistant_message", "response.pre_generated_assistant_message")
+        await self._start_response(params, entries, TurnTimings())
+
+    async def _start_response(self, params: ResponseParams, entries: list[Entry] | None,
+                              timings: TurnTimings) -> None:
+        source = entries
+
+        async def messages() -> list[dict[str, Any]]:
+            items = source if source is not None else list(self.conversation.entries)
+            return await to_messages(items, params.instructions)
+
+        run = ResponseRun(self, params, self._context(params), messages, timings)
+        timings.response_start = time.monotonic()
+        if params.in_conversation:
+            self.response = run
+        else:
+            self._side_responses.add(run)
+        run.start()
+        self._watch_response(run)
+
+    def _watch_response(self, run: ResponseRun) -> None:
+        async def after() -> None:
+            await run.done.wait()
+            self._side_responses.discard(run)
+            if self.latency_events and not self.closed and run.timings.marks:
+                await self.emit({"type": "livevox.turn.metrics", "response_id": run.id,
+                                 "stages_ms": run.timings.relative_ms()})
+            run.timings.observe()
+
+        self._spawn(after())
+
+    async def _on_response_cancel(self, event: dict[str, Any]) -> None:
+        rid = event.get("response_id")
+        run = self.response
+        if rid is not None:
+            run = next((r for r in (self.response, *self._side_responses) if r is not None and r.id == rid),
+                       None)
+        if run is None or not run.active:
+            raise ProtocolError("response_cancel_not_active", "Cancellation failed: no active response found.")
+        self.transport.discard_pending_audio()
+        await run.cancel("client_cancelled")
+
+    async def _on_output_clear(self, event: dict[str, Any]) -> None:
+        cut = self.transport.discard_pending_audio()  # a transport that cut audio reports .cleared itself
+        self.audio.stop_far()
+        if cut is None:
+            rid = self.response.id if self.response is not None else None
+            await self.emit({"type": "output_audio_buffer.cleared", "response_id": rid})
+
+    def _context(self, params: ResponseParams) -> ResponseContext:
+        return response_context(self.config, self.settings, self.engines.voices, params)
