@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -241,6 +241,95 @@ class TTSEngine(Engine, Protocol):
     ) -> AsyncIterator[Int16Array]:
         """Yield mono int16 audio at `sample_rate` for `text`, in order, as soon as each piece is ready."""
         ...
+
+
+# ---------------------------------------------------------------- optional capabilities
+#
+# What only some engines can do. Callers test with `isinstance(engine, AlignedTTS)` (the
+# protocols are runtime-checkable), never with `getattr`, so a capability is typed where it is
+# used and a wrapper (a fallback chain) that does not forward one visibly lacks it.
+
+
+class WordMark(Protocol):
+    """One spoken word's place in the response's audio."""
+
+    @property
+    def audio_offset_ms(self) -> int: ...
+
+    @property
+    def audio_duration_ms(self) -> int: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+class VisemeMark(Protocol):
+    """A mouth shape (Azure viseme id 0-21) from `audio_offset_ms` on."""
+
+    @property
+    def audio_offset_ms(self) -> int: ...
+
+    @property
+    def viseme_id(self) -> int: ...
+
+
+class ChunkMarks(Protocol):
+    """The words and visemes of one synthesized chunk, offsets in ms of the response's audio."""
+
+    @property
+    def words(self) -> Sequence[WordMark]: ...
+
+    @property
+    def visemes(self) -> Sequence[VisemeMark]: ...
+
+
+@runtime_checkable
+class AlignedTTS(Protocol):
+    """TTS that also gives word timings and visemes (`output_audio_timestamp_types: ["word"]`,
+    `animation.outputs: ["viseme_id"]`).
+
+    `new_timeline()` makes the per-response state (opaque to the caller) that `synthesize_aligned`
+    threads through a response's calls: each chunk's marks are offset from the first sample that
+    this timeline's calls produced, so marks stay right across clauses."""
+
+    def new_timeline(self) -> Any: ...
+
+    def synthesize_aligned(
+        self, text: str, options: SynthesisOptions, session_id: str, timeline: Any
+    ) -> AsyncIterator[tuple[Int16Array, ChunkMarks]]:
+        """Like `TTSEngine.synthesize`, each audio chunk with its marks."""
+        ...
+
+
+@runtime_checkable
+class HealthReporting(Protocol):
+    """An engine that keeps a record of its requests (a remote one: "ok"/"failing", counts, last
+    error), for `/readyz`."""
+
+    def health(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class ChainMembers(Protocol):
+    """A stage served by several engines (a fallback chain): each member's state, for `/readyz`."""
+
+    def members_status(self) -> list[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class DescribesModel(Protocol):
+    """An engine that names what it runs (a model file, a remote model and its server), for logs."""
+
+    @property
+    def model_file(self) -> str: ...
+
+
+@runtime_checkable
+class RemoteEngine(Protocol):
+    """`remote` True: the engine calls a server elsewhere, so at start the registry waits for it."""
+
+    @property
+    def remote(self) -> bool: ...
 
 
 # ---------------------------------------------------------------- the set a session uses

@@ -8,6 +8,9 @@ load only when no member is usable.
 At run time a request goes to the first usable member; if that member fails *before its first
 result* (token, transcript piece, audio chunk), the next one is tried. A failure after the first
 result is the response's failure: its output cannot be taken back.
+
+A TTS chain is `AlignedTTS` (word timings, visemes) only when every member is: a chain that
+could fall over to an engine without them would drop them mid-conversation.
 """
 
 from __future__ import annotations
@@ -19,17 +22,24 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from .base import (
+    AlignedTTS,
     ChatRequest,
+    ChunkMarks,
     ContextOverflow,
+    DescribesModel,
     EngineError,
     Float32Array,
+    HealthReporting,
     Int16Array,
     LLMEngine,
     LLMEvent,
+    RemoteEngine,
     STTEngine,
     SynthesisOptions,
     TranscribeOptions,
     TTSEngine,
+    VisemeMark,
+    WordMark,
 )
 
 log = logging.getLogger(__name__)
@@ -78,11 +88,13 @@ class _Chain(Generic[E]):
     @property
     def remote(self) -> bool:
         """Every usable member is a remote engine (the chain can only wait for servers)."""
-        return all(getattr(m.engine, "remote", False) for m in self._members if m.state != "failed")
+        return all(isinstance(m.engine, RemoteEngine) and m.engine.remote
+                   for m in self._members if m.state != "failed")
 
     @property
     def model_file(self) -> str:
-        return " -> ".join(str(getattr(m.engine, "model_file", m.engine.name)) for m in self._members)
+        return " -> ".join(m.engine.model_file if isinstance(m.engine, DescribesModel) else m.engine.name
+                           for m in self._members)
 
     def members_status(self) -> list[dict[str, Any]]:
         out = []
@@ -90,9 +102,8 @@ class _Chain(Generic[E]):
             d: dict[str, Any] = {"engine": m.engine.name, "state": m.state}
             if m.error:
                 d["error"] = m.error
-            health = getattr(m.engine, "health", None)
-            if callable(health):
-                d["runtime"] = health()
+            if isinstance(m.engine, HealthReporting):
+                d["runtime"] = m.engine.health()
             out.append(d)
         return out
 
@@ -202,7 +213,15 @@ class FallbackSTT(_Chain[STTEngine]):
 
 class FallbackTTS(_Chain[TTSEngine]):
     """Members may have different sample rates: the chain speaks at the first member's rate and
-    resamples the others' audio to it."""
+    resamples the others' audio to it.
+
+    `FallbackTTS(engines)` is an `AlignedFallbackTTS` when every member is `AlignedTTS` (the
+    registry builds chains by this one name)."""
+
+    def __new__(cls, engines: Sequence[TTSEngine]) -> FallbackTTS:
+        if cls is FallbackTTS and engines and all(isinstance(e, AlignedTTS) for e in engines):
+            cls = AlignedFallbackTTS
+        return super().__new__(cls)
 
     def __init__(self, engines: Sequence[TTSEngine]) -> None:
         super().__init__("tts", engines)
@@ -227,6 +246,108 @@ class FallbackTTS(_Chain[TTSEngine]):
                     yield out
             if resampler is not None and (tail := resampler.flush()).size:
                 yield tail
+        finally:
+            with contextlib.suppress(Exception):
+                aclose = getattr(gen, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class _Word:
+    audio_offset_ms: int
+    audio_duration_ms: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Viseme:
+    audio_offset_ms: int
+    viseme_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Marks:
+    words: Sequence[WordMark]
+    visemes: Sequence[VisemeMark]
+
+
+_NO_MARKS = _Marks((), ())
+
+
+def _shifted(marks: ChunkMarks, shift_ms: float) -> ChunkMarks:
+    if not shift_ms:
+        return marks
+    return _Marks(
+        [_Word(round(w.audio_offset_ms + shift_ms), w.audio_duration_ms, w.text) for w in marks.words],
+        [_Viseme(round(v.audio_offset_ms + shift_ms), v.viseme_id) for v in marks.visemes],
+    )
+
+
+class _MemberTimeline:
+    def __init__(self, timeline: Any) -> None:
+        self.timeline = timeline
+        self.audio_ms = 0.0  # what this member said through `timeline`
+
+
+class ChainTimeline:
+    """A response's timeline on a chain: one timeline per member, made when that member first
+    speaks in the response. A member counts offsets from its own first sample; its marks are
+    moved by the audio the other members said meanwhile, to where its audio lands."""
+
+    def __init__(self) -> None:
+        self.audio_ms = 0.0  # the response's audio so far, every member's
+        self._members: dict[int, _MemberTimeline] = {}
+
+    def member(self, engine: AlignedTTS) -> _MemberTimeline:
+        key = id(engine)
+        if key not in self._members:
+            self._members[key] = _MemberTimeline(engine.new_timeline())
+        return self._members[key]
+
+
+class AlignedFallbackTTS(FallbackTTS):
+    """A TTS chain whose every member gives word timings and visemes; aligned synthesis falls
+    over to the next member exactly as plain synthesis does."""
+
+    def __init__(self, engines: Sequence[TTSEngine]) -> None:
+        super().__init__(engines)
+        self._aligned: dict[int, AlignedTTS] = {id(e): e for e in engines if isinstance(e, AlignedTTS)}
+        if len(self._aligned) != len(engines):
+            raise TypeError("every member of an AlignedFallbackTTS must be AlignedTTS")
+
+    def new_timeline(self) -> ChainTimeline:
+        return ChainTimeline()
+
+    def synthesize_aligned(
+        self, text: str, options: SynthesisOptions, session_id: str, timeline: Any
+    ) -> AsyncIterator[tuple[Int16Array, ChunkMarks]]:
+        if not isinstance(timeline, ChainTimeline):
+            raise TypeError("synthesize_aligned needs the chain's own timeline (new_timeline())")
+        return self._relay(lambda engine: self._aligned_at_chain_rate(engine, text, options, session_id, timeline))
+
+    async def _aligned_at_chain_rate(
+        self, engine: TTSEngine, text: str, options: SynthesisOptions, session_id: str, timeline: ChainTimeline,
+    ) -> AsyncIterator[tuple[Int16Array, ChunkMarks]]:
+        from ..core.audio import StreamResampler
+
+        aligned = self._aligned[id(engine)]
+        # Made here, inside the stream: a member that cannot make one (not loaded) fails before
+        # its first result, and the chain falls over to the next.
+        member = timeline.member(aligned)
+        gen = aligned.synthesize_aligned(text, options, session_id, member.timeline)
+        resampler = (StreamResampler(engine.sample_rate, self.sample_rate)
+                     if engine.sample_rate != self.sample_rate else None)
+        try:
+            async for chunk, marks in gen:
+                shift = timeline.audio_ms - member.audio_ms
+                ms = chunk.size * 1000 / engine.sample_rate
+                member.audio_ms += ms
+                timeline.audio_ms += ms
+                # Every chunk goes on, even one the resampler holds back whole: its marks count.
+                yield (chunk if resampler is None else resampler.process(chunk)), _shifted(marks, shift)
+            if resampler is not None and (tail := resampler.flush()).size:
+                yield tail, _NO_MARKS
         finally:
             with contextlib.suppress(Exception):
                 aclose = getattr(gen, "aclose", None)

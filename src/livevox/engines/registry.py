@@ -29,7 +29,19 @@ from typing import Any, Literal
 from livevox.engine_settings import VoiceMapSettings
 from livevox.settings import LLMSettings, Settings, StartupSettings, STTSettings, TTSSettings
 
-from .base import Engine, EngineError, LLMEngine, RehearsalStep, STTEngine, TTSEngine, TurnEngine, VADEngine
+from .base import (
+    ChainMembers,
+    DescribesModel,
+    Engine,
+    EngineError,
+    HealthReporting,
+    LLMEngine,
+    RehearsalStep,
+    STTEngine,
+    TTSEngine,
+    TurnEngine,
+    VADEngine,
+)
 from .fallback import ChainLoadError, describe
 from .voices import VoiceMap
 
@@ -251,12 +263,10 @@ class Engines:
         for stage, st in self._status.items():
             d = st.as_dict()
             engine = self.engine(stage)
-            health = getattr(engine, "health", None)
-            if callable(health):
-                d["runtime"] = health()
-            members = getattr(engine, "members_status", None)
-            if callable(members):
-                d["chain"] = members()
+            if isinstance(engine, HealthReporting):
+                d["runtime"] = engine.health()
+            if isinstance(engine, ChainMembers):
+                d["chain"] = engine.members_status()
             out[stage] = d
         return out
 
@@ -294,11 +304,12 @@ class Engines:
         st = self._status[stage]
         st.warm_ms = round(warm_ms, 1)
         st.state, st.reason = "ready", None
+        engine = self.engine(stage)
         log.info(
             "stage=%s engine=%s model=%s load_ms=%.0f warm_ms=%.0f",
             stage,
-            self.engine(stage).name,
-            getattr(self.engine(stage), "model_file", "-"),
+            engine.name,
+            engine.model_file if isinstance(engine, DescribesModel) else "-",
             st.load_ms or 0.0,
             st.warm_ms,
         )

@@ -468,20 +468,27 @@ class ResponseRun:
             }, Route.CONTROL)
 
     async def _speak(self, clauses: asyncio.Queue[str | None]) -> None:
+        from ..engines.base import AlignedTTS, ChunkMarks, Int16Array
+
+        async def _unmarked(gen: AsyncIterator[Int16Array]) -> AsyncIterator[tuple[Int16Array, ChunkMarks | None]]:
+            async for chunk in gen:
+                yield chunk, None
+
         tts = self.host.engines.tts
         resampler = audio_codec.StreamResampler(tts.sample_rate, 24000)
         opts = SynthesisOptions(voice=self.context.voice, speed=self.params.speed)
         words, visemes = self.context.word_timestamps, self.context.visemes
-        aligned = getattr(tts, "synthesize_aligned", None) if (words or visemes) else None
-        timeline = tts.new_timeline() if aligned is not None else None  # type: ignore[attr-defined]
+        # A TTS without alignment gets no timeline; the session warned when the client asked.
+        aligned = tts if (words or visemes) and isinstance(tts, AlignedTTS) else None
+        timeline = aligned.new_timeline() if aligned is not None else None
         while (clause := await clauses.get()) is not None:
             if not speakable(clause):
                 continue
             first = True
-            chunks: Any = (aligned(clause, opts, self.host.id, timeline) if aligned is not None
-                           else tts.synthesize(clause, opts, self.host.id))
-            async for item in chunks:
-                chunk, marks = item if aligned is not None else (item, None)
+            chunks: AsyncIterator[tuple[Int16Array, ChunkMarks | None]] = (
+                aligned.synthesize_aligned(clause, opts, self.host.id, timeline) if aligned is not None
+                else _unmarked(tts.synthesize(clause, opts, self.host.id)))
+            async for chunk, marks in chunks:
                 self.timings.mark("tts_first_audio")
                 pcm = resampler.process(chunk)
                 if first:
