@@ -56,11 +56,9 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from ..core.audio import StreamResampler
+from ..core.audio import SESSION_RATE, Int16Array, StreamResampler
 
 RATE = 24000
-SERVER_RATE = 16000  # a livevox session's internal audio clock
-Int16Array = npt.NDArray[np.int16]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -308,7 +306,7 @@ class TurnResult:
         ev = next((e for _, e in self.events if e["type"] == "input_audio_buffer.speech_stopped"), None)
         if got is None or ev is None or not isinstance(ev.get("audio_end_ms"), int):
             return None
-        target = ev["audio_end_ms"] * SERVER_RATE // 1000
+        target = ev["audio_end_ms"] * SESSION_RATE // 1000
         for clock, sent in zip(self.clocks, self.send_times, strict=False):
             if clock >= target:
                 return (got - sent) * 1000.0
@@ -329,7 +327,7 @@ class RealtimeCall:
         self._reader = asyncio.create_task(self._read()) if ws is not None else None  # else: `_put` feeds it
         self.closed: ConnectionClosed | None = None
         # The server's audio clock, replayed (see TurnResult.speech_stopped_event_ms).
-        self._clock_rs = StreamResampler(RATE, SERVER_RATE)
+        self._clock_rs = StreamResampler(RATE, SESSION_RATE)
         self.server_clock = 0
 
     @classmethod

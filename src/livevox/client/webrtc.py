@@ -39,6 +39,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
 
+from ..core.audio import Int16Array
 from ..transports.webrtc.ice import host_address_policy
 from .call import (
     EXIT_AUTH,
@@ -47,7 +48,6 @@ from .call import (
     EXIT_USAGE,
     RATE,
     CallError,
-    Int16Array,
     RealtimeCall,
     TurnResult,
     dialect_of,

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.audio import StreamResampler, to_float
+from ..core.audio import ITEM_RATE, StreamResampler, to_float
 from .base import (
     STT_RATE,
     WARMUP_QUESTION,
@@ -36,7 +36,6 @@ from .base import (
 
 log = logging.getLogger(__name__)
 
-WIRE_RATE = 24000  # the realtime API's PCM16 rate
 RTC_RATE = 48000  # Opus
 APPEND_MS = 20  # what clients append per event (and a WebRTC frame)
 TAIL_S = 0.2  # quiet after the speech: the STT's input ends `stt.tail_ms` after it
@@ -81,12 +80,12 @@ async def rehearse(engines: EngineSet, *, session_models: bool,
 
     async def resample() -> dict[str, Any]:
         # The answer's paths, then the same speech as a user's input over both transports.
-        wire = _through(StreamResampler(tts.sample_rate, WIRE_RATE), speech["tts"], tts.sample_rate)
-        wire = np.concatenate([wire, np.zeros(int(TAIL_S * WIRE_RATE), np.int16)])
-        rtc = _through(StreamResampler(WIRE_RATE, RTC_RATE), wire, WIRE_RATE)
-        speech["input"] = _through(StreamResampler(WIRE_RATE, STT_RATE), wire, WIRE_RATE)
+        wire = _through(StreamResampler(tts.sample_rate, ITEM_RATE), speech["tts"], tts.sample_rate)
+        wire = np.concatenate([wire, np.zeros(int(TAIL_S * ITEM_RATE), np.int16)])
+        rtc = _through(StreamResampler(ITEM_RATE, RTC_RATE), wire, ITEM_RATE)
+        speech["input"] = _through(StreamResampler(ITEM_RATE, STT_RATE), wire, ITEM_RATE)
         _through(StreamResampler(RTC_RATE, STT_RATE), rtc, RTC_RATE)
-        paths = [f"{tts.sample_rate}->{WIRE_RATE}", f"{WIRE_RATE}->{RTC_RATE}", f"{WIRE_RATE}->{STT_RATE}",
+        paths = [f"{tts.sample_rate}->{ITEM_RATE}", f"{ITEM_RATE}->{RTC_RATE}", f"{ITEM_RATE}->{STT_RATE}",
                  f"{RTC_RATE}->{STT_RATE}"]
         return {"paths": paths, "append_ms": APPEND_MS}
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..core.audio import ITEM_RATE
 from ..core.errors import ProtocolError
 from ..core.ids import new_id
 from .truncation import State as TruncationState
@@ -35,7 +36,7 @@ class Entry:
         return str(self.item["id"])
 
     def audio_ms(self) -> int:
-        return sum(len(a) for a in self.audio) * 1000 // 24000
+        return sum(len(a) for a in self.audio) * 1000 // ITEM_RATE
 
 
 class Conversation:

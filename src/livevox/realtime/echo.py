@@ -37,14 +37,12 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from ..core.audio import SESSION_RATE, Float32Array, Int16Array
 from ..core.executor import stage_executor
 
 log = logging.getLogger(__name__)
 
-Int16Array = npt.NDArray[np.int16]
-Float32Array = npt.NDArray[np.float32]
 
-RATE = 16000
 FRAME = 160  # 10 ms: the unit of WebRTC's audio processing
 LATENCY_SAMPLES = FRAME
 PIP_INSTALL = "pip install livekit==1.2.0"
@@ -73,8 +71,8 @@ class DelayEstimator:
 
     def estimate(self, mic: Float32Array, ref: Float32Array) -> tuple[int, float]:
         d = self.DECIM
-        m = soxr.resample(mic.astype(np.float32), RATE, RATE // d, quality="LQ")
-        r = soxr.resample(ref.astype(np.float32), RATE, RATE // d, quality="LQ")
+        m = soxr.resample(mic.astype(np.float32), SESSION_RATE, SESSION_RATE // d, quality="LQ")
+        r = soxr.resample(ref.astype(np.float32), SESSION_RATE, SESSION_RATE // d, quality="LQ")
         n = 1 << int(np.ceil(np.log2(len(m) + len(r))))
         spec = np.fft.rfft(m, n) * np.conj(np.fft.rfft(r, n))
         spec /= np.abs(spec) + 1e-9  # PHAT: only phase, so the peak is sharp for speech
@@ -101,7 +99,7 @@ class EchoCanceller:
 
     def __init__(
         self,
-        rate: int = RATE,
+        rate: int = SESSION_RATE,
         *,
         max_delay_ms: int = 2000,
         initial_delay_ms: int = 0,
@@ -112,7 +110,7 @@ class EchoCanceller:
         tolerance_ms: int = 20,
         aec3_range_ms: int = 320,
     ) -> None:
-        if rate != RATE:
+        if rate != SESSION_RATE:
             raise ValueError("EchoCanceller works on the 16 kHz session clock")
         try:
             from livekit import rtc
@@ -220,9 +218,9 @@ class EchoCanceller:
                 frame, self._pending = self._pending[:FRAME], self._pending[FRAME:]
                 ref_at = self._frame_pos - max(0, self.delay - self.margin)
                 ref = self._far_slice(ref_at, FRAME)
-                rf = rtc.AudioFrame(ref.tobytes(), RATE, 1, FRAME)
+                rf = rtc.AudioFrame(ref.tobytes(), SESSION_RATE, 1, FRAME)
                 self._apm.process_reverse_stream(rf)
-                mf = rtc.AudioFrame(frame.tobytes(), RATE, 1, FRAME)
+                mf = rtc.AudioFrame(frame.tobytes(), SESSION_RATE, 1, FRAME)
                 self._apm.process_stream(mf)
                 done.append(np.frombuffer(mf.data, np.int16).copy())
                 self._remember_mic(frame)
@@ -270,7 +268,8 @@ class EchoCanceller:
             self._candidate = None
             return
         if self._candidate is not None and abs(delay - self._candidate) <= self._tolerance:
-            log.debug("echo delay %d -> %d ms (confidence %.1f)", self.delay * 1000 // RATE, delay * 1000 // RATE, conf)
+            log.debug("echo delay %d -> %d ms (confidence %.1f)",
+                      self.delay * 1000 // SESSION_RATE, delay * 1000 // SESSION_RATE, conf)
             self.delay = delay
             self._candidate = None
             # A fresh AEC3 converges in well under a second; one that locked onto the wrong

@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..core.audio import SESSION_RATE
 from ..engines.base import RehearsalStep
-from .echo import RATE, EchoCanceller
+from .echo import EchoCanceller
 from .noise import NoiseSuppressor
 
-APPEND_SAMPLES = RATE * 20 // 1000
+APPEND_SAMPLES = SESSION_RATE * 20 // 1000
 
 
 def _appends(audio: npt.NDArray[np.int16]) -> list[npt.NDArray[np.int16]]:
@@ -21,7 +22,7 @@ def _appends(audio: npt.NDArray[np.int16]) -> list[npt.NDArray[np.int16]]:
 
 
 async def _echo(audio: npt.NDArray[np.int16]) -> dict[str, Any]:
-    aec = EchoCanceller(RATE)  # first use imports livekit (~0.4 s, on the event loop)
+    aec = EchoCanceller(SESSION_RATE)  # first use imports livekit (~0.4 s, on the event loop)
     aec.far(audio, 0)
     chunks = _appends(audio)
     for i, chunk in enumerate(chunks):

@@ -24,9 +24,6 @@ import numpy.typing as npt
 
 from ..core.executor import stage_executor
 
-Int16Array = npt.NDArray[np.int16]
-
-RATE = 16000
 FRAME = 160
 LATENCY_SAMPLES = FRAME
 PIP_INSTALL = "pip install webrtc-noise-gain==1.3.0"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from ..core.audio import SESSION_RATE
+from ..core.audio import ITEM_RATE
 from ..core.errors import ProtocolError, unsupported
 from ..core.ids import new_id
 from ..engines.base import EngineSet
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("livevox.session")
 
-RATE = SESSION_RATE
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 
 _CONTROL_PREFIXES = ("session.", "error", "warning", "rtc.", "response.function_call_arguments")
@@ -285,5 +284,5 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
 
     def audio_sent(self, item_id: str, pcm24k: npt.NDArray[np.int16]) -> None:
         t0, ms = self._playback.get(item_id, (time.monotonic(), 0.0))
-        self._playback[item_id] = (t0, ms + pcm24k.size * 1000 / 24000)
+        self._playback[item_id] = (t0, ms + pcm24k.size * 1000 / ITEM_RATE)
         self.audio.played(pcm24k)

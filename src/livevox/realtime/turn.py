@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-RATE = 16000
+from ..core.audio import SESSION_RATE
 
 
 @dataclass(slots=True)
@@ -52,11 +52,11 @@ class TurnDetector:
         self.threshold = float(cfg.get("threshold", 0.5))
         # Hysteresis as Silero recommends: speech ends below threshold - 0.15.
         self.neg_threshold = max(0.01, self.threshold - 0.15)
-        self.prefix = int(cfg.get("prefix_padding_ms", 300)) * RATE // 1000
-        self.silence = int(cfg.get("silence_duration_ms", 500)) * RATE // 1000
-        self.min_speech = int(cfg.get("speech_duration_ms", 200)) * RATE // 1000
+        self.prefix = int(cfg.get("prefix_padding_ms", 300)) * SESSION_RATE // 1000
+        self.silence = int(cfg.get("silence_duration_ms", 500)) * SESSION_RATE // 1000
+        self.min_speech = int(cfg.get("speech_duration_ms", 200)) * SESSION_RATE // 1000
         # The pause (speculation starts) comes once the utterance's tail has arrived.
-        self.pause_after = min(int(cfg.get("pause_after_ms", 160)) * RATE // 1000, self.silence // 2)
+        self.pause_after = min(int(cfg.get("pause_after_ms", 160)) * SESSION_RATE // 1000, self.silence // 2)
 
     @property
     def in_pause(self) -> bool:

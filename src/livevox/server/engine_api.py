@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from ..core import audio as audio_codec
+from ..core.audio import ITEM_RATE
 from ..core.errors import ProtocolError
 from ..core.ids import new_id
 from ..engines.base import (
@@ -57,7 +58,6 @@ log = logging.getLogger("livevox.engine_api")
 
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # OpenAI's own limit for transcriptions
 MAX_SPEECH_CHARS = 4096
-SPEECH_RATE = 24000
 SPEECH_FORMATS = ("pcm", "wav")
 _STATUS = {"unavailable": 503, "timeout": 504, "bad_response": 502, "auth_failed": 502, "bad_request": 400}
 
@@ -440,7 +440,7 @@ async def speech(request: Request, state: LivevoxState) -> Response:
     speed = _float(body, "speed", 0.25, 4.0) or 1.0
     tts = engines.tts
     gen = tts.synthesize(text, SynthesisOptions(voice=engine_voice, speed=speed), new_id("api"))
-    resampler = audio_codec.StreamResampler(tts.sample_rate, SPEECH_RATE) if tts.sample_rate != SPEECH_RATE else None
+    resampler = audio_codec.StreamResampler(tts.sample_rate, ITEM_RATE) if tts.sample_rate != ITEM_RATE else None
 
     def pcm_bytes(chunk: Any, last: bool = False) -> bytes:
         if resampler is not None:
@@ -456,7 +456,7 @@ async def speech(request: Request, state: LivevoxState) -> Response:
             await _aclose(gen)
         if resampler is not None:
             pcm += pcm_bytes(np.zeros(0, np.int16), last=True)
-        return Response(_wav_header(SPEECH_RATE, len(pcm)) + pcm, media_type="audio/wav")
+        return Response(_wav_header(ITEM_RATE, len(pcm)) + pcm, media_type="audio/wav")
     first = await _first(gen)
 
     async def audio() -> AsyncIterator[bytes]:
@@ -478,7 +478,7 @@ async def speech(request: Request, state: LivevoxState) -> Response:
             await _aclose(gen)
 
     return StreamingResponse(audio(), media_type="audio/pcm",
-                             headers={"X-Sample-Rate": str(SPEECH_RATE), "X-Accel-Buffering": "no"})
+                             headers={"X-Sample-Rate": str(ITEM_RATE), "X-Accel-Buffering": "no"})
 
 
 # ---------------------------------------------------------------- models, voices

@@ -22,8 +22,6 @@ from ..response_request import response_params
 from ..turn_taking import Speculation, discard
 from .base import SessionParts
 
-RATE = SESSION_RATE
-
 
 class InputAudioEvents(SessionParts):
     async def _on_append(self, event: dict[str, Any]) -> None:
@@ -68,12 +66,12 @@ class InputAudioEvents(SessionParts):
         # A VAD turn is transcribed up to its tail (what the speculation heard); a manual commit whole.
         stt_audio = self.audio.take(self.audio.start, stt_end)
         audio = self.audio.take(self.audio.start)
-        if audio.size < RATE // 10:
+        if audio.size < SESSION_RATE // 10:
             await discard(spec)
             raise ProtocolError(
                 "input_audio_buffer_commit_empty",
                 f"Error committing input audio buffer: buffer too small. Expected at least 100ms of "
-                f"audio, but buffer only has {audio.size * 1000 / RATE:.2f}ms of audio.")
+                f"audio, but buffer only has {audio.size * 1000 / SESSION_RATE:.2f}ms of audio.")
         self.audio.clear()
         item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
                 "role": "user", "content": [{"type": "input_audio", "transcript": None}]}

@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
-import numpy.typing as npt
 from aiortc.codecs import get_decoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ...core import audio as audio_codec
+from ...core.audio import ITEM_RATE, SESSION_RATE, Int16Array
 from ...core.errors import ProtocolError
 from .metrics import FRAME_JITTER_SECONDS, FRAMES_SENT, MEDIA_CLOCK_RESETS, UNDERRUN_FRAMES
 from .sdp import AudioCodec
@@ -54,7 +54,6 @@ _MAX_TRACKED_ITEMS = 256
 #: An Opus "silence" frame (20 ms, CELT), used if the encoder returns nothing.
 _OPUS_SILENCE = b"\xf8\xff\xfe"
 
-Int16Array = npt.NDArray[np.int16]
 #: on_event(kind, response_id) with kind "started", "stopped" or "cleared".
 PlayoutCallback = Callable[[str, str], None]
 
@@ -165,7 +164,7 @@ class AgentAudioTrack(MediaStreamTrack):
             return
         rs = self._resamplers.get(item_id)
         if rs is None:
-            rs = self._resamplers[item_id] = audio_codec.StreamResampler(24000, self.codec.clock_rate)
+            rs = self._resamplers[item_id] = audio_codec.StreamResampler(ITEM_RATE, self.codec.clock_rate)
         pcm = rs.process(pcm24k.astype(np.int16, copy=False))
         if pcm.size:
             self._queue.append(_Chunk(response_id, item_id, pcm))
@@ -450,12 +449,12 @@ async def pump_inbound(track: MediaStreamTrack, session: RealtimeSession,
             mono = wide.astype(np.int16)
         if frame.sample_rate != rate or resampler is None:
             rate = frame.sample_rate
-            resampler = audio_codec.StreamResampler(rate, 16000)
+            resampler = audio_codec.StreamResampler(rate, SESSION_RATE)
         pcm = resampler.process(mono)
         if pcm.size == 0:
             continue
         try:
-            await session.feed_audio(pcm, rate=16000)
+            await session.feed_audio(pcm, rate=SESSION_RATE)
         except ProtocolError as err:  # e.g. the buffer is full with turn detection off
             now = time.monotonic()
             if now - last_error > 5.0:
