@@ -332,6 +332,15 @@ class RemoteEngine(Protocol):
     def remote(self) -> bool: ...
 
 
+@runtime_checkable
+class EmbeddedModel(Protocol):
+    """`embedded` True: the engine runs the small model the install bundles (demo-grade), not one
+    the operator configured; the registry says so at start."""
+
+    @property
+    def embedded(self) -> bool: ...
+
+
 # ---------------------------------------------------------------- the set a session uses
 
 
