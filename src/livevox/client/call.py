@@ -57,6 +57,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from ..core.audio import SESSION_RATE, Int16Array, StreamResampler
+from ..core.protocol_names import CANONICAL_EVENT_NAMES, is_voice_live_path
 
 RATE = 24000
 
@@ -68,15 +69,6 @@ EXIT_CONNECT = 4
 EXIT_TIMEOUT = 5
 
 #: GA event names -> the canonical (Voice Live / beta) names this client works with.
-_GA_TO_CANONICAL = {
-    "response.output_audio.delta": "response.audio.delta",
-    "response.output_audio.done": "response.audio.done",
-    "response.output_audio_transcript.delta": "response.audio_transcript.delta",
-    "response.output_audio_transcript.done": "response.audio_transcript.done",
-    "response.output_text.delta": "response.text.delta",
-    "response.output_text.done": "response.text.done",
-    "conversation.item.added": "conversation.item.created",
-}
 
 #: Client-side intervals, measured from the end of the user's speech (event type -> label).
 CLIENT_MARKS = (
@@ -213,7 +205,7 @@ def realtime_url(url: str) -> str:
 
 
 def dialect_of(url: str) -> str:
-    return "voicelive" if "voice-live" in urlsplit(url).path else "openai"
+    return "voicelive" if is_voice_live_path(urlsplit(url).path) else "openai"
 
 
 def session_update(dialect: str, turn_detection: dict[str, Any] | None, transcription: bool = True,
@@ -350,7 +342,7 @@ class RealtimeCall:
 
     def _put(self, t: float, ev: dict[str, Any]) -> None:
         """Queue a server event under its canonical name."""
-        ev = {**ev, "type": _GA_TO_CANONICAL.get(ev["type"], ev["type"])}
+        ev = {**ev, "type": CANONICAL_EVENT_NAMES.get(ev["type"], ev["type"])}
         self._queue.put_nowait((t, ev))
 
     async def _read(self) -> None:

@@ -75,10 +75,6 @@ def encode(samples: Int16Array, codec: str) -> bytes:
     return table[samples.astype(np.int32) + 32768].tobytes()
 
 
-def bytes_per_sample(codec: str) -> int:
-    return 2 if codec == "pcm16" else 1
-
-
 def to_float(samples: Int16Array) -> Float32Array:
     return (samples.astype(np.float32) / 32768.0).astype(np.float32, copy=False)
 

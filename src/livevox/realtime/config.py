@@ -7,14 +7,14 @@ names the exact `param` at fault, and an invalid update leaves the config untouc
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..core.errors import ProtocolError, unsupported
 from . import truncation
 
-INPUT_FORMATS = ("pcm16", "g711_ulaw", "g711_alaw")
+InputFormat = Literal["pcm16", "g711_ulaw", "g711_alaw"]
 #: Output format name -> (codec, rate). Hyphenated names are what older SDKs sent.
 OUTPUT_FORMATS: dict[str, tuple[str, int]] = {
     "pcm16": ("pcm16", 24000),
@@ -26,27 +26,22 @@ for _rate in (8000, 16000, 22050, 24000, 44100, 48000):
     OUTPUT_FORMATS[f"pcm16-{_rate}hz"] = ("pcm16", _rate)
 INPUT_RATES = (8000, 16000, 24000, 44100, 48000)
 
-TURN_TYPES = (
+TurnType = Literal[
     "server_vad",
     "semantic_vad",
     "azure_semantic_vad",
     "azure_semantic_vad_en",
     "azure_semantic_vad_multilingual",
-)
-SEMANTIC_TYPES = TURN_TYPES[1:]
+]
+#: The turn detections that end turns by the end-of-turn model (all but server_vad).
+SEMANTIC_TYPES: tuple[str, ...] = get_args(TurnType)[1:]
 
 _Lenient = ConfigDict(extra="allow")
 
 
 class TurnDetection(BaseModel):
     model_config = _Lenient
-    type: Literal[
-        "server_vad",
-        "semantic_vad",
-        "azure_semantic_vad",
-        "azure_semantic_vad_en",
-        "azure_semantic_vad_multilingual",
-    ] = "server_vad"
+    type: TurnType = "server_vad"
     threshold: float | None = Field(None, ge=0.0, le=1.0)
     prefix_padding_ms: int | None = Field(None, ge=0, le=10000)
     silence_duration_ms: int | None = Field(None, ge=0, le=10000)
@@ -87,7 +82,7 @@ class SessionModel(BaseModel):
     modalities: list[Literal["text", "audio", "animation", "avatar"]] = ["text", "audio"]
     instructions: str = ""
     voice: str | dict[str, Any] = "alloy"
-    input_audio_format: Literal["pcm16", "g711_ulaw", "g711_alaw"] = "pcm16"
+    input_audio_format: InputFormat = "pcm16"
     input_audio_sampling_rate: int = 24000
     output_audio_format: str = "pcm16"
     turn_detection: TurnDetection | None = Field(default_factory=TurnDetection)
@@ -287,6 +282,3 @@ def merge_update(
                         f"({prefix}.animation.outputs).")
     return _strip_none_objects(out), warnings
 
-
-def output_format(cfg: dict[str, Any]) -> tuple[str, int]:
-    return OUTPUT_FORMATS[cfg["output_audio_format"]]

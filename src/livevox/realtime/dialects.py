@@ -11,19 +11,11 @@ import copy
 from typing import Any
 
 from ..core.errors import ProtocolError
+from ..core.protocol_names import GA_EVENT_NAMES, is_voice_live_path
 from .config import OUTPUT_FORMATS
 
 #: Canonical events that exist only for some dialects.
 _GA_ONLY = {"conversation.item.done"}
-_OUT_RENAMES_GA = {
-    "response.text.delta": "response.output_text.delta",
-    "response.text.done": "response.output_text.done",
-    "response.audio.delta": "response.output_audio.delta",
-    "response.audio.done": "response.output_audio.done",
-    "response.audio_transcript.delta": "response.output_audio_transcript.delta",
-    "response.audio_transcript.done": "response.output_audio_transcript.done",
-    "conversation.item.created": "conversation.item.added",
-}
 
 
 class Dialect:
@@ -41,10 +33,6 @@ class Dialect:
         view = {**extra, **copy.deepcopy(cfg)}
         view["object"] = "realtime.session"
         return view
-
-    def session_update_prefix(self) -> str:
-        return "session"
-
 
 class VoiceLiveDialect(Dialect):
     name = "voicelive"
@@ -100,9 +88,6 @@ _GA_SESSION_KEYS = {
 
 class OpenAIGADialect(Dialect):
     name = "openai-ga"
-
-    def session_update_prefix(self) -> str:
-        return "session"
 
     def session_in(self, s: Any, prefix: str = "session") -> dict[str, Any]:
         """GA session object -> canonical session update."""
@@ -183,7 +168,7 @@ class OpenAIGADialect(Dialect):
         if t in ("session.created", "session.updated"):
             return event  # session already rendered by session_view
         ev = dict(event)
-        ev["type"] = _OUT_RENAMES_GA.get(t, t)
+        ev["type"] = GA_EVENT_NAMES.get(t, t)
         if "item" in ev and isinstance(ev["item"], dict):
             ev["item"] = _ga_item_out(ev["item"])
         if "response" in ev and isinstance(ev["response"], dict):
@@ -264,6 +249,6 @@ def _ga_response_out(resp: dict[str, Any]) -> dict[str, Any]:
 
 def dialect_for(path: str, beta: bool) -> Dialect:
     """Voice Live on its paths; OpenAI's beta dialect when the client asked for it, else GA."""
-    if "voice-live" in path:
+    if is_voice_live_path(path):
         return VoiceLiveDialect()
     return OpenAIBetaDialect() if beta else OpenAIGADialect()

@@ -66,9 +66,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .config import SEMANTIC_TYPES
 from .filler import is_filler_only
-
-SEMANTIC_TYPES = ("semantic_vad", "azure_semantic_vad", "azure_semantic_vad_en", "azure_semantic_vad_multilingual")
 
 THRESHOLD_LEVELS = {"low": 0.3, "medium": 0.5, "default": 0.5, "high": 0.7}
 #: OpenAI semantic_vad eagerness -> (threshold, complete_ms, cap_ms).

@@ -94,10 +94,6 @@ class RtcCall:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    @property
-    def channel_open(self) -> bool:
-        return self.channel is not None and self.channel.readyState == "open"
-
     def send_text(self, text: str) -> bool:
         """Send on the data channel; False if it is not open."""
         ch = self.channel
