@@ -30,7 +30,7 @@ from .input_audio import InputAudio
 from .metrics import ERRORS_TOTAL
 from .response import ResponseRun
 from .semantic_turn import policy_config
-from .transport import Route, SessionTransport
+from .transport import Route, SessionTransport, route_of
 from .turn_taking import TurnTaking
 
 if TYPE_CHECKING:
@@ -40,8 +40,6 @@ log = logging.getLogger("livevox.session")
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 
-_CONTROL_PREFIXES = ("session.", "error", "warning", "rtc.", "response.function_call_arguments")
-_TOOL_ITEMS = ("function_call", "function_call_output")
 
 
 class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
@@ -160,15 +158,6 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
             extra["agent"] = {"type": "agent", "name": self.agent_name, "agent_id": self.agent_name}
         return self.dialect.session_view(self.config, extra)
 
-    def route(self, event: dict[str, Any]) -> Route:
-        t = event["type"]
-        if t.startswith(_CONTROL_PREFIXES):
-            return Route.CONTROL
-        item = event.get("item")
-        if isinstance(item, dict) and item.get("type") in _TOOL_ITEMS:
-            return Route.CONTROL
-        return Route.EVENTS
-
     def _stamped(self, event: dict[str, Any]) -> dict[str, Any]:
         return {"type": event["type"], "event_id": new_id("event"), **{k: v for k, v in event.items() if k != "type"}}
 
@@ -179,7 +168,7 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
         wire = self.dialect.outbound(ev)
         if wire is None:
             return
-        await self.transport.send_event(wire, route or self.route(ev))
+        await self.transport.send_event(wire, route or route_of(ev))
 
     def greeting(self) -> dict[str, Any]:
         """`session.created` in this session's dialect, for a socket that joins later (side-band)."""

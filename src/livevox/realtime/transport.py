@@ -22,6 +22,22 @@ class Route(enum.Enum):
     EVENTS = "events"  # VAD, transcripts, response lifecycle: the data channel
 
 
+_CONTROL_PREFIXES = ("session.", "error", "warning", "rtc.", "response.function_call_arguments")
+_TOOL_ITEMS = ("function_call", "function_call_output")
+
+
+def route_of(event: dict[str, Any]) -> Route:
+    """The channel a canonical server event belongs on (Voice Live's WebRTC split): session
+    configuration, errors, warnings, rtc.* and tool calls on the control socket, the rest on the
+    data channel. The one table of it; one-channel transports ignore it."""
+    if event["type"].startswith(_CONTROL_PREFIXES):
+        return Route.CONTROL
+    item = event.get("item")
+    if isinstance(item, dict) and item.get("type") in _TOOL_ITEMS:
+        return Route.CONTROL
+    return Route.EVENTS
+
+
 class SessionTransport(ABC):
     #: True: the session sends `response.audio.delta` events. False: it calls `play_audio`.
     audio_in_events: bool = True
