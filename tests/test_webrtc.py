@@ -25,8 +25,9 @@ import websockets
 from livevox.engines.base import TranscribeOptions
 from livevox.engines.scripted import ScriptedLLM, ScriptedToolCall
 from livevox.transports.webrtc.ice import advertise_nat_1to1, allowed_host_addresses, rtc_configuration
+from livevox.transports.webrtc.inbound_audio import _InOrderAudio
+from livevox.transports.webrtc.outbound_track import AgentAudioTrack
 from livevox.transports.webrtc.sdp import AudioCodec
-from livevox.transports.webrtc.tracks import AgentAudioTrack, _InOrderAudio
 from rtcclient import FIXTURES, VL_CALLS, MicTrack, RtcClient, load_wav, silence, tone
 from server_harness import ServerThread, embedded_settings, scripted_settings
 

@@ -28,9 +28,10 @@ from aiortc.mediastreams import MediaStreamTrack
 from ...core.ids import new_id
 from ...settings import WebRTCSettings
 from .ice import advertise_nat_1to1, host_address_policy, rtc_configuration
+from .inbound_audio import decode_on_loop, pump_inbound
 from .metrics import CALL_ERRORS_TOTAL, CALLS_ACTIVE, CALLS_ENDED_TOTAL, CALLS_TOTAL
+from .outbound_track import AgentAudioTrack
 from .sdp import Offer, OfferError
-from .tracks import AgentAudioTrack, decode_on_loop, pump_inbound
 
 if TYPE_CHECKING:
     from ...realtime.session import RealtimeSession
