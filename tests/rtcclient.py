@@ -7,39 +7,30 @@ helpers at the microphone's 48 kHz.
 
 from __future__ import annotations
 
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import soxr
-
+import support_audio
 from livevox.client.webrtc import LOUD_RMS, VL_CALLS, MicTrack, PacedAudioTrack, Received
 from livevox.client.webrtc import RtcClient as _ProductRtcClient
+from support_audio import FIXTURES, Int16
 
 __all__ = ["FIXTURES", "LOUD_RMS", "VL_CALLS", "MicTrack", "PacedAudioTrack", "Received", "RtcClient", "load_wav",
            "silence", "tone"]
 
-FIXTURES = Path(__file__).parent / "fixtures"
+MIC_RATE = 48000  # the defaults here are the microphone track's rate, not the WebSocket's 24 kHz
 
 
-def load_wav(path: Path | str, rate: int = 48000) -> np.ndarray:
-    with wave.open(str(path)) as w:
-        src = w.getframerate()
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-        if w.getnchannels() == 2:
-            pcm = pcm.reshape(-1, 2).mean(axis=1).astype(np.int16)
-    out: np.ndarray = soxr.resample(pcm, src, rate).astype(np.int16) if src != rate else pcm.astype(np.int16)
-    return out
+def load_wav(path: Path | str, rate: int = MIC_RATE) -> Int16:
+    return support_audio.load_pcm(path, rate)
 
 
-def tone(seconds: float, rate: int = 48000, amp: int = 8000, freq: float = 220.0) -> np.ndarray:
-    t = np.arange(int(seconds * rate))
-    return (np.sin(2 * np.pi * freq * t / rate) * amp).astype(np.int16)
+def tone(seconds: float, rate: int = MIC_RATE, amp: int = 8000, freq: float = 220.0) -> Int16:
+    return support_audio.tone(seconds, rate, amp, freq)
 
 
-def silence(seconds: float, rate: int = 48000) -> np.ndarray:
-    return np.zeros(int(seconds * rate), np.int16)
+def silence(seconds: float, rate: int = MIC_RATE) -> Int16:
+    return support_audio.silence(seconds, rate)
 
 
 @dataclass

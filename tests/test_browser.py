@@ -34,12 +34,9 @@ MODES = ("webrtc", "websocket")
 
 
 def _make_wav(path: Path) -> None:
-    import soxr
+    from support_audio import fixture  # tests/ is on the path, run by pytest or directly
 
-    with wave.open(str(ROOT / "tests" / "fixtures" / "question_capital.wav")) as w:
-        rate = w.getframerate()
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    pcm = soxr.resample(pcm, rate, 48000).astype(np.int16)
+    pcm = fixture("question_capital.wav", 48000)
     # 2 s before (the call connects meanwhile), then the question, then a long silence: the file
     # is read once (%noloop), so the agent answers once, with no barge-in.
     out = np.concatenate([np.zeros(96000, np.int16), pcm, np.zeros(48000 * 10, np.int16)])

@@ -6,16 +6,11 @@ word timestamps and visemes. Audio comes from the fixtures and from espeak-ng / 
 from __future__ import annotations
 
 import functools
-import shutil
-import subprocess
-import tempfile
-import wave
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import soxr
 
 from livevox.engines.carriers import carried_file
 from livevox.engines.piper.alignment import (
@@ -42,27 +37,9 @@ from livevox.realtime.filler import VOICE_LIVE_FILLERS, is_filler_only
 from livevox.realtime.noise import NoiseSuppressor, level_for
 from livevox.realtime.semantic_turn import TurnPolicy, dangling, policy_config
 from livevox.realtime.turn import SpeechStarted, TurnDetector
+from support_audio import espeak, fixture_f32, to_float
 
-FIXTURES = Path(__file__).parent / "fixtures"
 RATE = 16000
-
-
-def read_wav(name: str) -> np.ndarray[Any, Any]:
-    with wave.open(str(FIXTURES / name)) as w:
-        return np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768.0
-
-
-@functools.cache
-def espeak(text: str, voice: str = "en-us") -> np.ndarray[Any, Any]:
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (apt-get install -y espeak-ng)")
-    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-        subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", f.name, text], check=True, capture_output=True)
-        with wave.open(f.name) as w:
-            rate = w.getframerate()
-            audio = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768.0
-    out: np.ndarray[Any, Any] = soxr.resample(audio, rate, RATE).astype(np.float32)
-    return out
 
 
 @functools.cache
@@ -101,7 +78,7 @@ def test_whisper_features_shape_and_padding() -> None:
     assert not win[:-RATE].any() and win[-RATE:].all()  # left-padded with zeros
     long = np.arange(WINDOW_SAMPLES + 5, dtype=np.float32)
     assert fit_window(long)[0] == 5  # the last 8 s are kept
-    feats = log_mel_features(fit_window(read_wav("question_capital.wav")))
+    feats = log_mel_features(fit_window(fixture_f32("question_capital.wav")))
     assert feats.shape == (80, 800) and feats.dtype == np.float32
     assert feats.max() - feats.min() <= 2.0 + 1e-6  # floored 8 decades under the peak, / 4
     fb = mel_filterbank()
@@ -110,8 +87,8 @@ def test_whisper_features_shape_and_padding() -> None:
 
 async def test_smart_turn_hears_complete_and_unfinished(smart_turn: SmartTurn) -> None:
     tail = np.zeros(RATE // 5, np.float32)  # the 200 ms of silence the first score sees
-    complete = np.concatenate([read_wav("question_capital.wav"), tail])
-    unfinished = np.concatenate([espeak("What is the weather like in"), tail])
+    complete = np.concatenate([fixture_f32("question_capital.wav"), tail])
+    unfinished = np.concatenate([to_float(espeak("What is the weather like in", rate=RATE)), tail])
     p_complete = await smart_turn.score(complete, "test")
     p_unfinished = await smart_turn.score(unfinished, "test")
     assert 0.0 <= p_unfinished < 0.5 < p_complete <= 1.0
@@ -131,7 +108,7 @@ def test_whisper_features_match_pipecats_reference() -> None:
     ref = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ref)
     rng = np.random.default_rng(5)
-    for audio in (read_wav("question_story.wav"), rng.standard_normal(3 * RATE).astype(np.float32) * 0.1):
+    for audio in (fixture_f32("question_story.wav"), rng.standard_normal(3 * RATE).astype(np.float32) * 0.1):
         win = fit_window(audio)
         np.testing.assert_allclose(log_mel_features(win), ref.compute_whisper_log_mel_features(win), atol=1e-5)
 
@@ -252,7 +229,7 @@ def test_not_fillers(text: str) -> None:
 
 def test_noise_suppressor_removes_noise_keeps_speech() -> None:
     rng = np.random.default_rng(0)
-    speech = read_wav("question_weather.wav")
+    speech = fixture_f32("question_weather.wav")
     noise = (rng.standard_normal(len(speech) + RATE) * 0.01).astype(np.float32)  # ~-40 dBFS
     mix = np.concatenate([np.zeros(RATE, np.float32), speech]) + noise
     ns = NoiseSuppressor(3)
@@ -296,7 +273,7 @@ def cancel(far: np.ndarray[Any, Any], mic: np.ndarray[Any, Any]) -> np.ndarray[A
 
 
 def test_delay_estimator_finds_the_echo_path() -> None:
-    far = np.concatenate([np.zeros(RATE // 2, np.float32), read_wav("question_story.wav")])
+    far = np.concatenate([np.zeros(RATE // 2, np.float32), fixture_f32("question_story.wav")])
     echo = room_echo(far, 700, -10)
     end = len(far)
     est = DelayEstimator(2 * RATE)
@@ -306,7 +283,7 @@ def test_delay_estimator_finds_the_echo_path() -> None:
 
 
 def test_echo_is_cancelled_and_interruption_still_heard() -> None:
-    far = np.concatenate([np.zeros(RATE // 2, np.float32), read_wav("question_story.wav"),
+    far = np.concatenate([np.zeros(RATE // 2, np.float32), fixture_f32("question_story.wav"),
                           np.zeros(RATE // 2, np.float32)]) * 2.0
     echo = room_echo(far, 150, -10)
     mic = (echo + np.random.default_rng(2).standard_normal(len(far)) * 3e-4).astype(np.float32)
@@ -317,7 +294,7 @@ def test_echo_is_cancelled_and_interruption_still_heard() -> None:
     assert erle > 15
     assert speech_starts(out) == []
     # A different voice talking over the echo still starts a turn.
-    user = espeak("Wait, stop, I need to change that.", "en-gb+f3") * 0.5
+    user = to_float(espeak("Wait, stop, I need to change that.", "en-gb+f3", rate=RATE)) * 0.5
     at = 3 * RATE
     mic2 = mic.copy()
     mic2[at : at + len(user)] += user[: len(mic2) - at]

@@ -10,14 +10,14 @@ import asyncio
 import logging
 import shutil
 import time
-import wave
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import pytest_asyncio
 
+import support_audio
 from livevox.core.executor import stage_executor
 from livevox.engines import carriers
 from livevox.engines.base import (
@@ -36,11 +36,9 @@ from livevox.engines.scripted import (
     ScriptedToolCall,
     ScriptedTTS,
     ScriptedVAD,
-    reset_scripted,
 )
 from livevox.settings import LLMSettings, Settings, STTSettings, TTSSettings, VADSettings
-
-FIXTURES = Path(__file__).parent / "fixtures"
+from support_audio import FIXTURES, to_float
 
 # What faster-whisper tiny.en must hear in each fixture (see make_fixtures.sh).
 KEY_WORDS = {
@@ -65,10 +63,9 @@ WEATHER_TOOL = {
 
 
 def read_wav(name: str) -> np.ndarray:
-    with wave.open(str(FIXTURES / name)) as w:
-        assert w.getframerate() == 16000 and w.getnchannels() == 1 and w.getsampwidth() == 2
-        data = np.frombuffer(w.readframes(w.getnframes()), np.int16)
-    return data.astype(np.float32) / 32768.0
+    pcm, rate = support_audio.read_wav(FIXTURES / name)  # which also insists on 16-bit samples
+    assert rate == 16000 and pcm.ndim == 1  # the fixtures are what make_fixtures.sh says
+    return to_float(pcm)
 
 
 def whole_frames(audio: np.ndarray, frame: int = 512) -> np.ndarray:
@@ -375,26 +372,19 @@ async def test_piper_empty_text_yields_nothing(engines: Engines) -> None:
 # ---------------------------------------------------------------- scripted stand-ins
 
 
-@pytest.fixture
-def scripted() -> Iterator[None]:
-    reset_scripted()
-    yield
-    reset_scripted()
+def tone(seconds: float, amplitude: float) -> np.ndarray:
+    """The shared tone as the engines' float32 at 16 kHz, `amplitude` a fraction of full scale."""
+    return to_float(support_audio.tone(seconds, 16000, round(amplitude * 32768), freq=300))
 
 
-def tone(seconds: float, amplitude: float, rate: int = 16000) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    return (np.sin(2 * np.pi * 300 * t) * amplitude).astype(np.float32)
-
-
-async def test_scripted_vad(scripted: None) -> None:
+async def test_scripted_vad(fresh_scripts: None) -> None:
     vad = ScriptedVAD()
     assert vad.name == "scripted-vad"
     audio = np.concatenate([np.zeros(1024, np.float32), tone(1024 / 16000, 0.1), tone(512 / 16000, 0.01)])
     assert await vad.stream().probabilities(audio, "s") == [0.0, 0.0, 1.0, 1.0, 0.0]
 
 
-async def test_scripted_stt(scripted: None) -> None:
+async def test_scripted_stt(fresh_scripts: None) -> None:
     stt = ScriptedSTT()
     assert stt.name == "scripted-stt"
     opts = TranscribeOptions()
@@ -410,7 +400,7 @@ async def test_scripted_stt(scripted: None) -> None:
     assert "".join(await collect(stt.transcribe(tone(0.5, 0.1), opts, "s"))) == "scripted transcript"
 
 
-async def test_scripted_llm_text_and_length(scripted: None) -> None:
+async def test_scripted_llm_text_and_length(fresh_scripts: None) -> None:
     llm = ScriptedLLM()
     assert llm.name == "scripted-llm"
     events = await collect(llm.stream(ChatRequest(messages=[{"role": "user", "content": "hi"}]), "s"))
@@ -421,7 +411,7 @@ async def test_scripted_llm_text_and_length(scripted: None) -> None:
     assert isinstance(cut[-1], Finish) and cut[-1].reason == "length" and cut[-1].output_tokens == 3
 
 
-async def test_scripted_llm_tool_call(scripted: None) -> None:
+async def test_scripted_llm_tool_call(fresh_scripts: None) -> None:
     ScriptedLLM.tool_call = ScriptedToolCall("get_weather", {"city": "Paris"}, when="weather")
     llm = ScriptedLLM()
     ask = [{"role": "user", "content": "What's the weather?"}]
@@ -437,7 +427,7 @@ async def test_scripted_llm_tool_call(scripted: None) -> None:
     assert len(ScriptedLLM.calls) == 3
 
 
-async def test_scripted_llm_fail_and_slow(scripted: None) -> None:
+async def test_scripted_llm_fail_and_slow(fresh_scripts: None) -> None:
     llm = ScriptedLLM()
     ScriptedLLM.fail_next = True
     with pytest.raises(EngineError) as err:
@@ -452,7 +442,7 @@ async def test_scripted_llm_fail_and_slow(scripted: None) -> None:
     assert isinstance(first, TextDelta) and 0.04 < time.perf_counter() - t < 0.5
 
 
-async def test_scripted_tts(scripted: None) -> None:
+async def test_scripted_tts(fresh_scripts: None) -> None:
     tts = ScriptedTTS()
     assert tts.name == "scripted-tts" and tts.sample_rate == 24000
     chunks = await collect(tts.synthesize("one two three", SynthesisOptions(), "s"))

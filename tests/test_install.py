@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import wave
 import zipfile
 from pathlib import Path
 
@@ -21,15 +20,9 @@ from livevox.engines.base import ChatRequest, TextDelta
 from livevox.engines.llamacpp import LlamaCppLLM
 from livevox.engines.silero import SileroVAD
 from livevox.engines.smart_turn import SmartTurn
+from support_audio import fixture_f32
 
-FIXTURES = Path(__file__).parent / "fixtures"
 REFERENCE = carriers.SMART_TURN_FEATURES_REFERENCE  # 7 KB: the smallest extracted file
-
-
-def read_wav(name: str) -> np.ndarray:
-    with wave.open(str(FIXTURES / name)) as w:
-        data = np.frombuffer(w.readframes(w.getnframes()), np.int16)
-    return data.astype(np.float32) / 32768.0
 
 
 def extracted_path(item: carriers.Carried, root: Path | None = None) -> Path:
@@ -61,7 +54,7 @@ async def test_engines_load_from_the_extracted_files() -> None:
     vad = SileroVAD()
     await vad.load()
     assert vad.path == extracted_path(carriers.SILERO_VAD)
-    speech = read_wav("question_capital.wav")
+    speech = fixture_f32("question_capital.wav")
     probs = await vad.stream().probabilities(speech[: len(speech) // 512 * 512], "t-install")
     assert max(probs) > 0.5 > min(probs)
 

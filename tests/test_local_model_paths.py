@@ -6,20 +6,17 @@ temporary folder: real models, loaded through the user-path code, not the carrie
 
 from __future__ import annotations
 
-import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest_asyncio
 
 from livevox.engines import carriers
 from livevox.engines.base import ChatRequest, SynthesisOptions, TextDelta, TranscribeOptions
 from livevox.engines.registry import Engines, build_engines
 from livevox.settings import Settings, load_settings
-
-FIXTURES = Path(__file__).parent / "fixtures"
+from support_audio import fixture_f32
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -65,8 +62,7 @@ async def test_whisper_from_a_folder_with_its_settings(engines: Engines) -> None
     spy = _Spy(stt._model)
     stt._model = spy
     try:
-        with wave.open(str(FIXTURES / "question_capital.wav")) as w:
-            audio = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768.0
+        audio = fixture_f32("question_capital.wav")
         text = "".join([p async for p in stt.transcribe(audio, TranscribeOptions(), "t")])
     finally:
         stt._model = spy._model

@@ -18,13 +18,14 @@ import shutil
 import subprocess
 import sys
 import uuid
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+from support_audio import read_wav
 
 ROOT = Path(__file__).resolve().parent.parent
 HELPER = ROOT / "tests" / "loopback_only_helper.py"
@@ -105,9 +106,8 @@ def test_call_over_webrtc(netns: str, server: str, door: str, tmp_path: Path) ->
     assert agent.removeprefix("agent said:").strip(" '\"") != "", agent
     for stage in ("first audio delta", "response.done", "eot_decision", "tts_first_audio"):
         assert stage in proc.stdout, proc.stdout
-    with wave.open(str(out_wav)) as w:
-        assert (w.getframerate(), w.getnchannels()) == (24000, 1)
-        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    pcm, rate = read_wav(out_wav)
+    assert (rate, pcm.ndim) == (24000, 1)  # 24 kHz mono
     assert pcm.size > 24000 * 0.5
     assert np.sqrt(np.mean(pcm.astype(np.float64) ** 2)) > 300
 

@@ -5,23 +5,13 @@ Whisper's own 30 s and keeps its end. Speech made here with espeak-ng, not the f
 from __future__ import annotations
 
 import re
-import subprocess
-import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from livevox.core import audio as codec
 from livevox.engines.base import TranscribeOptions
 from livevox.engines.whisper import FasterWhisperSTT
-
-
-def espeak(text: str, path: Path, voice: str = "en-us", wpm: int = 150) -> np.ndarray:
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-w", str(path), text], check=True)
-    with wave.open(str(path)) as w:
-        pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16)
-        return codec.to_float(codec.resample(pcm, w.getframerate(), 16000))
+from support_audio import espeak, to_float
 
 
 def words(text: str) -> list[str]:
@@ -42,19 +32,18 @@ async def engines() -> dict[float, FasterWhisperSTT]:
     return out
 
 
-async def test_short_window_short_turn(engines: dict[float, FasterWhisperSTT], tmp_path: Path) -> None:
-    audio = espeak("Please set an alarm for six thirty tomorrow morning.", tmp_path / "a.wav", "en-gb")
+async def test_short_window_short_turn(engines: dict[float, FasterWhisperSTT]) -> None:
+    audio = to_float(espeak("Please set an alarm for six thirty tomorrow morning.", "en-gb"))
     short, full = await transcribe(engines[15.0], audio), await transcribe(engines[30.0], audio)
     assert {"alarm", "tomorrow", "morning"} <= set(words(short)), short
     assert {"alarm", "tomorrow", "morning"} <= set(words(full)), full
 
 
-async def test_turn_longer_than_the_window_keeps_its_end(engines: dict[float, FasterWhisperSTT],
-                                                         tmp_path: Path) -> None:
+async def test_turn_longer_than_the_window_keeps_its_end(engines: dict[float, FasterWhisperSTT]) -> None:
     text = ("I would like to plan a trip next month with my whole family, we want to visit the "
             "mountains, see a few lakes, and stay somewhere quiet near a small village. At the end "
             "of the trip we will fly home from Geneva on a Sunday evening.")
-    audio = espeak(text, tmp_path / "long.wav", wpm=130)
+    audio = to_float(espeak(text, wpm=130))
     assert audio.size / 16000 > 16  # longer than the 15 s window
     got = words(await transcribe(engines[15.0], audio))
     assert "geneva" in got and "sunday" in got, got

@@ -10,6 +10,11 @@ from typing import Any
 import numpy as np
 import websockets
 
+from support_audio import silence, tone
+
+__all__ = ["AUDIO_RESPONSE", "AUDIO_TURN", "VL_PATH", "RealtimeClient", "ordered_subsequence", "silence", "tone",
+           "types"]
+
 VL_PATH = "/voice-live/realtime?api-version=2026-07-15&model=gpt-realtime"
 
 
@@ -74,14 +79,32 @@ class RealtimeClient:
         await self.ws.close()
 
 
-def tone(seconds: float, rate: int = 24000, amp: int = 8000) -> np.ndarray:
-    t = np.arange(int(seconds * rate))
-    return (np.sin(2 * np.pi * 220 * t / rate) * amp).astype(np.int16)
-
-
-def silence(seconds: float, rate: int = 24000) -> np.ndarray:
-    return np.zeros(int(seconds * rate), np.int16)
-
-
 def types(events: list[dict[str, Any]]) -> list[str]:
     return [e["type"] for e in events]
+
+
+# The event sequences of a spoken turn and of an audio answer, as the protocol and SDK tests expect.
+AUDIO_TURN = [
+    "input_audio_buffer.speech_started",
+    "input_audio_buffer.speech_stopped",
+    "input_audio_buffer.committed",
+    "conversation.item.created",
+]
+AUDIO_RESPONSE = [
+    "response.created",
+    "response.output_item.added",
+    "conversation.item.created",
+    "response.content_part.added",
+    "response.audio_transcript.delta",
+    "response.audio.delta",
+    "response.audio.done",
+    "response.audio_transcript.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.done",
+]
+
+
+def ordered_subsequence(seq: list[str], expected: list[str]) -> bool:
+    it = iter(seq)
+    return all(any(x == e for x in it) for e in expected)
