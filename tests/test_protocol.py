@@ -15,33 +15,7 @@ import websockets
 
 from livevox.engines.scripted import ScriptedLLM, ScriptedSTT, ScriptedToolCall, ScriptedTTS
 from server_harness import ServerThread, scripted_settings
-from wsclient import RealtimeClient, silence, tone, types
-
-AUDIO_TURN = [
-    "input_audio_buffer.speech_started",
-    "input_audio_buffer.speech_stopped",
-    "input_audio_buffer.committed",
-    "conversation.item.created",
-]
-AUDIO_RESPONSE = [
-    "response.created",
-    "response.output_item.added",
-    "conversation.item.created",
-    "response.content_part.added",
-    "response.audio_transcript.delta",
-    "response.audio.delta",
-    "response.audio.done",
-    "response.audio_transcript.done",
-    "response.content_part.done",
-    "response.output_item.done",
-    "response.done",
-]
-
-
-def ordered_subsequence(seq: list[str], expected: list[str]) -> bool:
-    it = iter(seq)
-    return all(any(x == e for x in it) for e in expected)
-
+from wsclient import AUDIO_RESPONSE, AUDIO_TURN, RealtimeClient, ordered_subsequence, silence, tone, types
 
 pytestmark = pytest.mark.usefixtures("fresh_scripts")
 
@@ -334,7 +308,11 @@ async def test_stt_failure_gives_failed_event(client: RealtimeClient) -> None:
     await client.append(tone(0.5))
     await client.send({"type": "input_audio_buffer.commit"})
     evs = await client.until("conversation.item.input_audio_transcription.failed")
-    assert evs[-1]["error"]["message"]
+    committed = next(e for e in evs if e["type"] == "input_audio_buffer.committed")
+    failed = evs[-1]
+    assert failed["item_id"] == committed["item_id"], failed
+    assert failed["error"]["code"] == "stt_error", failed  # the engine's code, passed through
+    assert failed["error"]["message"]
 
 
 async def test_output_format_g711_and_frame_split(client: RealtimeClient) -> None:
@@ -581,8 +559,11 @@ async def test_interrupt_response_false_keeps_talking(client: RealtimeClient) ->
 async def test_speculative_answer_keeps_spaces_between_clauses(client: RealtimeClient) -> None:
     await client.append(np.concatenate([tone(0.6), silence(0.3)]))
     await asyncio.sleep(0.3)  # the speculative answer is computed, gated, during the silence
+    # the LLM already ran, though the turn has not ended: that call is the speculation
+    assert len(ScriptedLLM.calls) == 1, ScriptedLLM.calls
     await client.append(silence(0.7))
     done = (await client.until("response.done"))[-1]["response"]
+    assert len(ScriptedLLM.calls) == 1, ScriptedLLM.calls  # the answer sent is the speculative one
     assert done["output"][0]["content"][0]["transcript"] == ScriptedLLM.reply
 
 

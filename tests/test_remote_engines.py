@@ -37,7 +37,8 @@ from livevox.engines.registry import Engines, build_engines
 from livevox.engines.scripted import ScriptedLLM, ScriptedToolCall, reset_scripted
 from livevox.settings import load_settings
 from server_harness import ServerThread, embedded_settings, free_port, scripted_settings
-from test_sdk_embedded import check_turn, load_wav_24k, voicelive_sdk_turn
+from support_audio import fixture
+from support_sdk import check_turn, voicelive_sdk_turn
 from wsclient import RealtimeClient, tone, types
 
 WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Weather for a city",
@@ -100,7 +101,7 @@ async def test_voicelive_sdk_spoken_turn_every_stage_remote(engine_server: Serve
     before = readyz(gateway)["engines"]
     assert {s: before[s]["engine"] for s in ("stt", "llm", "tts")} == \
         {"stt": "openai-stt", "llm": "openai-llm", "tts": "openai-tts"}
-    question = np.concatenate([np.zeros(7200, np.int16), load_wav_24k("question_capital.wav"),
+    question = np.concatenate([np.zeros(7200, np.int16), fixture("question_capital.wav", 24000),
                                np.zeros(36000, np.int16)])
     seq, user, transcript, audio, response = await voicelive_sdk_turn(gateway.http, "gw-key", question)
     # SmolLM2 may talk until the gateway's cap (llm.max_tokens): that is "incomplete".
