@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
+
+import pytest
 
 from livevox.core.executor import FairExecutor
 
@@ -11,20 +13,31 @@ from livevox.core.executor import FairExecutor
 async def test_round_robin_across_sessions() -> None:
     ex = FairExecutor("test", threads=1)
     order: list[str] = []
+    busy, release = threading.Event(), threading.Event()
 
-    def job(name: str) -> None:
-        time.sleep(0.005)
-        order.append(name)
+    def block() -> None:
+        busy.set()
+        release.wait(10)  # bounded, so a broken executor fails the test instead of hanging it
 
     try:
-        long = [asyncio.ensure_future(ex.run("long", job, f"long{i}")) for i in range(20)]
-        await asyncio.sleep(0.001)
-        short = asyncio.ensure_future(ex.run("short", job, "short"))
-        await short
-        # the short session's single job runs after at most a couple of the long session's jobs
-        assert order.index("short") <= 3, order
-        await asyncio.gather(*long)
+        # The only worker is held while every job is queued, so the order below is the
+        # executor's choice alone, not a race with the event loop.
+        blocker = asyncio.ensure_future(ex.run("blocker", block))
+        assert await asyncio.to_thread(busy.wait, 10)
+        long = [asyncio.ensure_future(ex.run("long", order.append, f"long{i}")) for i in range(20)]
+        short = asyncio.ensure_future(ex.run("short", order.append, "short"))
+        mid = [asyncio.ensure_future(ex.run("mid", order.append, f"mid{i}")) for i in range(2)]
+        for _ in range(1000):  # each task queues its job when it first runs
+            if ex.pending() == 23:
+                break
+            await asyncio.sleep(0)
+        assert ex.pending() == 23
+        release.set()
+        await asyncio.gather(blocker, short, *long, *mid)
+        # one job per session in turn: the short session waits for one long job, not twenty
+        assert order == ["long0", "short", "mid0", "long1", "mid1", *(f"long{i}" for i in range(2, 20))], order
     finally:
+        release.set()
         ex.close()
 
 
@@ -35,11 +48,8 @@ async def test_exceptions_reach_the_caller() -> None:
         raise ValueError("x")
 
     try:
-        try:
+        with pytest.raises(ValueError) as err:
             await ex.run("s", boom)
-        except ValueError as exc:
-            assert str(exc) == "x"
-        else:
-            raise AssertionError("no exception")
+        assert str(err.value) == "x"
     finally:
         ex.close()
