@@ -11,6 +11,7 @@ import pytest_asyncio
 
 from engine_standin import EngineStandIn
 from livevox.engines.scripted import reset_scripted
+from server_harness import ServerThread, embedded_settings
 
 
 @pytest.fixture
@@ -27,3 +28,12 @@ async def standin() -> AsyncIterator[EngineStandIn]:
     s = await EngineStandIn().start()
     yield s
     await s.stop()
+
+
+@pytest.fixture(scope="module")
+def embedded() -> Iterator[ServerThread]:
+    """A server on the embedded offline pipeline with nothing but its defaults, one per module.
+    A module that configures its server otherwise defines its own `embedded` or `server`."""
+    srv = ServerThread(embedded_settings()).start(timeout=300)
+    yield srv
+    srv.stop()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import speech_set
 import transcripts
-from server_harness import ServerThread, embedded_settings
+from server_harness import ServerThread
 
 VOICES = ["espeak-en-us-150", "espeak-en-gb+f2-130", "piper-joe"]
 PROMPTS = ["capital", "table", "sister", "list"]
@@ -41,13 +40,6 @@ def utterances(tmp_path_factory: pytest.TempPathFactory) -> list[speech_set.Utte
     return synthetic + human
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerThread]:
-    srv = ServerThread(embedded_settings()).start(timeout=300)
-    yield srv
-    srv.stop()
-
-
 def _describe(t: transcripts.Turn) -> str:
     return (f"{t.voice}/{t.prompt}: expected {t.text!r}, reported {t.reported!r} "
             f"({transcripts.word_errors(t.text, t.reported or '')} errors), full buffer {t.full_buffer!r} "
@@ -56,12 +48,12 @@ def _describe(t: transcripts.Turn) -> str:
 
 @pytest.mark.parametrize("dialect", ["voicelive", "openai"])
 async def test_reported_transcript_never_worse_than_committed_audio(
-        server: ServerThread, utterances: list[speech_set.Utterance], dialect: str) -> None:
+        embedded: ServerThread, utterances: list[speech_set.Utterance], dialect: str) -> None:
     gate = asyncio.Semaphore(CONCURRENT)
 
     async def one(utt: speech_set.Utterance) -> transcripts.Turn:
         async with gate:
-            return await transcripts.measure(server.ws, utt, {"type": "server_vad"}, path=PATHS[dialect],
+            return await transcripts.measure(embedded.ws, utt, {"type": "server_vad"}, path=PATHS[dialect],
                                              timeout=90)
 
     turns = await asyncio.gather(*(one(u) for u in utterances))
