@@ -21,8 +21,8 @@ import numpy.typing as npt
 from livevox.engines.registry import Engines
 from livevox.engines.scripted import reset_scripted
 from livevox.realtime.dialects import VoiceLiveDialect
+from livevox.realtime.ports import Channel, SessionTransport
 from livevox.realtime.session import RealtimeSession
-from livevox.realtime.transport import Route, SessionTransport
 from livevox.settings import Settings, load_settings
 
 RATE = 24000
@@ -45,10 +45,10 @@ class FakeTransport(SessionTransport):
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
-        self.routes: list[Route] = []
+        self.routes: list[Channel] = []
         self.closed = False
 
-    async def send_event(self, event: dict[str, Any], route: Route) -> None:
+    async def send_event(self, event: dict[str, Any], route: Channel) -> None:
         self.events.append(event)
         self.routes.append(route)
 

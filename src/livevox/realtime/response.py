@@ -38,11 +38,11 @@ from .clauses import ClauseSplitter, speakable
 from .config import OUTPUT_FORMATS
 from .conversation import Entry, dumps, tool_choice_for_chat, tool_for_chat
 from .metrics import RESPONSES_TOTAL, TurnTimings
-from .transport import Route
+from .ports import Channel
 
 if TYPE_CHECKING:
     from .conversation import Conversation
-    from .transport import SessionTransport
+    from .ports import SessionTransport
 
 log = logging.getLogger("livevox.response")
 
@@ -97,7 +97,7 @@ class ResponseHost(Protocol):
     engines: EngineSet
     transport: SessionTransport
 
-    async def emit(self, event: dict[str, Any], route: Route | None = None) -> None: ...
+    async def emit(self, event: dict[str, Any], route: Channel | None = None) -> None: ...
 
     def audio_sent(self, item_id: str, pcm24k: npt.NDArray[np.int16]) -> None:
         """The item's audio, as it leaves for the client (playback accounting, echo reference)."""
@@ -200,7 +200,7 @@ class ResponseRun:
             else:
                 await thunk()
 
-    async def _event(self, event: dict[str, Any], route: Route | None = None) -> None:
+    async def _event(self, event: dict[str, Any], route: Channel | None = None) -> None:
         async def send() -> None:
             await self.host.emit(event, route)
 
@@ -427,7 +427,7 @@ class ResponseRun:
     async def _item_added(self, entry: Entry, index: int) -> None:
         item = entry.item
         snapshot = dict(item)
-        route = Route.CONTROL if item["type"] != "message" else Route.EVENTS
+        route = Channel.CONTROL if item["type"] != "message" else Channel.EVENTS
         await self._event({"type": "response.output_item.added", "response_id": self.id,
                            "output_index": index, "item": snapshot}, route)
         if self.params.in_conversation:
@@ -465,7 +465,7 @@ class ResponseRun:
                 "type": "response.function_call_arguments.delta", "response_id": self.id,
                 "item_id": entry.id, "output_index": index, "call_id": entry.item["call_id"],
                 "delta": ev.arguments,
-            }, Route.CONTROL)
+            }, Channel.CONTROL)
 
     async def _speak(self, clauses: asyncio.Queue[str | None]) -> None:
         from ..engines.base import AlignedTTS, ChunkMarks, Int16Array
@@ -607,12 +607,12 @@ class ResponseRun:
                     "type": "response.function_call_arguments.done", "response_id": self.id,
                     "item_id": item["id"], "output_index": idx, "call_id": item["call_id"],
                     "name": item["name"], "arguments": item["arguments"],
-                }, Route.CONTROL)
+                }, Channel.CONTROL)
             self.output[idx] = item
             await self.host.emit({"type": "response.output_item.done", "response_id": self.id,
-                                     "output_index": idx, "item": dict(item)}, Route.CONTROL)
+                                     "output_index": idx, "item": dict(item)}, Channel.CONTROL)
             if self.params.in_conversation:
-                await self.host.emit({"type": "conversation.item.done", "item": dict(item)}, Route.CONTROL)
+                await self.host.emit({"type": "conversation.item.done", "item": dict(item)}, Channel.CONTROL)
         if self.status == "failed" and self.status_details:
             err = self.status_details["error"]
             await self.host.emit({"type": "error", "error": {**err, "param": None, "event_id": None}})

@@ -28,9 +28,9 @@ from .handlers.items import ItemEvents
 from .handlers.responses import ResponseEvents
 from .input_audio import InputAudio
 from .metrics import ERRORS_TOTAL
+from .ports import Channel, SessionTransport, channel_of
 from .response import ResponseRun
 from .semantic_turn import policy_config
-from .transport import Route, SessionTransport, route_of
 from .turn_taking import TurnTaking
 
 if TYPE_CHECKING:
@@ -161,14 +161,14 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
     def _stamped(self, event: dict[str, Any]) -> dict[str, Any]:
         return {"type": event["type"], "event_id": new_id("event"), **{k: v for k, v in event.items() if k != "type"}}
 
-    async def emit(self, event: dict[str, Any], route: Route | None = None) -> None:
+    async def emit(self, event: dict[str, Any], route: Channel | None = None) -> None:
         if self.closed and event["type"] != "error":
             return
         ev = self._stamped(event)
         wire = self.dialect.outbound(ev)
         if wire is None:
             return
-        await self.transport.send_event(wire, route or route_of(ev))
+        await self.transport.send_event(wire, route or channel_of(ev))
 
     def greeting(self) -> dict[str, Any]:
         """`session.created` in this session's dialect, for a socket that joins later (side-band)."""

@@ -22,8 +22,8 @@ from ..engines.registry import Engines, build_engines
 from ..realtime.dialects import Dialect, dialect_for
 from ..realtime.input_rehearsal import INPUT_REHEARSAL
 from ..realtime.metrics import SESSIONS_ACTIVE, SESSIONS_TOTAL
+from ..realtime.ports import SessionTransport
 from ..realtime.session import RealtimeSession
-from ..realtime.transport import SessionTransport
 from ..settings import Settings
 from ..transports.webrtc.registry import CallRegistry
 from .auth import AUTH_MESSAGE, is_authorized, wants_beta

@@ -25,10 +25,10 @@ from starlette.websockets import WebSocket
 from ..core.errors import ProtocolError
 from ..realtime import jsonguard
 from ..realtime.dialects import OpenAIGADialect
+from ..realtime.ports import Channel
 from ..realtime.session import RealtimeSession
-from ..realtime.transport import Route as EventRoute
+from ..transports.webrtc.call import Door, RtcCall
 from ..transports.webrtc.metrics import CALL_ERRORS_TOTAL
-from ..transports.webrtc.peer import Door, RtcCall
 from ..transports.webrtc.sdp import MAX_SDP_BYTES, OfferError, validate_offer
 from ..transports.webrtc.transport import WebRTCTransport
 from ..transports.websocket import WebSocketTransport, read_frames
@@ -243,7 +243,7 @@ async def join_sideband(ws: WebSocket, state: LivevoxState) -> None:
         return
     await ws.accept(subprotocol=chosen_subprotocol(ws.headers))
     sideband = WebSocketTransport(ws)
-    await sideband.send_event(session.greeting(), EventRoute.CONTROL)
+    await sideband.send_event(session.greeting(), Channel.CONTROL)
     transport.add_sideband(sideband)
     try:
         await read_frames(ws, session.handle_frame, sideband)

@@ -11,7 +11,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketState
 
 from ..realtime.jsonguard import dumps_wire
-from ..realtime.transport import Route, SessionTransport
+from ..realtime.ports import Channel, SessionTransport
 
 log = logging.getLogger("livevox.ws")
 
@@ -24,7 +24,7 @@ class WebSocketTransport(SessionTransport):
         self._lock = asyncio.Lock()
         self.closed = False
 
-    async def send_event(self, event: dict[str, Any], route: Route) -> None:
+    async def send_event(self, event: dict[str, Any], route: Channel) -> None:
         if self.closed:
             return
         text = dumps_wire(event)

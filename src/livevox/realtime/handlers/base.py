@@ -19,8 +19,8 @@ from ..conversation import Conversation, Entry
 from ..dialects import Dialect
 from ..input_audio import InputAudio
 from ..metrics import TurnTimings
+from ..ports import Channel, SessionTransport
 from ..response import ResponseParams, ResponseRun
-from ..transport import Route, SessionTransport
 from ..turn_taking import TurnTaking
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class SessionParts:
     closed: bool
     _last_activity: float
 
-    async def emit(self, event: dict[str, Any], route: Route | None = None) -> None:
+    async def emit(self, event: dict[str, Any], route: Channel | None = None) -> None:
         raise NotImplementedError
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .peer import RtcCall
+    from .call import RtcCall
 
 
 class CallRegistry:

@@ -2,9 +2,9 @@
 and audio through the call's RTP track instead of `response.audio.delta` events.
 
 Voice Live door (`/voice-live/realtime/calls`):
-  - Route.EVENTS (VAD, transcripts, response lifecycle, non-tool items, output_audio_buffer.*) go
+  - Channel.EVENTS (VAD, transcripts, response lifecycle, non-tool items, output_audio_buffer.*) go
     on the `voice-live-events` data channel once it is open, on the WebSocket until then;
-  - Route.CONTROL (session.*, error, warning, rtc.*, function/tool-call events) go on the WebSocket.
+  - Channel.CONTROL (session.*, error, warning, rtc.*, function/tool-call events) go on the WebSocket.
 OpenAI door (`POST /v1/realtime/calls`):
   - every event goes on the `oai-events` data channel (queued until it opens) and to every
     side-band WebSocket that joined with `GET /v1/realtime?call_id=...`.
@@ -22,9 +22,9 @@ import numpy.typing as npt
 from aiortc import RTCDataChannel
 
 from ...realtime.jsonguard import dumps_wire
-from ...realtime.transport import Route, SessionTransport
+from ...realtime.ports import Channel, SessionTransport
 from ..websocket import WebSocketTransport
-from .peer import RtcCall
+from .call import RtcCall
 
 #: Events kept for the OpenAI door's data channel before it opens (oldest dropped beyond this).
 _MAX_EARLY_EVENTS = 2048
@@ -50,15 +50,15 @@ class WebRTCTransport(SessionTransport):
             if not self.call.send_text(self._early.popleft()):
                 break
 
-    async def send_event(self, event: dict[str, Any], route: Route) -> None:
+    async def send_event(self, event: dict[str, Any], route: Channel) -> None:
         if self.closed:
             return
         await self._deliver(event, route)
 
-    async def _deliver(self, event: dict[str, Any], route: Route) -> None:
+    async def _deliver(self, event: dict[str, Any], route: Channel) -> None:
         text = dumps_wire(event)
         if self.call.door == "voicelive":
-            if route is Route.EVENTS and self.call.send_text(text):
+            if route is Channel.EVENTS and self.call.send_text(text):
                 return
             if self.control is not None:
                 await self.control.send_event(event, route)

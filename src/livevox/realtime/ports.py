@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 
-class Route(enum.Enum):
+class Channel(enum.Enum):
     """Where an event belongs when a transport has two channels (WebRTC)."""
 
     CONTROL = "control"  # session.*, error, warning, tool-call events: the WebSocket
@@ -26,16 +26,16 @@ _CONTROL_PREFIXES = ("session.", "error", "warning", "rtc.", "response.function_
 _TOOL_ITEMS = ("function_call", "function_call_output")
 
 
-def route_of(event: dict[str, Any]) -> Route:
+def channel_of(event: dict[str, Any]) -> Channel:
     """The channel a canonical server event belongs on (Voice Live's WebRTC split): session
     configuration, errors, warnings, rtc.* and tool calls on the control socket, the rest on the
     data channel. The one table of it; one-channel transports ignore it."""
     if event["type"].startswith(_CONTROL_PREFIXES):
-        return Route.CONTROL
+        return Channel.CONTROL
     item = event.get("item")
     if isinstance(item, dict) and item.get("type") in _TOOL_ITEMS:
-        return Route.CONTROL
-    return Route.EVENTS
+        return Channel.CONTROL
+    return Channel.EVENTS
 
 
 class SessionTransport(ABC):
@@ -43,7 +43,7 @@ class SessionTransport(ABC):
     audio_in_events: bool = True
 
     @abstractmethod
-    async def send_event(self, event: dict[str, Any], route: Route) -> None: ...
+    async def send_event(self, event: dict[str, Any], route: Channel) -> None: ...
 
     async def play_audio(self, response_id: str, item_id: str, pcm24k: npt.NDArray[np.int16]) -> None:
         """Queue 24 kHz mono audio for playout (transports without audio events)."""
