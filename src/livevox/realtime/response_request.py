@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ProtocolError
 from ..engines.base import VoiceResolver
+from .capabilities import wants_visemes, wants_word_timestamps
 from .config import merge_update
 from .response import ResponseContext, ResponseParams
 
@@ -80,7 +81,6 @@ def response_context(config: dict[str, Any], settings: Settings, voices: VoiceRe
                      params: ResponseParams) -> ResponseContext:
     """What the session decides for one response, once, when it is created."""
     value = params.max_output_tokens
-    anim = config.get("animation") or {}
     return ResponseContext(
         max_tokens=settings.llm.max_tokens if value == "inf" else min(int(value), 4096),
         # The voice map (`[tts.voice_map]`); the result carries the voice's `rate` (engines/voices.py).
@@ -89,7 +89,7 @@ def response_context(config: dict[str, Any], settings: Settings, voices: VoiceRe
         truncation=config.get("truncation", "auto"),
         auto_retention_ratio=settings.llm.auto_retention_ratio,
         first_clause_max_words=settings.tts.first_clause_max_words,
-        word_timestamps="word" in (config.get("output_audio_timestamp_types") or []),
-        visemes="viseme_id" in (anim.get("outputs") or []),
+        word_timestamps=wants_word_timestamps(config),
+        visemes=wants_visemes(config),
         max_audio_delta_bytes=settings.limits.max_outgoing_frame_bytes,
     )

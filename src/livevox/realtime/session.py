@@ -20,6 +20,7 @@ from ..core.errors import ProtocolError, unsupported
 from ..core.ids import new_id
 from ..engines.base import EngineSet
 from . import jsonguard
+from .capabilities import capability_warnings
 from .config import default_session, merge_update
 from .conversation import Conversation
 from .dialects import Dialect
@@ -239,7 +240,9 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
                               or new["input_audio_sampling_rate"] != self.config["input_audio_sampling_rate"]):
             raise ProtocolError("invalid_value", "The input audio format cannot change while audio is "
                                 "buffered.", param="session.input_audio_format")
+        old = self.config
         await self.apply_config(new)
+        warnings += capability_warnings(new, old, self.engines.tts)
         for w in warnings:
             await self.warn(w)
         await self.emit({"type": "session.updated", "session": self.session_view()})
