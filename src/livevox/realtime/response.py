@@ -14,7 +14,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -23,7 +22,6 @@ import numpy.typing as npt
 from ..core import audio as audio_codec
 from ..core.ids import new_id
 from ..engines.base import (
-    ChatRequest,
     ContextOverflow,
     EngineError,
     EngineSet,
@@ -36,9 +34,11 @@ from ..engines.base import (
 from . import truncation
 from .clauses import ClauseSplitter, speakable
 from .config import OUTPUT_FORMATS
-from .conversation import Entry, dumps, tool_choice_for_chat, tool_for_chat
+from .conversation import Entry
+from .llm_request import llm_events
 from .metrics import RESPONSES_TOTAL, TurnTimings
 from .ports import Channel
+from .response_params import ResponseContext, ResponseParams
 
 if TYPE_CHECKING:
     from .conversation import Conversation
@@ -47,46 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("livevox.response")
 
 Thunk = Callable[[], Awaitable[None]]
-
-#: Prompt tokens a request carries beyond its messages' own (the generation prompt, a chat
-#: template's default system line); counted against the context on top of the messages.
-PROMPT_MARGIN_TOKENS = 32
-#: Upper bound on the correction learnt when an engine counted a prompt longer than we did.
-_MAX_SCALE = 4.0
-
-
-@dataclass
-class ResponseParams:
-    modalities: list[str]
-    instructions: str
-    voice: Any
-    output_audio_format: str
-    tools: list[dict[str, Any]]
-    tool_choice: Any
-    temperature: float
-    max_output_tokens: int | str
-    speed: float = 1.0
-    in_conversation: bool = True
-    metadata: dict[str, Any] | None = None
-    #: Items for the model instead of the conversation (`response.input`); None = the conversation.
-    input_entries: list[Entry] | None = None
-    extra_messages: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ResponseContext:
-    """What the session decided for one response, resolved once when the response is created."""
-
-    max_tokens: int  # the answer's token cap (`max_output_tokens`, "inf" -> llm.max_tokens)
-    voice: str | None  # the TTS engine's voice, through the voice map
-    parallel_tool_calls: bool
-    truncation: Any  # `session.truncation`
-    auto_retention_ratio: float
-    first_clause_max_words: int
-    word_timestamps: bool
-    visemes: bool
-    max_audio_delta_bytes: int  # each audio delta's base64 stays under this
-
 
 class ResponseHost(Protocol):
     """What a response needs from its session; nothing else of the session is reachable."""
@@ -271,85 +231,12 @@ class ResponseRun:
             "error": {"type": "server_error", "code": code, "message": message},
         }
 
-    def _request(self, messages: list[dict[str, Any]], state: truncation.State) -> tuple[ChatRequest, int, int]:
-        """The LLM request, its history cut to the context by `session.truncation`; its prompt
-        tokens as counted, and the context used. Raises ContextOverflow when even the kept part
-        does not fit."""
-        p, llm = self.params, self.host.engines.llm
-        tools = [tool_for_chat(t) for t in p.tools]
-        max_tokens = self.context.max_tokens
-        req = ChatRequest(
-            messages=messages, tools=tools,
-            tool_choice=tool_choice_for_chat(p.tool_choice) if p.tools else "none",
-            temperature=p.temperature, max_tokens=max_tokens,
-            parallel_tool_calls=self.context.parallel_tool_calls,
-        )
-        known = [n for n in (llm.context_tokens(), state.window) if n is not None]
-        if not known:
-            return req, 0, 0
-        window = min(known)
-        # The answer's tokens are reserved from the context (at most half of it, so that a
-        # client's large max_output_tokens still leaves room for a conversation).
-        reserve = min(max_tokens, window // 2)
-        budget = window - reserve - PROMPT_MARGIN_TOKENS
-        counts = [round(n * state.scale) for n in state.cache.count(messages, llm.count_tokens)]
-        fixed = round(llm.count_tokens({"role": "system", "content": dumps(tools)}) * state.scale) if tools else 0
-        pol = truncation.policy(self.context.truncation, self.context.auto_retention_ratio)
-        res = truncation.truncate(messages, counts, fixed, budget, pol, state.cut if p.in_conversation else None)
-        if not res.fits:
-            what = ("the conversation" if pol.kind == "disabled" else "the instructions and the latest turn")
-            raise ContextOverflow(
-                "llm", f"{what} need about {res.tokens} tokens, but the model's context is {window} tokens: "
-                f"{res.limit} for the prompt after {reserve} reserved for the answer"
-                + (" (session.truncation is 'disabled': delete items, or enable truncation)"
-                   if pol.kind == "disabled" else ""), res.tokens, res.limit)
-        if p.in_conversation:
-            state.cut = res.cut
-        if res.dropped:
-            log.info("response %s: truncation dropped the %d oldest messages (%d prompt tokens kept of %d)",
-                     self.id, res.dropped, res.tokens, res.limit)
-        req.messages = res.messages
-        # Never ask for more than the context has left, so llama.cpp ends the answer at
-        # `max_tokens` ("incomplete") instead of at the end of its context.
-        req.max_tokens = max(1, min(max_tokens, window - res.tokens - PROMPT_MARGIN_TOKENS))
-        return req, res.tokens, window
-
     async def _llm_events(self, messages: list[dict[str, Any]]) -> AsyncIterator[LLMEvent]:
-        """The LLM's events. An overflow the engine reports before its first token is retried
-        once with a history cut to what the engine said (unless truncation is disabled)."""
         state = (self.host.conversation.truncation if self.params.in_conversation
                  else truncation.State())
-        llm = self.host.engines.llm
-        for attempt in (1, 2):
-            req, counted, window = self._request(messages, state)
-            stream = llm.stream(req, self.host.id)
-            started = False
-            try:
-                async for ev in stream:
-                    started = True
-                    yield ev
-                return
-            except ContextOverflow as exc:
-                if started or attempt == 2 or self.context.truncation == "disabled":
-                    raise
-                self._learn(exc, state, counted, window)
-                log.info("response %s: the engine reported an overflow (%s); retrying with a shorter history",
-                         self.id, exc.message)
-            finally:
-                aclose = getattr(stream, "aclose", None)
-                if aclose is not None:
-                    await aclose()  # stops generation at once on cancel (barge-in)
-
-    @staticmethod
-    def _learn(exc: ContextOverflow, state: truncation.State, counted: int, window: int) -> None:
-        """Take the engine's figures: its context size, and how much longer it counts prompts."""
-        if exc.limit is not None:
-            state.window = min(state.window or exc.limit, exc.limit)
-        if exc.prompt_tokens is not None and counted and exc.prompt_tokens > counted:
-            state.scale = min(_MAX_SCALE, state.scale * exc.prompt_tokens / counted * 1.05)
-        elif exc.limit is None or not window or exc.limit >= window:
-            state.scale = min(_MAX_SCALE, state.scale * 1.25)  # no better figure: count longer
-        state.cut = truncation.Cut()  # the next cut is a fresh one
+        async for ev in llm_events(self.params, self.context, self.host.engines.llm, messages, state,
+                                   self.host.id, self.id):
+            yield ev
 
     async def _run(self) -> None:
         p = self.params
@@ -360,7 +247,7 @@ class ResponseRun:
         tts_task = asyncio.create_task(self._speak(clauses)) if audio else None
         splitter = ClauseSplitter(first_max_words=self.context.first_clause_max_words)
         finish: Finish | None = None
-        stream = self._llm_events(messages + p.extra_messages)
+        stream = self._llm_events(messages)
         ended = False
         try:
             async for ev in stream:

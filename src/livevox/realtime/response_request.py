@@ -12,7 +12,7 @@ from ..core.errors import ProtocolError
 from ..engines.base import VoiceResolver
 from .capabilities import wants_visemes, wants_word_timestamps
 from .config import merge_update
-from .response import ResponseContext, ResponseParams
+from .response_params import ResponseContext, ResponseParams
 
 if TYPE_CHECKING:
     from ..settings import Settings

@@ -20,7 +20,8 @@ from ..dialects import Dialect
 from ..input_audio import InputAudio
 from ..metrics import TurnTimings
 from ..ports import Channel, SessionTransport
-from ..response import ResponseParams, ResponseRun
+from ..response import ResponseRun
+from ..response_params import ResponseParams
 from ..turn_taking import TurnTaking
 
 if TYPE_CHECKING:

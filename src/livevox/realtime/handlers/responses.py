@@ -11,7 +11,8 @@ from typing import Any
 from ...core.errors import ProtocolError, unsupported
 from ..conversation import Entry, normalize_client_item, to_messages
 from ..metrics import TurnTimings
-from ..response import ResponseContext, ResponseParams, ResponseRun
+from ..response import ResponseRun
+from ..response_params import ResponseContext, ResponseParams
 from ..response_request import response_context, response_params, validate_response
 from .base import SessionParts
 

@@ -1,0 +1,36 @@
+"""What one response runs with: the client's parameters and the session's decisions for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class ResponseParams:
+    modalities: list[str]
+    instructions: str
+    voice: Any
+    output_audio_format: str
+    tools: list[dict[str, Any]]
+    tool_choice: Any
+    temperature: float
+    max_output_tokens: int | str
+    speed: float = 1.0
+    in_conversation: bool = True
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ResponseContext:
+    """What the session decided for one response, resolved once when the response is created."""
+
+    max_tokens: int  # the answer's token cap (`max_output_tokens`, "inf" -> llm.max_tokens)
+    voice: str | None  # the TTS engine's voice, through the voice map
+    parallel_tool_calls: bool
+    truncation: Any  # `session.truncation`
+    auto_retention_ratio: float
+    first_clause_max_words: int
+    word_timestamps: bool
+    visemes: bool
+    max_audio_delta_bytes: int  # each audio delta's base64 stays under this
