@@ -20,7 +20,7 @@ _ROLES = ("user", "assistant", "system")
 
 
 @dataclass
-class Entry:
+class ConversationItem:
     item: dict[str, Any]
     #: Assistant audio at 24 kHz (for retrieve and truncate).
     audio: list[npt.NDArray[np.int16]] = field(default_factory=list)
@@ -41,13 +41,13 @@ class Entry:
 
 class Conversation:
     def __init__(self, max_items: int) -> None:
-        self.entries: list[Entry] = []
+        self.entries: list[ConversationItem] = []
         self.max_items = max_items
         self.version = 0
         #: Where `session.truncation` last cut the LLM's view (the items themselves all stay).
         self.truncation = TruncationState()
 
-    def get(self, item_id: Any, param: str = "item_id") -> Entry:
+    def get(self, item_id: Any, param: str = "item_id") -> ConversationItem:
         if not isinstance(item_id, str):
             raise ProtocolError("invalid_type", f"'{param}' must be a string", param=param)
         for e in self.entries:
@@ -58,7 +58,7 @@ class Conversation:
     def last_id(self) -> str | None:
         return self.entries[-1].id if self.entries else None
 
-    def insert(self, entry: Entry, previous_item_id: str | None = None) -> str | None:
+    def insert(self, entry: ConversationItem, previous_item_id: str | None = None) -> str | None:
         """Insert after `previous_item_id` (or append). Returns the id of the item before it."""
         if any(e.id == entry.id for e in self.entries):
             raise ProtocolError("duplicate_item_id", f"Item id '{entry.id}' already exists.", param="item.id")
@@ -152,7 +152,7 @@ def normalize_client_item(item: Any) -> dict[str, Any]:
     return out
 
 
-async def to_messages(entries: list[Entry], instructions: str) -> list[dict[str, Any]]:
+async def to_messages(entries: list[ConversationItem], instructions: str) -> list[dict[str, Any]]:
     """Render items as Chat Completions messages, waiting for pending user transcripts."""
     msgs: list[dict[str, Any]] = []
     if instructions:
@@ -179,7 +179,7 @@ async def to_messages(entries: list[Entry], instructions: str) -> list[dict[str,
     return msgs
 
 
-async def _message_text(e: Entry) -> str:
+async def _message_text(e: ConversationItem) -> str:
     pieces = []
     for part in e.item.get("content", []):
         t = part.get("type")

@@ -20,6 +20,9 @@ _GA_ONLY = {"conversation.item.done"}
 
 class Dialect:
     name = "voicelive"
+    #: Input transcription events are sent even when the session set no `input_audio_transcription`
+    #: (Voice Live transcribes every turn; OpenAI only when asked).
+    transcribes_by_default = True
 
     def inbound(self, event: dict[str, Any]) -> dict[str, Any]:
         return event
@@ -40,6 +43,7 @@ class VoiceLiveDialect(Dialect):
 
 class OpenAIBetaDialect(Dialect):
     name = "openai-beta"
+    transcribes_by_default = False
 
     def session_view(self, cfg: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         view = super().session_view(cfg, extra)
@@ -88,6 +92,7 @@ _GA_SESSION_KEYS = {
 
 class OpenAIGADialect(Dialect):
     name = "openai-ga"
+    transcribes_by_default = False
 
     def session_in(self, s: Any, prefix: str = "session") -> dict[str, Any]:
         """GA session object -> canonical session update."""

@@ -34,7 +34,7 @@ from ..engines.base import (
 from . import truncation
 from .clauses import ClauseSplitter, speakable
 from .config import OUTPUT_FORMATS
-from .conversation import Entry
+from .conversation import ConversationItem
 from .llm_request import llm_events
 from .metrics import RESPONSES_TOTAL, TurnTimings
 from .ports import Channel
@@ -96,10 +96,10 @@ class ResponseRun:
         self.cancel_reason: str | None = None
         self.done = asyncio.Event()
         # the spoken/text message item being built
-        self._msg: Entry | None = None
+        self._msg: ConversationItem | None = None
         self._msg_index = -1
         self._text = ""  # transcript (audio) or text sent so far
-        self._calls: dict[int, tuple[Entry, int]] = {}
+        self._calls: dict[int, tuple[ConversationItem, int]] = {}
         self._audio_ms = 0.0
         self._first_audio_sent = False
         codec, rate = OUTPUT_FORMATS[params.output_audio_format]
@@ -135,7 +135,7 @@ class ResponseRun:
         self._silent = True
 
     @property
-    def message(self) -> Entry | None:
+    def message(self) -> ConversationItem | None:
         """The spoken or text message item this response is building, once it has one."""
         return self._msg
 
@@ -301,7 +301,7 @@ class ResponseRun:
             "id": new_id("item"), "object": "realtime.item", "type": "message",
             "status": "in_progress", "role": "assistant", "content": [],
         }
-        self._msg = Entry(item)
+        self._msg = ConversationItem(item)
         self._msg_index = len(self.output)
         self.output.append(item)
         part = {"type": "audio", "transcript": ""} if audio else {"type": "text", "text": ""}
@@ -311,7 +311,7 @@ class ResponseRun:
             "output_index": self._msg_index, "content_index": 0, "part": part,
         })
 
-    async def _item_added(self, entry: Entry, index: int) -> None:
+    async def _item_added(self, entry: ConversationItem, index: int) -> None:
         item = entry.item
         snapshot = dict(item)
         route = Channel.CONTROL if item["type"] != "message" else Channel.EVENTS
@@ -339,7 +339,7 @@ class ResponseRun:
                 "status": "in_progress", "call_id": ev.call_id or new_id("call"),
                 "name": ev.name or "", "arguments": "",
             }
-            entry = Entry(item)
+            entry = ConversationItem(item)
             self._calls[ev.index] = (entry, len(self.output))
             self.output.append(item)
             await self._item_added(entry, len(self.output) - 1)

@@ -29,7 +29,7 @@ from ..realtime.ports import Channel
 from ..realtime.session import RealtimeSession
 from ..transports.webrtc.call import Door, RtcCall
 from ..transports.webrtc.metrics import CALL_ERRORS_TOTAL
-from ..transports.webrtc.sdp import MAX_SDP_BYTES, OfferError, validate_offer
+from ..transports.webrtc.sdp import MAX_SDP_BYTES, CallSetupError, validate_offer
 from ..transports.webrtc.transport import WebRTCTransport
 from ..transports.websocket import WebSocketTransport, read_frames
 from .auth import chosen_subprotocol
@@ -73,19 +73,19 @@ def _sdp_create_handler(call: RtcCall, session: RealtimeSession) -> Callable[[di
         event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
         try:
             if call.state != "new":
-                raise OfferError("call_already_negotiated", "This call already has an SDP offer; a call "
+                raise CallSetupError("call_already_negotiated", "This call already has an SDP offer; a call "
                                  "takes exactly one offer. Open a new control WebSocket for a new peer "
                                  "connection.", status=409)
             offer = validate_offer(event.get("sdp_offer"))
             if "session" in event and event["session"] is not None:
                 if not isinstance(event["session"], dict):
-                    raise OfferError("invalid_type", "'session' must be an object", param="session")
+                    raise CallSetupError("invalid_type", "'session' must be an object", param="session")
                 try:
                     await session.handle_event({"type": "session.update", "session": event["session"]})
                 except ProtocolError as err:
-                    raise OfferError(err.code, err.message, type_=err.type, param=_session_param(err)) from None
+                    raise CallSetupError(err.code, err.message, type_=err.type, param=_session_param(err)) from None
             answer = await call.negotiate(offer)
-        except OfferError as err:
+        except CallSetupError as err:
             CALL_ERRORS_TOTAL.labels(err.code).inc()
             await session.emit({"type": "rtc.call.error", "operation": "rtc.call.sdp.create",
                                 "rtc_call_id": call.id, "error": {**err.to_error(), "event_id": event_id}})
@@ -116,13 +116,13 @@ async def serve_voicelive_call(ws: WebSocket, state: LivevoxState) -> None:
 async def _read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise OfferError("request_too_large", f"The request body is larger than {MAX_BODY_BYTES} bytes.",
+        raise CallSetupError("request_too_large", f"The request body is larger than {MAX_BODY_BYTES} bytes.",
                          status=413)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY_BYTES:
-            raise OfferError("request_too_large", f"The request body is larger than {MAX_BODY_BYTES} bytes.",
+            raise CallSetupError("request_too_large", f"The request body is larger than {MAX_BODY_BYTES} bytes.",
                              status=413)
     return bytes(body)
 
@@ -132,7 +132,7 @@ async def _offer_from_request(request: Request, bounds: jsonguard.JsonBounds) ->
     body = await _read_body(request)
     if ctype in ("application/sdp", "text/plain", ""):
         if not body.strip():
-            raise OfferError("missing_sdp", "SDP offer is required: send it as the request body "
+            raise CallSetupError("missing_sdp", "SDP offer is required: send it as the request body "
                              "(Content-Type: application/sdp).", param="sdp")
         return _text(body, "sdp"), None
     if ctype == "multipart/form-data":
@@ -142,12 +142,12 @@ async def _offer_from_request(request: Request, bounds: jsonguard.JsonBounds) ->
         try:
             form = await Request(request.scope, replay).form(max_files=4, max_fields=8)
         except Exception as exc:
-            raise OfferError("invalid_multipart", f"The multipart body could not be parsed: {exc}") from None
+            raise CallSetupError("invalid_multipart", f"The multipart body could not be parsed: {exc}") from None
         sdp_part = form.get("sdp")
         session_part = form.get("session")
         sdp_text = await _part_text(sdp_part, "sdp") if sdp_part is not None else ""
         if not sdp_text.strip():
-            raise OfferError("missing_sdp", "SDP offer is required: the multipart body has no 'sdp' part.",
+            raise CallSetupError("missing_sdp", "SDP offer is required: the multipart body has no 'sdp' part.",
                              param="sdp")
         session: dict[str, Any] | None = None
         if session_part is not None:
@@ -158,12 +158,12 @@ async def _offer_from_request(request: Request, bounds: jsonguard.JsonBounds) ->
                 if bad is not None:
                     raise jsonguard.surrogate_error(f"session.{bad}")
             except ProtocolError as err:
-                raise OfferError(err.code, err.message, param=err.param or "session") from None
+                raise CallSetupError(err.code, err.message, param=err.param or "session") from None
             if not isinstance(parsed, dict):
-                raise OfferError("invalid_type", "The 'session' part must be a JSON object.", param="session")
+                raise CallSetupError("invalid_type", "The 'session' part must be a JSON object.", param="session")
             session = parsed
         return sdp_text, session
-    raise OfferError("unsupported_content_type", f"Unsupported Content-Type {ctype!r}: send the SDP offer as "
+    raise CallSetupError("unsupported_content_type", f"Unsupported Content-Type {ctype!r}: send the SDP offer as "
                      "application/sdp, or multipart/form-data with an 'sdp' part and an optional 'session' "
                      "part.", status=415)
 
@@ -172,7 +172,7 @@ def _text(data: bytes, param: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise OfferError("invalid_sdp", f"The '{param}' is not UTF-8 text.", param=param) from None
+        raise CallSetupError("invalid_sdp", f"The '{param}' is not UTF-8 text.", param=param) from None
 
 
 async def _part_text(part: str | UploadFile, param: str) -> str:
@@ -189,7 +189,7 @@ async def create_openai_call(request: Request, state: LivevoxState) -> Response:
     try:
         sdp_text, session_cfg = await _offer_from_request(request, jsonguard.JsonBounds.of(state.settings.limits))
         offer = validate_offer(sdp_text)
-    except OfferError as err:
+    except CallSetupError as err:
         CALL_ERRORS_TOTAL.labels(err.code).inc()
         return error_body(err.status, err.code, err.message, err.type, err.param)
     model = (session_cfg or {}).get("model") or request.query_params.get("model") or "gpt-realtime"
@@ -202,9 +202,9 @@ async def create_openai_call(request: Request, state: LivevoxState) -> Response:
             try:
                 await session.handle_event({"type": "session.update", "session": session_cfg})
             except ProtocolError as err:
-                raise OfferError(err.code, err.message, type_=err.type, param=_session_param(err)) from None
+                raise CallSetupError(err.code, err.message, type_=err.type, param=_session_param(err)) from None
         answer = await call.negotiate(offer)
-    except OfferError as err:
+    except CallSetupError as err:
         CALL_ERRORS_TOTAL.labels(err.code).inc()
         await call.close("offer_refused")
         return error_body(err.status, err.code, err.message, err.type, err.param)

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ...engines.base import EngineSet
-from ..conversation import Conversation, Entry
+from ..conversation import Conversation, ConversationItem
 from ..dialects import Dialect
 from ..input_audio import InputAudio
 from ..metrics import TurnTimings
@@ -56,7 +56,7 @@ class SessionParts:
 
     # one family's methods that another calls
 
-    async def _truncate(self, entry: Entry, content_index: int, end_ms: int) -> None:
+    async def _truncate(self, entry: ConversationItem, content_index: int, end_ms: int) -> None:
         raise NotImplementedError
 
     def played_ms(self, item_id: str) -> int:
@@ -65,7 +65,7 @@ class SessionParts:
     def audio_sent(self, item_id: str, pcm24k: npt.NDArray[np.int16]) -> None:
         raise NotImplementedError
 
-    async def _start_response(self, params: ResponseParams, entries: list[Entry] | None,
+    async def _start_response(self, params: ResponseParams, entries: list[ConversationItem] | None,
                               timings: TurnTimings) -> None:
         raise NotImplementedError
 

@@ -16,7 +16,7 @@ from ...core import audio as audio_codec
 from ...core.audio import SESSION_RATE
 from ...core.errors import ProtocolError
 from ...engines.base import EngineError, TranscribeOptions
-from ..conversation import Entry
+from ..conversation import ConversationItem
 from ..metrics import TurnTimings
 from ..response_request import response_params
 from ..turn_taking import Speculation, discard
@@ -76,7 +76,7 @@ class InputAudioEvents(SessionParts):
         item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
                 "role": "user", "content": [{"type": "input_audio", "transcript": None}]}
         loop = asyncio.get_running_loop()
-        entry = Entry(item, transcript=loop.create_future(), input_audio=audio)
+        entry = ConversationItem(item, transcript=loop.create_future(), input_audio=audio)
         prev = self.conversation.insert(entry)
         await self.emit({"type": "input_audio_buffer.committed", "previous_item_id": prev, "item_id": item_id})
         await self.emit({"type": "conversation.item.created", "previous_item_id": prev, "item": dict(item)})
@@ -114,9 +114,9 @@ class InputAudioEvents(SessionParts):
         return "".join(pieces).strip()
 
     def _transcription_events(self) -> bool:
-        return self.dialect.name == "voicelive" or self.config.get("input_audio_transcription") is not None
+        return self.dialect.transcribes_by_default or self.config.get("input_audio_transcription") is not None
 
-    async def _finish_transcription(self, entry: Entry, stt: asyncio.Future[str],
+    async def _finish_transcription(self, entry: ConversationItem, stt: asyncio.Future[str],
                                     timings: TurnTimings) -> None:
         part = entry.item["content"][0]
         try:

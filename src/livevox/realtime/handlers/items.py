@@ -13,7 +13,7 @@ from ...core import audio as audio_codec
 from ...core.audio import ITEM_RATE, SESSION_RATE
 from ...core.errors import ProtocolError
 from ..config import OUTPUT_FORMATS
-from ..conversation import Entry, normalize_client_item
+from ..conversation import ConversationItem, normalize_client_item
 from .base import SessionParts
 
 
@@ -23,7 +23,7 @@ class ItemEvents(SessionParts):
         prev_id = event.get("previous_item_id")
         if prev_id is not None and not isinstance(prev_id, str):
             raise ProtocolError("invalid_type", "'previous_item_id' must be a string", param="previous_item_id")
-        entry = Entry(item)
+        entry = ConversationItem(item)
         prev = self.conversation.insert(entry, prev_id)
         await self.emit({"type": "conversation.item.created", "previous_item_id": prev, "item": item})
         await self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item})
@@ -31,18 +31,18 @@ class ItemEvents(SessionParts):
     async def _on_item_retrieve(self, event: dict[str, Any]) -> None:
         entry = self.conversation.get(event.get("item_id"))
         item = dict(entry.item)
+        audio: tuple[Any, int, str, int] | None = None  # samples, their rate, codec, rate to send
         if entry.audio and item.get("content"):
             codec, rate = OUTPUT_FORMATS[self.config["output_audio_format"]]
-            pcm = audio_codec.resample(np.concatenate(entry.audio), ITEM_RATE, rate)
-            data = base64.b64encode(audio_codec.encode(pcm, codec)).decode("ascii")
-            if len(data) < self.limits.max_outgoing_frame_bytes * 4:  # keep the frame well under 4 MiB
-                item["content"] = [{**item["content"][0], "audio": data}]
+            audio = np.concatenate(entry.audio), ITEM_RATE, codec, rate
         elif entry.input_audio is not None and item.get("content"):
             # The user's audio as the server heard it, in the session's input format.
-            rate = self.config["input_audio_sampling_rate"]
-            pcm = audio_codec.resample(entry.input_audio, SESSION_RATE, rate)
-            data = base64.b64encode(audio_codec.encode(pcm, self.config["input_audio_format"])).decode("ascii")
-            if len(data) < self.limits.max_outgoing_frame_bytes * 4:
+            audio = (entry.input_audio, SESSION_RATE, self.config["input_audio_format"],
+                     self.config["input_audio_sampling_rate"])
+        if audio is not None:
+            samples, have, codec, want = audio
+            data = base64.b64encode(audio_codec.encode(audio_codec.resample(samples, have, want), codec)).decode()
+            if len(data) < self.limits.max_outgoing_frame_bytes * 4:  # keep the frame well under 4 MiB
                 item["content"] = [{**item["content"][0], "audio": data}]
         await self.emit({"type": "conversation.item.retrieved", "item": item})
 
@@ -72,7 +72,7 @@ class ItemEvents(SessionParts):
             self.transport.discard_pending_audio()  # the item's audio still queued stops playing
         await self._truncate(entry, content_index, end_ms)
 
-    async def _truncate(self, entry: Entry, content_index: int, end_ms: int) -> None:
+    async def _truncate(self, entry: ConversationItem, content_index: int, end_ms: int) -> None:
         keep = end_ms * ITEM_RATE // 1000
         whole = np.concatenate(entry.audio) if entry.audio else np.zeros(0, np.int16)
         entry.audio = [whole[:keep]]

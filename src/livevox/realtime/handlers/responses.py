@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from ...core.errors import ProtocolError, unsupported
-from ..conversation import Entry, normalize_client_item, to_messages
+from ..conversation import ConversationItem, normalize_client_item, to_messages
 from ..metrics import TurnTimings
 from ..response import ResponseRun
 from ..response_params import ResponseContext, ResponseParams
@@ -69,7 +69,7 @@ class ResponseEvents(SessionParts):
             raise ProtocolError("conversation_already_has_active_response",
                                 f"Conversation already has an active response in progress: {self.response.id}. "
                                 "Wait until the response is finished before creating a new one.")
-        entries: list[Entry] | None = None
+        entries: list[ConversationItem] | None = None
         if "input" in r:
             entries = []
             for i, raw in enumerate(r["input"]):
@@ -77,7 +77,7 @@ class ResponseEvents(SessionParts):
                     entries.append(self.conversation.get(raw.get("id"), f"response.input[{i}].id"))
                 else:
                     try:
-                        entries.append(Entry(normalize_client_item(raw)))
+                        entries.append(ConversationItem(normalize_client_item(raw)))
                     except ProtocolError as err:
                         err.param = f"response.{err.param}" if err.param else None
                         raise
@@ -86,7 +86,7 @@ class ResponseEvents(SessionParts):
             raise unsupported("pre_generated_assistant_message", "response.pre_generated_assistant_message")
         await self._start_response(params, entries, TurnTimings())
 
-    async def _start_response(self, params: ResponseParams, entries: list[Entry] | None,
+    async def _start_response(self, params: ResponseParams, entries: list[ConversationItem] | None,
                               timings: TurnTimings) -> None:
         source = entries
 

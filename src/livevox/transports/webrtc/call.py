@@ -31,7 +31,7 @@ from .ice import advertise_nat_1to1, host_address_policy, rtc_configuration
 from .inbound_audio import decode_on_loop, pump_inbound
 from .metrics import CALL_ERRORS_TOTAL, CALLS_ACTIVE, CALLS_ENDED_TOTAL, CALLS_TOTAL
 from .outbound_track import AgentAudioTrack
-from .sdp import Offer, OfferError
+from .sdp import CallSetupError, Offer
 
 if TYPE_CHECKING:
     from ...realtime.session import RealtimeSession
@@ -111,10 +111,10 @@ class RtcCall:
     # ------------------------------------------------------------ negotiation
 
     async def negotiate(self, offer: Offer) -> str:
-        """Apply a validated offer; return the SDP answer. Raises OfferError (the call stays usable
+        """Apply a validated offer; return the SDP answer. Raises CallSetupError (the call stays usable
         for another offer if this one failed)."""
         if self.state != "new":
-            raise OfferError("call_already_negotiated", "This call already has an SDP offer; a call takes "
+            raise CallSetupError("call_already_negotiated", "This call already has an SDP offer; a call takes "
                              "exactly one offer. Open a new call for a new peer connection.", status=409)
         self.state = "negotiating"
         pc = RTCPeerConnection(rtc_configuration(self.settings))
@@ -132,10 +132,10 @@ class RtcCall:
             with host_address_policy(self.settings.host_addresses, self.listen_host):
                 await pc.setLocalDescription(answer)
             if self.state != "negotiating":
-                raise OfferError("call_closed", "The call ended during negotiation.", status=410)
+                raise CallSetupError("call_closed", "The call ended during negotiation.", status=410)
             local = pc.localDescription
             if not any(line.startswith("a=candidate:") for line in local.sdp.splitlines()):
-                raise OfferError("no_ice_candidates", "The server has no ICE candidate to offer: no "
+                raise CallSetupError("no_ice_candidates", "The server has no ICE candidate to offer: no "
                                  "interface matches webrtc.host_addresses (or, with it empty, the "
                                  "machine has no address at all) and no STUN/TURN server is set.",
                                  status=500, type_="server_error")
@@ -146,10 +146,10 @@ class RtcCall:
             track.stop()
             with contextlib.suppress(Exception):
                 await pc.close()
-            if isinstance(exc, OfferError):
+            if isinstance(exc, CallSetupError):
                 raise
             log.info("call %s: offer refused by the WebRTC stack: %s", self.id, exc)
-            raise OfferError("invalid_sdp", f"The SDP offer could not be applied: {exc}") from None
+            raise CallSetupError("invalid_sdp", f"The SDP offer could not be applied: {exc}") from None
         self.state = "active"
         self._counted = True
         CALLS_TOTAL.labels(self.door).inc()

@@ -18,7 +18,7 @@ from ...realtime.jsonguard import invalid_string_path
 MAX_SDP_BYTES = 64 * 1024
 
 
-class OfferError(Exception):
+class CallSetupError(Exception):
     """An offer the server cannot answer. `status` is the HTTP status for the OpenAI door."""
 
     def __init__(self, code: str, message: str, status: int = 400, type_: str = "invalid_request_error",
@@ -74,29 +74,29 @@ def choose_codec(media: aiortc_sdp.MediaDescription) -> AudioCodec:
         if name in ("PCMU", "PCMA") and c.clockRate == 8000:
             return AudioCodec(name, 8000, 1)
     offered = ", ".join(_codec_names(media)) or "none"
-    raise OfferError("no_common_codec", f"The offer's audio section has no codec in common with the server "
+    raise CallSetupError("no_common_codec", f"The offer's audio section has no codec in common with the server "
                      f"(offered: {offered}). Offer Opus 48 kHz, or PCMU/PCMA at 8 kHz.")
 
 
 def validate_offer(text: object) -> Offer:
-    """Parse and check a raw SDP offer (non-trickle). Raises `OfferError`."""
+    """Parse and check a raw SDP offer (non-trickle). Raises `CallSetupError`."""
     if text is None or (isinstance(text, str) and not text.strip()):
-        raise OfferError("missing_sdp", "SDP offer is required", param="sdp_offer")
+        raise CallSetupError("missing_sdp", "SDP offer is required", param="sdp_offer")
     if not isinstance(text, str):
-        raise OfferError("invalid_sdp", "The SDP offer must be a string of raw SDP text (not base64, not an "
+        raise CallSetupError("invalid_sdp", "The SDP offer must be a string of raw SDP text (not base64, not an "
                          "object).", param="sdp_offer")
     if len(text.encode("utf-8", "replace")) > MAX_SDP_BYTES:
-        raise OfferError("invalid_sdp", f"The SDP offer is larger than {MAX_SDP_BYTES} bytes.",
+        raise CallSetupError("invalid_sdp", f"The SDP offer is larger than {MAX_SDP_BYTES} bytes.",
                          status=413, param="sdp_offer")
     if "\x00" in text or invalid_string_path(text) is not None:
-        raise OfferError("invalid_sdp", "The SDP offer holds a NUL character or an unpaired UTF-16 surrogate; "
+        raise CallSetupError("invalid_sdp", "The SDP offer holds a NUL character or an unpaired UTF-16 surrogate; "
                          "SDP is UTF-8 text.", param="sdp_offer")
     body = text.lstrip("\ufeff").lstrip()
     if not body.startswith("v=0"):
-        raise OfferError("invalid_sdp", "The SDP offer could not be parsed: it must be raw SDP text starting "
+        raise CallSetupError("invalid_sdp", "The SDP offer could not be parsed: it must be raw SDP text starting "
                          "with 'v=0' (send the offer's .sdp string, not base64 or JSON).", param="sdp_offer")
     if "\n" not in body:
-        raise OfferError("invalid_sdp", "The SDP offer could not be parsed: it has a single line.",
+        raise CallSetupError("invalid_sdp", "The SDP offer could not be parsed: it has a single line.",
                          param="sdp_offer")
     # aiortc's parser expects CRLF line ends; accept LF-only text from hand-written clients.
     body = "\r\n".join(line.rstrip("\r") for line in body.splitlines()) + "\r\n"
@@ -104,37 +104,37 @@ def validate_offer(text: object) -> Offer:
         desc = aiortc_sdp.SessionDescription.parse(body)
     except Exception as exc:  # the parser asserts and raises ValueError/KeyError on malformed lines
         detail = str(exc) or type(exc).__name__
-        raise OfferError("invalid_sdp", f"The SDP offer could not be parsed: {detail}",
+        raise CallSetupError("invalid_sdp", f"The SDP offer could not be parsed: {detail}",
                          param="sdp_offer") from None
     if not desc.media:
-        raise OfferError("no_audio_section", "The SDP offer has no media section; add an audio transceiver "
+        raise CallSetupError("no_audio_section", "The SDP offer has no media section; add an audio transceiver "
                          "(m=audio) before creating the offer.", param="sdp_offer")
     audio = [m for m in desc.media if m.kind == "audio"]
     others = [m.kind for m in desc.media if m.kind not in ("audio", "application")]
     if not audio:
-        raise OfferError("no_audio_section", "The SDP offer has no audio section (m=audio); add a microphone "
+        raise CallSetupError("no_audio_section", "The SDP offer has no audio section (m=audio); add a microphone "
                          "track or an audio transceiver before creating the offer.", param="sdp_offer")
     if others or len(audio) > 1:
         kinds = ", ".join(f"m={k}" for k in others) or f"{len(audio)} audio sections"
-        raise OfferError("unsupported_media", f"The SDP offer has {kinds}; livevox takes exactly one audio "
+        raise CallSetupError("unsupported_media", f"The SDP offer has {kinds}; livevox takes exactly one audio "
                          "section and an optional data channel.", param="sdp_offer")
     for m in desc.media:
         if m.port == 0:
             continue
         if m.ice is None or not m.ice.usernameFragment or not m.ice.password:
-            raise OfferError("invalid_sdp", f"The SDP offer's m={m.kind} section has no ICE credentials "
+            raise CallSetupError("invalid_sdp", f"The SDP offer's m={m.kind} section has no ICE credentials "
                              "(a=ice-ufrag / a=ice-pwd).", param="sdp_offer")
         if m.dtls is None or not m.dtls.fingerprints:
-            raise OfferError("invalid_sdp", f"The SDP offer's m={m.kind} section has no DTLS fingerprint "
+            raise CallSetupError("invalid_sdp", f"The SDP offer's m={m.kind} section has no DTLS fingerprint "
                              "(a=fingerprint); WebRTC media must be DTLS-SRTP.", param="sdp_offer")
         if m.kind == "audio" and "RTP" not in m.profile:
-            raise OfferError("invalid_sdp", f"The audio section's profile {m.profile!r} is not RTP.",
+            raise CallSetupError("invalid_sdp", f"The audio section's profile {m.profile!r} is not RTP.",
                              param="sdp_offer")
         if m.kind == "audio" and not m.rtcp_mux:
-            raise OfferError("invalid_sdp", "The SDP offer's audio section lacks a=rtcp-mux; WebRTC requires "
+            raise CallSetupError("invalid_sdp", "The SDP offer's audio section lacks a=rtcp-mux; WebRTC requires "
                              "RTP and RTCP on one port.", param="sdp_offer")
     if not any(m.ice_candidates for m in desc.media):
-        raise OfferError("invalid_sdp", "The SDP offer has no ICE candidates. Signalling is not trickle: wait "
+        raise CallSetupError("invalid_sdp", "The SDP offer has no ICE candidates. Signalling is not trickle: wait "
                          "until ICE gathering completes (iceGatheringState 'complete') and send "
                          "pc.localDescription.sdp.", param="sdp_offer")
     codec = choose_codec(audio[0])
