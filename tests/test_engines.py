@@ -138,9 +138,10 @@ def test_missing_carrier_and_user_paths(tmp_path: Path) -> None:
 async def test_registry_status(engines: Engines) -> None:
     assert engines.ready
     status = engines.status()
-    assert set(status) == {"vad", "stt", "llm", "tts"}
+    assert set(status) == {"vad", "turn", "stt", "llm", "tts"}
     assert {s: v["engine"] for s, v in status.items()} == {
         "vad": "silero",
+        "turn": "smart_turn",
         "stt": "faster-whisper",
         "llm": "llamacpp",
         "tts": "piper",
@@ -464,6 +465,7 @@ async def test_scripted_registry() -> None:
     assert e.ready
     assert {k: v["engine"] for k, v in e.status().items()} == {
         "vad": "scripted-vad",
+        "turn": "smart_turn",
         "stt": "scripted-stt",
         "llm": "scripted-llm",
         "tts": "scripted-tts",

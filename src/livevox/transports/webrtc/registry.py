@@ -16,13 +16,16 @@ class CallRegistry:
         self._calls[call.id] = call
 
     def get(self, call_id: str) -> RtcCall | None:
-        return self._calls.get(call_id)
+        call = self._calls.get(call_id)
+        return call if call is not None and call.state != "closed" else None
 
     def remove(self, call_id: str) -> None:
         self._calls.pop(call_id, None)
 
     def calls(self) -> list[RtcCall]:
-        return list(self._calls.values())
+        """The calls not yet ended (a call is dropped from here as its teardown begins, and
+        removed once it has finished)."""
+        return [c for c in self._calls.values() if c.state != "closed"]
 
     def __len__(self) -> int:
-        return len(self._calls)
+        return len(self.calls())
