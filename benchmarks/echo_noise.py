@@ -17,7 +17,7 @@ per second of audio, delay.
 **Echo.** The agent's answer (Piper, -20 dBFS) is played back through a synthetic room (direct
 path + 250 ms exponential tail) into the microphone at a delay of 50-250 ms (and 500-1500 ms to
 show the delay search) and a gain of -6 to -20 dB, over a -65 dBFS noise floor. The server's
-turn detector (Silero + `TurnDetector`, server_vad defaults) runs on the microphone signal with
+turn detector (Silero + `SpeechSegmenter`, server_vad defaults) runs on the microphone signal with
 and without `EchoCanceller`: any speech start is a false barge-in. Then a different voice
 (espeak en-gb+f3, -26 dBFS) interrupts 4 s in: a speech start inside it counts as detected.
 
@@ -50,7 +50,7 @@ from livevox.engines.piper.alignment import Timeline, proportional_spans, spans_
 from livevox.engines.silero import FRAME_SAMPLES, SileroVAD
 from livevox.realtime.echo import EchoCanceller
 from livevox.realtime.noise import NoiseSuppressor
-from livevox.realtime.turn import SpeechStarted, TurnDetector
+from livevox.realtime.speech_segmenter import SpeechSegmenter, SpeechStarted
 
 RATE = 16000
 F32 = np.ndarray[Any, Any]
@@ -86,7 +86,7 @@ def vad_probs(x: F32) -> np.ndarray[Any, Any]:
 
 
 def speech_starts(x: F32) -> list[int]:
-    det = TurnDetector({"threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500,
+    det = SpeechSegmenter({"threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500,
                         "speech_duration_ms": 200}, FRAME_SAMPLES)
     return [ev.start_sample for ev in det.process(list(vad_probs(x)), 0) if isinstance(ev, SpeechStarted)]
 

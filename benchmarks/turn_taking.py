@@ -1,5 +1,5 @@
 """Turn-taking benchmark: server_vad (Silero + 500 ms of silence) against the semantic policy
-(Silero + Smart Turn v3.2 + `realtime.semantic_turn.TurnPolicy`), offline, on synthesized speech.
+(Silero + Smart Turn v3.2 + `realtime.semantic_turn.EndOfTurnPolicy`), offline, on synthesized speech.
 
     python benchmarks/turn_taking.py                 # azure_semantic_vad defaults vs server_vad
     python benchmarks/turn_taking.py --modes server_vad azure_semantic_vad semantic_vad:high
@@ -18,7 +18,7 @@ percent between runs):
   they must be ignored.
 
 Each clip is 0.5 s of silence, the utterance, then 5 s of silence, with a -60 dBFS noise floor.
-Silero runs on 32 ms frames; `realtime.turn.TurnDetector` (the server's own detector) finds the
+Silero runs on 32 ms frames; `realtime.turn.SpeechSegmenter` (the server's own detector) finds the
 speech and its silences. server_vad ends the turn after `silence_duration_ms`; the semantic modes
 score the utterance (from speech start - 500 ms) with Smart Turn when the policy asks.
 
@@ -48,9 +48,9 @@ from livevox.engines.piper.alignment import Timeline
 from livevox.engines.silero import FRAME_SAMPLES, SileroVAD
 from livevox.engines.smart_turn import SmartTurn
 from livevox.realtime.config import turn_defaults
+from livevox.realtime.end_of_turn import EndOfTurnPolicy
 from livevox.realtime.filler import is_filler_only
-from livevox.realtime.semantic_turn import TurnPolicy
-from livevox.realtime.turn import Paused, Resumed, SpeechStarted, SpeechStopped, TurnDetector
+from livevox.realtime.speech_segmenter import Paused, Resumed, SpeechSegmenter, SpeechStarted, SpeechStopped
 
 RATE = 16000
 PRE_SPEECH = RATE // 2  # audio before speech start that Smart Turn sees (pipecat's 500 ms)
@@ -212,15 +212,15 @@ class Runner:
         return s._run_frames(audio[:n].astype(np.float32))
 
     def run(self, clip: Clip, probs: list[float], td: dict[str, Any]) -> Outcome:
-        policy = TurnPolicy(td)
+        policy = EndOfTurnPolicy(td)
         if not policy.uses_model:
-            det = TurnDetector(td, FRAME_SAMPLES)
+            det = SpeechSegmenter(td, FRAME_SAMPLES)
             for ev in det.process(probs, 0):
                 if isinstance(ev, SpeechStopped):
                     return Outcome(ev.decision_sample, ev.end_sample)
             return Outcome(None, None)
         # Semantic: the same detector finds speech and silence; it never ends a turn itself.
-        det = TurnDetector({**td, "silence_duration_ms": 60_000}, FRAME_SAMPLES)
+        det = SpeechSegmenter({**td, "silence_duration_ms": 60_000}, FRAME_SAMPLES)
         turn_start: int | None = None
         silence_start: int | None = None
         decision = None

@@ -8,7 +8,7 @@ import time
 
 import xllamacpp as xlc
 
-from livevox.engines.carriers import smollm2_gguf
+from livevox.engines.model_files import smollm2_gguf
 
 
 def main() -> None:

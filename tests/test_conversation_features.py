@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from livevox.engines.carriers import carried_file
+from livevox.engines.model_files import carried_file
 from livevox.engines.piper.alignment import (
     Timeline,
     alignment_model_bytes,
@@ -33,10 +33,10 @@ from livevox.engines.smart_turn import (
 )
 from livevox.realtime.config import turn_defaults
 from livevox.realtime.echo import LATENCY_SAMPLES, DelayEstimator, EchoCanceller
+from livevox.realtime.end_of_turn import EndOfTurnPolicy, dangling, policy_config
 from livevox.realtime.filler import VOICE_LIVE_FILLERS, is_filler_only
 from livevox.realtime.noise import NoiseSuppressor, level_for
-from livevox.realtime.semantic_turn import TurnPolicy, dangling, policy_config
-from livevox.realtime.turn import SpeechStarted, TurnDetector
+from livevox.realtime.speech_segmenter import SpeechSegmenter, SpeechStarted
 from support_audio import espeak, fixture_f32, to_float
 
 RATE = 16000
@@ -52,7 +52,7 @@ def silero() -> SileroVAD:
 def speech_starts(x: np.ndarray[Any, Any]) -> list[int]:
     n = len(x) // FRAME_SAMPLES * FRAME_SAMPLES
     probs = silero().stream()._run_frames(x[:n].astype(np.float32))
-    det = TurnDetector(turn_defaults({"type": "server_vad"}, "2026-07-15"), FRAME_SAMPLES)
+    det = SpeechSegmenter(turn_defaults({"type": "server_vad"}, "2026-07-15"), FRAME_SAMPLES)
     return [ev.start_sample for ev in det.process(probs, 0) if isinstance(ev, SpeechStarted)]
 
 
@@ -100,7 +100,7 @@ def test_whisper_features_match_pipecats_reference() -> None:
     # loaded by path as an oracle (the pipecat package itself is never imported).
     import importlib.util
 
-    from livevox.engines.carriers import package_dir
+    from livevox.engines.model_files import package_dir
 
     ref_path = package_dir("pipecat", SMART_TURN_V32.pip_install) / "audio/turn/smart_turn/_whisper_features.py"
     spec = importlib.util.spec_from_file_location("_pipecat_whisper_features", ref_path)
@@ -116,7 +116,7 @@ def test_whisper_features_match_pipecats_reference() -> None:
 # ================================================================ end-of-turn policy
 
 
-def run(policy: TurnPolicy, scores: dict[int, float]) -> int:
+def run(policy: EndOfTurnPolicy, scores: dict[int, float]) -> int:
     """Silence length (ms) at which `policy` ends a silence that never ends, with scores by checkpoint."""
     d = policy.start()
     now = 0
@@ -132,14 +132,14 @@ def run(policy: TurnPolicy, scores: dict[int, float]) -> int:
 
 
 def test_server_vad_ends_after_silence_duration() -> None:
-    p = TurnPolicy(turn_defaults({"type": "server_vad", "silence_duration_ms": 700}, None))
+    p = EndOfTurnPolicy(turn_defaults({"type": "server_vad", "silence_duration_ms": 700}, None))
     assert not p.uses_model
     assert run(p, {}) == 700
 
 
 def test_azure_semantic_complete_ends_at_silence_duration() -> None:
     td = turn_defaults({"type": "azure_semantic_vad"}, "2026-07-15")
-    p = TurnPolicy(td)
+    p = EndOfTurnPolicy(td)
     assert p.uses_model and p.cfg.complete_ms == 500 and p.cfg.cap_ms == 1500
     assert run(p, {200: 0.9}) == 500
     # Incomplete: rescored every 300 ms; a later "complete" ends it at once.
@@ -152,9 +152,9 @@ def test_eagerness_and_end_of_utterance_settings() -> None:
     levels = ("low", "medium", "high", "auto")
     caps = {e: policy_config({"type": "semantic_vad", "eagerness": e}).cap_ms for e in levels}
     assert caps == {"low": 8000, "medium": 4000, "high": 2000, "auto": 4000}
-    high = TurnPolicy({"type": "semantic_vad", "eagerness": "high"})
+    high = EndOfTurnPolicy({"type": "semantic_vad", "eagerness": "high"})
     assert run(high, {200: 0.35}) == 300  # high: threshold 0.3, 300 ms
-    low = TurnPolicy({"type": "semantic_vad", "eagerness": "low"})
+    low = EndOfTurnPolicy({"type": "semantic_vad", "eagerness": "low"})
     assert run(low, {-1: 0.6}) == 8000  # low: 0.6 is not enough
     eou = {"type": "server_vad", "silence_duration_ms": 400,
            "end_of_utterance_detection": {"model": "semantic_detection_v1", "threshold_level": "high",
@@ -166,7 +166,7 @@ def test_eagerness_and_end_of_utterance_settings() -> None:
 
 
 def test_a_new_pause_starts_over() -> None:
-    p = TurnPolicy({"type": "azure_semantic_vad", "silence_duration_ms": 500})
+    p = EndOfTurnPolicy({"type": "azure_semantic_vad", "silence_duration_ms": 500})
     p.start()
     p.on_silence(200, 0.1)
     p.reset()  # the user spoke again
@@ -183,7 +183,7 @@ def test_lexical_veto_holds_unfinished_words() -> None:
     assert not dangling("What are you looking for?")  # a question may end on a preposition
     assert dangling("Can you call my?") and dangling("Could you play some music by the?")
     assert not dangling("Um.")  # a lone filler is a backchannel, not a hesitation
-    p = TurnPolicy({"type": "azure_semantic_vad", "silence_duration_ms": 500})
+    p = EndOfTurnPolicy({"type": "azure_semantic_vad", "silence_duration_ms": 500})
     p.start()
     p.expect_transcript()
     d = p.on_silence(200, 0.95)
@@ -193,13 +193,13 @@ def test_lexical_veto_holds_unfinished_words() -> None:
     d = p.on_silence(560, None, "I'd like to book a table for")
     assert not d.end_turn and d.end_at_ms == 1500 and d.rescore_after_ms is None
     # The words never arrive: the audio decides after the short wait.
-    q = TurnPolicy({"type": "azure_semantic_vad", "silence_duration_ms": 500})
+    q = EndOfTurnPolicy({"type": "azure_semantic_vad", "silence_duration_ms": 500})
     q.start()
     q.expect_transcript()
     q.on_silence(200, 0.95)
     assert q.on_silence(600, None).end_turn
     # Multilingual: no English word list.
-    m = TurnPolicy({"type": "azure_semantic_vad_multilingual", "silence_duration_ms": 500})
+    m = EndOfTurnPolicy({"type": "azure_semantic_vad_multilingual", "silence_duration_ms": 500})
     m.start()
     m.on_silence(200, 0.9, "Quiero reservar una mesa para")
     assert m.on_silence(500, None).end_turn
@@ -331,7 +331,7 @@ def test_alignment_patch_adds_the_duration_output(piper_voice: Any) -> None:
 
 
 def piper_voice_path() -> str:
-    from livevox.engines.carriers import piper_voice
+    from livevox.engines.model_files import piper_voice
 
     return str(piper_voice(None)[0])
 

@@ -19,7 +19,7 @@ import pytest_asyncio
 
 import support_audio
 from livevox.core.executor import stage_executor
-from livevox.engines import carriers
+from livevox.engines import model_files
 from livevox.engines.base import (
     ChatRequest,
     EngineError,
@@ -92,44 +92,44 @@ async def collect(agen: AsyncIterator[object]) -> list[object]:
 
 
 def test_pinned_carrier_files_verify() -> None:
-    for item in carriers.CARRIED:
-        path = carriers.carried_file(item)
+    for item in model_files.CARRIED:
+        path = model_files.carried_file(item)
         assert path.is_file()
-    assert (carriers.whisper_model_dir(None) / "model.bin").is_file()
-    _onnx, config = carriers.piper_voice(None)
+    assert (model_files.whisper_model_dir(None) / "model.bin").is_file()
+    _onnx, config = model_files.piper_voice(None)
     assert config.name == "en_US-joe-medium.onnx.json" and config.is_file()
 
 
 def test_sha256_mismatch_is_detected(tmp_path: Path) -> None:
-    src = carriers.carried_file(carriers.SILERO_VAD)
+    src = model_files.carried_file(model_files.SILERO_VAD)
     copy = tmp_path / "silero_vad.onnx"
     shutil.copyfile(src, copy)
-    assert carriers.verify_sha256(copy, carriers.SILERO_VAD.sha256) == copy
+    assert model_files.verify_sha256(copy, model_files.SILERO_VAD.sha256) == copy
     with open(copy, "r+b") as f:  # flip one byte in the middle
         f.seek(1000)
         b = f.read(1)
         f.seek(1000)
         f.write(bytes([b[0] ^ 0xFF]))
-    with pytest.raises(carriers.ModelFileError) as err:
-        carriers.verify_sha256(copy, carriers.SILERO_VAD.sha256)
+    with pytest.raises(model_files.ModelFileError) as err:
+        model_files.verify_sha256(copy, model_files.SILERO_VAD.sha256)
     msg = str(err.value)
     assert str(copy) in msg
-    assert carriers.SILERO_VAD.sha256 in msg
-    assert carriers.sha256_file(copy) in msg
+    assert model_files.SILERO_VAD.sha256 in msg
+    assert model_files.sha256_file(copy) in msg
 
 
 def test_missing_carrier_and_user_paths(tmp_path: Path) -> None:
-    missing = carriers.Carried("no_such_livevox_carrier", "x.bin", "0" * 64, "pip install no-such==1.0")
-    with pytest.raises(carriers.ModelFileError, match=r"pip install no-such==1\.0"):
-        carriers.carried_file(missing)
-    with pytest.raises(carriers.ModelFileError, match=r"llm\.gguf_path"):
-        carriers.smollm2_gguf(str(tmp_path / "nope.gguf"))
-    with pytest.raises(carriers.ModelFileError, match=r"stt\.model_dir"):
-        carriers.whisper_model_dir(str(tmp_path / "nodir"))
+    missing = model_files.Carried("no_such_livevox_carrier", "x.bin", "0" * 64, "pip install no-such==1.0")
+    with pytest.raises(model_files.ModelFileError, match=r"pip install no-such==1\.0"):
+        model_files.carried_file(missing)
+    with pytest.raises(model_files.ModelFileError, match=r"llm\.gguf_path"):
+        model_files.smollm2_gguf(str(tmp_path / "nope.gguf"))
+    with pytest.raises(model_files.ModelFileError, match=r"stt\.model_dir"):
+        model_files.whisper_model_dir(str(tmp_path / "nodir"))
     # A user path is used as given (no hash check), as long as it exists.
     own = tmp_path / "mine.gguf"
     own.write_bytes(b"not checked")
-    assert carriers.smollm2_gguf(str(own)) == own
+    assert model_files.smollm2_gguf(str(own)) == own
 
 
 # ---------------------------------------------------------------- registry

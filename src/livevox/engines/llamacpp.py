@@ -27,8 +27,8 @@ from .base import (
     overflow_from,
     warmup_request,
 )
-from .carriers import smollm2_gguf
 from .gguf_vocab import bpe_counter
+from .model_files import smollm2_gguf
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..core.executor import stage_executor
 from .base import STT_RATE, EngineError, Float32Array
-from .carriers import silero_onnx
+from .model_files import silero_onnx
 
 log = logging.getLogger(__name__)
 

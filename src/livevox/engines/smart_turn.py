@@ -1,8 +1,8 @@
 """Smart Turn v3.2: an audio end-of-turn classifier (Whisper-tiny encoder + head) on onnxruntime.
 
 The ONNX file is carried by the `pipecat-ai` wheel, which is never installed: only the file is
-extracted from it (carriers.fetch; pipecat's requirements conflict with ours). The file is
-sha256-pinned like the other carriers.
+extracted from it (model_files.fetch; pipecat's requirements conflict with ours). The file is
+sha256-pinned like the other model_files.
 
 Input: up to the last 8 s of 16 kHz mono audio (the utterance so far, trailing silence included),
 left-padded with zeros to exactly 8 s, as 80x800 Whisper log-mel features. Output: the
@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from ..core.executor import stage_executor
 from .base import STT_RATE, EngineError, Float32Array
-from .carriers import SMART_TURN_V32, carried_file, user_path
+from .model_files import SMART_TURN_V32, carried_file, user_path
 
 log = logging.getLogger(__name__)
 

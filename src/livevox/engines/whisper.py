@@ -12,7 +12,7 @@ import numpy as np
 
 from ..core.executor import stage_executor, stream_job
 from .base import STT_RATE, EngineError, Float32Array, TranscribeOptions
-from .carriers import whisper_model_dir
+from .model_files import whisper_model_dir
 
 log = logging.getLogger(__name__)
 

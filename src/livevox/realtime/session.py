@@ -24,6 +24,7 @@ from .capabilities import capability_warnings
 from .config import default_session, merge_update
 from .conversation import Conversation
 from .dialects import Dialect
+from .end_of_turn import policy_config
 from .handlers.input_audio import InputAudioEvents
 from .handlers.items import ItemEvents
 from .handlers.responses import ResponseEvents
@@ -31,7 +32,6 @@ from .input_audio import InputAudio
 from .metrics import ERRORS_TOTAL
 from .ports import Channel, SessionTransport, channel_of
 from .response import ResponseRun
-from .semantic_turn import policy_config
 from .turn_taking import TurnTaking
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """Turn-taking: from speech probabilities to the session's turn events.
 
 `TurnTaking` frames the cleaned 16 kHz audio for the VAD, runs the speech segmenter
-(`turn.TurnDetector`) and the end-of-turn policy (`semantic_turn.TurnPolicy`, which consults the
+(`turn.SpeechSegmenter`) and the end-of-turn policy (`semantic_turn.EndOfTurnPolicy`, which consults the
 end-of-turn model in the semantic modes), and decides, in this order of events:
 
 - `speech_started`: the user speaks. Over an audible answer that is a barge-in, at once, or
@@ -30,12 +30,12 @@ from ..core import audio as audio_codec
 from ..core.audio import SESSION_RATE
 from ..core.ids import new_id
 from ..engines.base import TurnEngine, VADStream
+from .end_of_turn import Decision, EndOfTurnPolicy
 from .filler import is_filler_only
 from .input_audio import InputAudio
 from .metrics import TurnTimings
 from .response import ResponseRun
-from .semantic_turn import Decision, TurnPolicy
-from .turn import Paused, Resumed, SpeechStarted, SpeechStopped, TurnDetector
+from .speech_segmenter import Paused, Resumed, SpeechSegmenter, SpeechStarted, SpeechStopped
 
 #: remove_filler_words: speech longer than this is no filler word, and barges in at once.
 FILLER_MAX_SAMPLES = 900 * SESSION_RATE // 1000
@@ -99,8 +99,8 @@ class TurnTaking:
         self._model = turn_model
         self._tail_ms = tail_ms
         self.turn_detection = turn_detection
-        self.policy = TurnPolicy(turn_detection)
-        self.detector = TurnDetector(self._detector_cfg(turn_detection), vad.frame_samples)
+        self.policy = EndOfTurnPolicy(turn_detection)
+        self.detector = SpeechSegmenter(self._detector_cfg(turn_detection), vad.frame_samples)
         # semantic end of turn: where the current silence began, and the policy's plan for it
         self._silence_start: int | None = None
         self._decision: Decision | None = None

@@ -243,7 +243,7 @@ def load_piper_voice_with_alignment(voice_path: str | None, threads: int = 1) ->
     from piper.config import PiperConfig
     from piper.voice import PiperVoice
 
-    from ..carriers import piper_voice
+    from ..model_files import piper_voice
 
     onnx, config_path = piper_voice(voice_path)
     with open(config_path, encoding="utf-8") as f:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ...core.executor import stage_executor, stream_job
 from ..base import WARMUP_SENTENCE, EngineError, Int16Array, SynthesisOptions
-from ..carriers import piper_voice
+from ..model_files import piper_voice
 from ..voices import effective_speed
 from .alignment import ChunkTimeline, Timeline, alignment_session
 

@@ -38,7 +38,7 @@ class SpeechStopped:
 TurnEvent = SpeechStarted | Paused | Resumed | SpeechStopped
 
 
-class TurnDetector:
+class SpeechSegmenter:
     def __init__(self, cfg: dict[str, Any], frame_samples: int) -> None:
         self.frame = frame_samples
         self.configure(cfg)

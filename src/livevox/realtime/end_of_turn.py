@@ -167,7 +167,7 @@ def policy_config(td: dict[str, Any] | None) -> TurnPolicyConfig:
     return TurnPolicyConfig(False, 1.0, silence, silence)
 
 
-class TurnPolicy:
+class EndOfTurnPolicy:
     """Per-session end-of-turn decisions for one silence at a time (pure: no I/O, no clock).
 
     Call pattern, with silence lengths in ms since Silero's end of speech:
