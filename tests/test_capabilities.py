@@ -4,8 +4,8 @@ and the warnings a session gets when it asks for what its TTS cannot deliver.
 
 The chain tests use `AlignedStandIn`, a scripted stand-in TTS defined here (no model: a tone of
 `WORD_MS` per word, one chunk per word with that word's mark), so offsets are exact. The
-server tests use the real server on loopback: the scripted TTS (no alignment), and a chain of
-two real Piper voices (`piper` wheel and the pinned joe voice).
+server tests use the real server on loopback: the scripted TTS and a Piper -> scripted chain
+(no alignment: warned), and a chain of two real Piper voices (timestamps and visemes kept).
 """
 
 from __future__ import annotations
@@ -333,22 +333,31 @@ def reply() -> Iterator[None]:
     ScriptedLLM.reset()
 
 
-async def ask_with_marks(srv: ServerThread) -> list[dict[str, Any]]:
+async def ask_with_marks(srv: ServerThread) -> tuple[list[str], list[dict[str, Any]]]:
+    """Ask for word timestamps and visemes, then for an answer: the warnings the update got
+    (each before `session.updated`), and the response's events."""
     c = await RealtimeClient.connect(srv.ws)
     try:
-        await c.update({"turn_detection": None, **WORDS, **VISEMES})
+        await c.send({"type": "session.update", "session": {"turn_detection": None, **WORDS, **VISEMES}})
+        updated = await c.until("session.updated")
+        warnings = [e["warning"]["message"] for e in updated if e["type"] == "warning"]
+        assert all(e["warning"]["code"] == "unsupported_setting" for e in updated if e["type"] == "warning")
         await c.send({"type": "response.create"})
-        return await c.until("response.done", timeout=60)
+        return warnings, await c.until("response.done", timeout=60)
     finally:
         await c.close()
 
 
-async def test_server_tts_without_alignment_still_speaks(reply: None) -> None:
-    srv = ServerThread(scripted_settings()).start()
+@pytest.mark.parametrize("tts", [{}, {"engine": "piper", "fallback": [{"engine": "scripted"}]}],
+                         ids=["scripted", "piper_then_scripted"])
+async def test_server_tts_without_alignment_warns_and_still_speaks(reply: None, tts: dict[str, Any]) -> None:
+    srv = ServerThread(scripted_settings(tts=tts)).start(300)
     try:
-        evs = await ask_with_marks(srv)
+        warnings, evs = await ask_with_marks(srv)
     finally:
         srv.stop()
+    assert len(warnings) == 2, warnings
+    assert "output_audio_timestamp_types" in warnings[0] and "animation.outputs" in warnings[1]
     done = evs[-1]["response"]
     assert done["status"] == "completed"
     assert any(e["type"] == "response.audio.delta" for e in evs)
@@ -358,9 +367,10 @@ async def test_server_tts_without_alignment_still_speaks(reply: None) -> None:
 async def test_server_piper_chain_keeps_word_timestamps_and_visemes(reply: None) -> None:
     srv = ServerThread(scripted_settings(tts={"engine": "piper", "fallback": [{"engine": "piper"}]})).start(300)
     try:
-        evs = await ask_with_marks(srv)
+        warnings, evs = await ask_with_marks(srv)
     finally:
         srv.stop()
+    assert warnings == []
     assert evs[-1]["response"]["status"] == "completed"
     words = [e for e in evs if e["type"] == "response.audio_timestamp.delta"]
     vis = [e for e in evs if e["type"] == "response.animation_viseme.delta"]
