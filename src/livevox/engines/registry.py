@@ -32,11 +32,13 @@ from livevox.settings import LLMSettings, Settings, StartupSettings, STTSettings
 from .base import (
     ChainMembers,
     DescribesModel,
+    EmbeddedModel,
     Engine,
     EngineError,
     HealthReporting,
     LLMEngine,
     RehearsalStep,
+    RemoteEngine,
     STTEngine,
     TTSEngine,
     TurnEngine,
@@ -328,12 +330,13 @@ class Engines:
         try:
             await engine.warmup()
         except Exception as exc:
-            if getattr(engine, "remote", False) and _transient(exc) and self.startup.remote_wait_seconds > 0:
+            remote = isinstance(engine, RemoteEngine) and engine.remote
+            if remote and _transient(exc) and self.startup.remote_wait_seconds > 0:
                 self._wait_for(stage, exc)
                 return
             raise self._failed(stage, exc) from exc
         self._ready(stage, (time.perf_counter() - t1) * 1000)
-        if stage == "llm" and getattr(engine, "embedded", False):
+        if stage == "llm" and isinstance(engine, EmbeddedModel) and engine.embedded:
             log.warning(
                 "stage=llm: the embedded SmolLM2-135M-Instruct is demo-grade (fine for smoke tests, "
                 "not for real conversations); set llm.gguf_path to a larger GGUF model"

@@ -22,10 +22,13 @@ import numpy.typing as npt
 from ..core import audio as audio_codec
 from ..core.ids import new_id
 from ..engines.base import (
+    AlignedTTS,
+    ChunkMarks,
     ContextOverflow,
     EngineError,
     EngineSet,
     Finish,
+    Int16Array,
     LLMEvent,
     SynthesisOptions,
     TextDelta,
@@ -355,7 +358,6 @@ class ResponseRun:
             }, Channel.CONTROL)
 
     async def _speak(self, clauses: asyncio.Queue[str | None]) -> None:
-        from ..engines.base import AlignedTTS, ChunkMarks, Int16Array
 
         async def _unmarked(gen: AsyncIterator[Int16Array]) -> AsyncIterator[tuple[Int16Array, ChunkMarks | None]]:
             async for chunk in gen:

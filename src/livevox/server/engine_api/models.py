@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 if TYPE_CHECKING:
     from ..state import LivevoxState
 
+from ...engines.base import DescribesModel
 from .common import _guard
 
 log = logging.getLogger("livevox.engine_api")
@@ -24,7 +25,8 @@ async def models(request: Request, state: LivevoxState) -> Response:
     data = []
     for stage in ("llm", "stt", "tts"):
         engine = engines.engine(stage)
-        data.append({"id": str(getattr(engine, "model_file", engine.name)), "object": "model", "created": created,
+        model = engine.model_file if isinstance(engine, DescribesModel) else engine.name
+        data.append({"id": str(model), "object": "model", "created": created,
                      "owned_by": "livevox", "livevox": {"stage": stage, "engine": engine.name}})
     return JSONResponse({"object": "list", "data": data})
 
