@@ -231,6 +231,12 @@ class SynthesisOptions:
     speed: float = 1.0
 
 
+def speakable(text: str) -> bool:
+    """Text with a letter or digit: worth synthesising (TTS engines read lone punctuation aloud,
+    ", ! ?" -> "exclamation")."""
+    return any(ch.isalnum() for ch in text)
+
+
 class TTSEngine(Engine, Protocol):
     sample_rate: int
 

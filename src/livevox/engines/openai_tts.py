@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..engine_settings import OpenAITTSSettings
-from .base import EngineError, Int16Array, SynthesisOptions
+from .base import EngineError, Int16Array, SynthesisOptions, speakable
 from .openai_http import Deadlines, OpenAIEndpoint, OpenAIEngine
 from .voices import effective_speed
 
@@ -20,9 +20,6 @@ log = logging.getLogger(__name__)
 #: Yield audio in pieces of at least this many bytes (20 ms at 24 kHz), except the last.
 MIN_CHUNK_BYTES = 960
 
-
-def _speakable(text: str) -> bool:
-    return any(ch.isalnum() for ch in text)
 
 
 class OpenAITTS(OpenAIEngine):
@@ -62,7 +59,7 @@ class OpenAITTS(OpenAIEngine):
     async def synthesize(
         self, text: str, options: SynthesisOptions, session_id: str
     ) -> AsyncIterator[Int16Array]:
-        if not _speakable(text):
+        if not speakable(text):
             return
         try:
             async for audio in self._synthesize(text, options):

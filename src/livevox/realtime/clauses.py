@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from ..engines.base import speakable
+
 # A clause ends at sentence punctuation, or at , ; : once it holds a few words. The first clause
 # of an answer is cut sooner (TTS synthesizes a clause at a time, so its length is the wait for
 # the first audio): at a comma after two words, or after `first_max_words` words.
@@ -56,5 +58,3 @@ class ClauseSplitter:
         return None
 
 
-def speakable(text: str) -> bool:
-    return any(ch.isalnum() for ch in text)

@@ -33,9 +33,10 @@ from ..engines.base import (
     SynthesisOptions,
     TextDelta,
     ToolCallDelta,
+    speakable,
 )
 from . import truncation
-from .clauses import ClauseSplitter, speakable
+from .clauses import ClauseSplitter
 from .config import OUTPUT_FORMATS
 from .conversation import ConversationItem
 from .llm_request import llm_events

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ...core.executor import stage_executor, stream_job
-from ..base import WARMUP_SENTENCE, EngineError, Int16Array, SynthesisOptions
+from ..base import WARMUP_SENTENCE, EngineError, Int16Array, SynthesisOptions, speakable
 from ..model_files import piper_voice
 from ..voices import effective_speed
 from .alignment import ChunkTimeline, Timeline, alignment_session
@@ -26,11 +26,6 @@ T = TypeVar("T")
 
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 
-
-def _speakable(text: str) -> bool:
-    # Piper reads lone punctuation aloud (", ! ?" -> "exclamation"); only text with a letter or
-    # digit is worth synthesising.
-    return any(ch.isalnum() for ch in text)
 
 
 class PiperTTS:
@@ -121,7 +116,7 @@ class PiperTTS:
         *, aligned: bool,
     ) -> AsyncIterator[T]:
         """Piper's chunks (one sentence per chunk, synthesized lazily off the event loop) as `item`s."""
-        if not _speakable(text):
+        if not speakable(text):
             return
         voice = self._voice
         if voice is None:
