@@ -17,11 +17,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-Float32Array = npt.NDArray[np.float32]
-Int16Array = npt.NDArray[np.int16]
+from ..core.audio import Float32Array, Int16Array
 
 #: The internal rate of the VAD and STT path.
-STT_RATE = 16000
 
 
 class EngineError(Exception):

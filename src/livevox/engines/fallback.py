@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
+from ..core.audio import Float32Array, Int16Array
 from .base import (
     AlignedTTS,
     ChatRequest,
@@ -28,9 +29,7 @@ from .base import (
     ContextOverflow,
     DescribesModel,
     EngineError,
-    Float32Array,
     HealthReporting,
-    Int16Array,
     LLMEngine,
     LLMEvent,
     RemoteEngine,

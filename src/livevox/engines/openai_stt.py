@@ -15,14 +15,15 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
+from ..core.audio import SESSION_RATE, Float32Array
 from ..engine_settings import OpenAISTTSettings
-from .base import STT_RATE, EngineError, Float32Array, TranscribeOptions
+from .base import EngineError, TranscribeOptions
 from .openai_http import Deadlines, OpenAIEndpoint, OpenAIEngine
 
 log = logging.getLogger(__name__)
 
 
-def wav_bytes(audio: Float32Array, rate: int = STT_RATE) -> bytes:
+def wav_bytes(audio: Float32Array, rate: int = SESSION_RATE) -> bytes:
     pcm = (np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0) * 32767.0).astype("<i2")
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
@@ -57,7 +58,7 @@ class OpenAISTT(OpenAIEngine):
         if not self.settings.warmup:
             return
         rng = np.random.default_rng(0)
-        audio = (rng.standard_normal(STT_RATE // 2) * 0.01).astype(np.float32)
+        audio = (rng.standard_normal(SESSION_RATE // 2) * 0.01).astype(np.float32)
         async for _ in self.transcribe(audio, TranscribeOptions(), "_warmup"):
             pass
 

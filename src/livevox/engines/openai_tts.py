@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from ..core.audio import Int16Array
 from ..engine_settings import OpenAITTSSettings
-from .base import EngineError, Int16Array, SynthesisOptions, speakable
+from .base import EngineError, SynthesisOptions, speakable
 from .openai_http import Deadlines, OpenAIEndpoint, OpenAIEngine
 from .voices import effective_speed
 

@@ -23,12 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from ..core.audio import ITEM_RATE, StreamResampler, to_float
+from ..core.audio import ITEM_RATE, SESSION_RATE, Int16Array, StreamResampler, to_float
 from .base import (
-    STT_RATE,
     WARMUP_QUESTION,
     EngineSet,
-    Int16Array,
     RehearsalStep,
     SynthesisOptions,
     TranscribeOptions,
@@ -83,10 +81,10 @@ async def rehearse(engines: EngineSet, *, session_models: bool,
         wire = _through(StreamResampler(tts.sample_rate, ITEM_RATE), speech["tts"], tts.sample_rate)
         wire = np.concatenate([wire, np.zeros(int(TAIL_S * ITEM_RATE), np.int16)])
         rtc = _through(StreamResampler(ITEM_RATE, RTC_RATE), wire, ITEM_RATE)
-        speech["input"] = _through(StreamResampler(ITEM_RATE, STT_RATE), wire, ITEM_RATE)
-        _through(StreamResampler(RTC_RATE, STT_RATE), rtc, RTC_RATE)
-        paths = [f"{tts.sample_rate}->{ITEM_RATE}", f"{ITEM_RATE}->{RTC_RATE}", f"{ITEM_RATE}->{STT_RATE}",
-                 f"{RTC_RATE}->{STT_RATE}"]
+        speech["input"] = _through(StreamResampler(ITEM_RATE, SESSION_RATE), wire, ITEM_RATE)
+        _through(StreamResampler(RTC_RATE, SESSION_RATE), rtc, RTC_RATE)
+        paths = [f"{tts.sample_rate}->{ITEM_RATE}", f"{ITEM_RATE}->{RTC_RATE}", f"{ITEM_RATE}->{SESSION_RATE}",
+                 f"{RTC_RATE}->{SESSION_RATE}"]
         return {"paths": paths, "append_ms": APPEND_MS}
 
     async def vad() -> dict[str, Any]:
@@ -99,7 +97,7 @@ async def rehearse(engines: EngineSet, *, session_models: bool,
     async def stt() -> dict[str, Any]:
         audio = to_float(speech["input"])
         pieces = [p async for p in engines.stt.transcribe(audio, TranscribeOptions(), "_warmup")]
-        return {"audio_s": round(audio.size / STT_RATE, 2), "transcript": "".join(pieces)}
+        return {"audio_s": round(audio.size / SESSION_RATE, 2), "transcript": "".join(pieces)}
 
     def wanted(engine: object) -> bool:
         return bool(getattr(engine, "rehearse", True))
@@ -129,7 +127,7 @@ async def _session_models(report: dict[str, Any], engines: EngineSet, audio: Int
     if engines.turn.available:  # Smart Turn is warmed at load; this runs it on real speech
         async def smart_turn() -> dict[str, Any]:
             await engines.turn.score(to_float(audio), "_warmup")
-            return {"audio_s": round(audio.size / STT_RATE, 2)}
+            return {"audio_s": round(audio.size / SESSION_RATE, 2)}
 
         await _timed(report, "smart_turn", smart_turn)
     for name, step in steps:

@@ -20,13 +20,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..core.audio import Float32Array, Int16Array
 from .base import (
     ChatRequest,
     ContextOverflow,
     EngineError,
     Finish,
-    Float32Array,
-    Int16Array,
     LLMEvent,
     SynthesisOptions,
     TextDelta,

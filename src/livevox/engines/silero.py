@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from ..core.audio import SESSION_RATE, Float32Array
 from ..core.executor import stage_executor
-from .base import STT_RATE, EngineError, Float32Array
+from .base import EngineError
 from .model_files import silero_onnx
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class SileroVAD:
         self._model_path = model_path
         self.path: Path | None = None
         self._session: Any = None
-        self.sr = np.array(STT_RATE, np.int64)
+        self.sr = np.array(SESSION_RATE, np.int64)
 
     @property
     def session(self) -> Any:

@@ -25,14 +25,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..core.audio import SESSION_RATE, Float32Array
 from ..core.executor import stage_executor
-from .base import STT_RATE, EngineError, Float32Array
+from .base import EngineError
 from .model_files import SMART_TURN_V32, carried_file, user_path
 
 log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 8
-WINDOW_SAMPLES = WINDOW_SECONDS * STT_RATE  # 128000
+WINDOW_SAMPLES = WINDOW_SECONDS * SESSION_RATE  # 128000
 N_FFT = 400
 HOP = 160
 N_MELS = 80
@@ -57,7 +58,7 @@ def _mel_to_hz(mel: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return out
 
 
-def mel_filterbank(n_fft: int = N_FFT, n_mels: int = N_MELS, rate: int = STT_RATE) -> npt.NDArray[np.float64]:
+def mel_filterbank(n_fft: int = N_FFT, n_mels: int = N_MELS, rate: int = SESSION_RATE) -> npt.NDArray[np.float64]:
     """Slaney-normalised triangular filters, shape (n_mels, n_fft // 2 + 1)."""
     n_bins = n_fft // 2 + 1
     fft_hz = np.linspace(0.0, rate // 2, n_bins)
@@ -152,7 +153,7 @@ class SmartTurn:
         await stage_executor("turn").run("_load", self.load_sync)
 
     async def warmup(self) -> None:
-        await self.score(np.zeros(STT_RATE, np.float32), "_warmup")
+        await self.score(np.zeros(SESSION_RATE, np.float32), "_warmup")
 
     async def close(self) -> None:
         self._session = None

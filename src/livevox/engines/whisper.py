@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from ..core.audio import SESSION_RATE, Float32Array
 from ..core.executor import stage_executor, stream_job
-from .base import STT_RATE, EngineError, Float32Array, TranscribeOptions
+from .base import EngineError, TranscribeOptions
 from .model_files import whisper_model_dir
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class FasterWhisperSTT:
     async def warmup(self) -> None:
         # A second of quiet noise (not digital silence, which is short-circuited) runs one full decode.
         rng = np.random.default_rng(0)
-        audio = (rng.standard_normal(STT_RATE) * 0.01).astype(np.float32)
+        audio = (rng.standard_normal(SESSION_RATE) * 0.01).astype(np.float32)
         async for _ in self.transcribe(audio, TranscribeOptions(), "_warmup"):
             pass
 
@@ -156,7 +157,7 @@ class FasterWhisperSTT:
         self, audio: Float32Array, options: TranscribeOptions, session_id: str
     ) -> AsyncIterator[str]:
         audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
-        if len(audio) < self.MIN_SECONDS * STT_RATE or float(np.max(np.abs(audio))) < self.SILENT_PEAK:
+        if len(audio) < self.MIN_SECONDS * SESSION_RATE or float(np.max(np.abs(audio))) < self.SILENT_PEAK:
             return
         produce = self._produce(audio, options)
         first = True

@@ -12,15 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from ..core import audio as audio_codec
-from ..core.audio import SESSION_RATE
+from ..core.audio import SESSION_RATE, Int16Array
 from ..core.errors import ProtocolError
 from .echo import EchoCanceller
 from .noise import NoiseSuppressor, level_for
-
-Int16Array = npt.NDArray[np.int16]
 
 
 class InputAudio:

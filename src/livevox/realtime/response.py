@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..core import audio as audio_codec
+from ..core.audio import Int16Array
 from ..core.ids import new_id
 from ..engines.base import (
     AlignedTTS,
@@ -28,7 +29,6 @@ from ..engines.base import (
     EngineError,
     EngineSet,
     Finish,
-    Int16Array,
     LLMEvent,
     SynthesisOptions,
     TextDelta,

@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ...core.audio import Int16Array
 from ...core.executor import stage_executor, stream_job
-from ..base import WARMUP_SENTENCE, EngineError, Int16Array, SynthesisOptions, speakable
+from ..base import WARMUP_SENTENCE, EngineError, SynthesisOptions, speakable
 from ..model_files import piper_voice
 from ..voices import effective_speed
 from .alignment import ChunkTimeline, Timeline, alignment_session

@@ -16,11 +16,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ...core import audio as audio_codec
-from ...core.audio import ITEM_RATE
+from ...core.audio import ITEM_RATE, SESSION_RATE
 from ...core.errors import ProtocolError
 from ...core.ids import new_id
 from ...engines.base import (
-    STT_RATE,
     EngineError,
     SynthesisOptions,
     TranscribeOptions,
@@ -71,10 +70,10 @@ def decode_wav(data: bytes) -> np.ndarray[Any, np.dtype[np.float32]]:
         pcm = np.frombuffer(frames, "<i4").astype(np.float32) / float(1 << 31)
     if channels > 1:
         pcm = pcm[: len(pcm) // channels * channels].reshape(-1, channels).mean(axis=1)
-    if rate != STT_RATE:
+    if rate != SESSION_RATE:
         import soxr
 
-        pcm = soxr.resample(pcm, rate, STT_RATE).astype(np.float32)
+        pcm = soxr.resample(pcm, rate, SESSION_RATE).astype(np.float32)
     return np.ascontiguousarray(pcm, dtype=np.float32)
 
 
@@ -124,7 +123,7 @@ async def transcriptions(request: Request, state: LivevoxState) -> Response:
         return Response(text + "\n", media_type="text/plain; charset=utf-8")
     if fmt == "verbose_json":
         return JSONResponse({"task": "transcribe", "language": opts.language or "", "duration":
-                             round(len(audio) / STT_RATE, 3), "text": text, "segments": []})
+                             round(len(audio) / SESSION_RATE, 3), "text": text, "segments": []})
     return JSONResponse({"text": text})
 
 
