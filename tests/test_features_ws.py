@@ -6,40 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import subprocess
-import tempfile
 import time
-import wave
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-import soxr
 
 from livevox.engines.scripted import ScriptedLLM
 from server_harness import ServerThread, embedded_settings
+from support_audio import espeak, fixture
 from wsclient import RealtimeClient, silence, types
 
 RATE = 24000
-FIXTURES = Path(__file__).parent / "fixtures"
+INTERRUPT_AT = 4.0  # seconds into echo_call's microphone where the interruption starts
 
 
 def speak(text: str, voice: str = "en-us") -> np.ndarray:
-    """espeak-ng speech at 24 kHz (a different voice from the agent's Piper voice)."""
-    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-        subprocess.run(["espeak-ng", "-v", voice, "-s", "140", "-w", f.name, text], check=True)
-        with wave.open(f.name) as w:
-            rate, pcm = w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), "<i2")
-    out: np.ndarray = soxr.resample(pcm, rate, RATE).astype(np.int16)
-    return out
-
-
-def fixture(name: str) -> np.ndarray:
-    with wave.open(str(FIXTURES / name)) as w:
-        rate, pcm = w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), "<i2")
-    out: np.ndarray = soxr.resample(pcm, rate, RATE).astype(np.int16)
-    return out
+    """espeak-ng speech at 24 kHz, 140 wpm (the fixtures' pace)."""
+    return espeak(text, voice, wpm=140, rate=RATE)
 
 
 async def stream_realtime(c: RealtimeClient, pcm: np.ndarray, chunk_ms: int = 40) -> None:
@@ -77,16 +62,17 @@ async def test_paused_sentence_cut_off_only_without_semantic_vad(server: ServerT
     await c.update({"turn_detection": {"type": mode, "create_response": False},
                     "input_audio_transcription": {"model": "whisper-1"}})
     await stream_realtime(c, audio)
-    evs = await c.quiet(1.5)
+    await c.quiet(1.5)  # the last turn's transcript comes after the audio
     commits = [e for e in c.events if e["type"] == "input_audio_buffer.committed"]
-    texts = [e["transcript"] for e in c.events
-             if e["type"] == "conversation.item.input_audio_transcription.completed"]
+    done = [e for e in c.events if e["type"] == "conversation.item.input_audio_transcription.completed"]
+    texts = [e["transcript"] for e in done]
+    # each committed turn was transcribed, so the texts below are the turns' own
+    assert sorted(e["item_id"] for e in done) == sorted(e["item_id"] for e in commits), texts
     if mode == "server_vad":
         assert len(commits) == 2, texts  # cut off in the pause
     else:
         assert len(commits) == 1, texts  # waited through the pause
         assert "report" in texts[0].lower() and "noon" in texts[0].lower()
-    assert evs is not None
     await c.close()
 
 
@@ -101,7 +87,7 @@ async def test_backchannel_during_answer(server: ServerThread, remove: bool) -> 
     await c.update({"turn_detection": {"type": "azure_semantic_vad", "remove_filler_words": remove}})
     await c.send({"type": "response.create"})
     await c.until("response.audio.delta", timeout=20)
-    await stream_realtime(c, np.concatenate([fixture("backchannel_yeah.wav"), silence(1.5)]))
+    await stream_realtime(c, np.concatenate([fixture("backchannel_yeah.wav", RATE), silence(1.5)]))
     evs = await c.until("response.done", timeout=30)
     seq = types(c.events)
     assert "input_audio_buffer.speech_started" in seq
@@ -116,9 +102,10 @@ async def test_backchannel_during_answer(server: ServerThread, remove: bool) -> 
 # ------------------------------------------------------------------ echo cancellation
 
 
-async def echo_call(server: ServerThread, aec: bool, interrupt: np.ndarray | None) -> list[str]:
+async def echo_call(server: ServerThread, aec: bool, interrupt: np.ndarray | None) -> list[dict[str, Any]]:
     """The agent's own answer comes back into the microphone (120 ms later, -10 dB), as from
-    a loudspeaker; optionally a real interruption is mixed over it."""
+    a loudspeaker; optionally a real interruption is mixed over it from INTERRUPT_AT on.
+    Returns every event of the call, session.created and session.updated first."""
     ScriptedLLM.reply = ("Sure. Let me tell you about the weather in Paris this week, it will be sunny "
                          "on Monday and Tuesday, with some rain on Wednesday and a cool breeze on Thursday, "
                          "and then the weekend looks warm and bright for a walk along the river.")
@@ -135,12 +122,10 @@ async def echo_call(server: ServerThread, aec: bool, interrupt: np.ndarray | Non
     t0 = time.monotonic()
     n_frames = 9 * 50
     mic_pos = 0
-    events: list[str] = []
     for i in range(n_frames):
         try:
             while True:
                 ev = await c.recv(0.001)
-                events.append(ev["type"])
                 if ev["type"] == "response.audio.delta":
                     pcm = np.frombuffer(base64.b64decode(ev["delta"]), "<i2")
                     at = max(play_end, mic_pos)
@@ -153,7 +138,7 @@ async def echo_call(server: ServerThread, aec: bool, interrupt: np.ndarray | Non
         frame = speaker[lo:lo + step] * gain if lo >= 0 else np.zeros(step, np.float64)
         frame = frame.copy()
         if interrupt is not None:
-            start = int(4.0 * RATE)
+            start = int(INTERRUPT_AT * RATE)
             seg = interrupt[max(0, mic_pos - start): max(0, mic_pos + step - start)]
             if mic_pos + step > start and seg.size:
                 frame[-seg.size:] += seg if mic_pos >= start else 0
@@ -161,22 +146,32 @@ async def echo_call(server: ServerThread, aec: bool, interrupt: np.ndarray | Non
         await c.send({"type": "input_audio_buffer.append",
                       "audio": base64.b64encode(np.clip(frame, -32768, 32767).astype("<i2").tobytes()).decode()})
         await asyncio.sleep(max(0.0, t0 + (i + 1) / 50 - time.monotonic()))
-    events += types(await c.quiet(0.5))
+    await c.quiet(0.5)
     await c.close()
-    return events
+    return c.events
 
 
 @pytest.mark.parametrize("aec", [True, False])
 async def test_agent_echo_does_not_barge_in_with_aec(server: ServerThread, aec: bool) -> None:
-    events = await echo_call(server, aec, None)
+    events = types(await echo_call(server, aec, None))
     assert "response.audio.delta" in events
     started = "input_audio_buffer.speech_started" in events
     assert started is (not aec), events.count("input_audio_buffer.speech_started")
 
 
 async def test_real_interruption_over_echo_still_barges_in(server: ServerThread) -> None:
-    events = await echo_call(server, True, speak("Stop, stop, I have a different question", "en-gb"))
-    assert "input_audio_buffer.speech_started" in events
+    interrupt = speak("Stop, stop, I have a different question", "en-gb")
+    events = await echo_call(server, True, interrupt)
+    td = next(e for e in events if e["type"] == "session.updated")["session"]["turn_detection"]
+    # audio_start_ms is where the speech began less the prefix padding: add it back
+    heard_ms = [e["audio_start_ms"] + td["prefix_padding_ms"] for e in events
+                if e["type"] == "input_audio_buffer.speech_started"]
+    assert heard_ms, types(events)
+    start_ms = INTERRUPT_AT * 1000
+    end_ms = start_ms + interrupt.size * 1000 / RATE
+    # The first speech the server heard is the interruption, not leaked echo before it (to within
+    # one 32 ms VAD frame: a frame that starts just before the interruption holds its first sound).
+    assert start_ms - 32 <= heard_ms[0] < end_ms, (heard_ms, start_ms, end_ms)
 
 
 # ------------------------------------------------------------------ noise suppression
@@ -185,7 +180,7 @@ async def test_real_interruption_over_echo_still_barges_in(server: ServerThread)
 @pytest.mark.parametrize("ns", [True, False])
 async def test_noise_suppression_cleans_what_the_server_hears(server: ServerThread, ns: bool) -> None:
     rng = np.random.default_rng(7)
-    speech = fixture("question_capital.wav")
+    speech = fixture("question_capital.wav", RATE)
     clean = np.concatenate([silence(1.0), speech, silence(1.2)]).astype(np.float64)
     noise = rng.normal(0, 900, clean.size)  # steady hiss, ~ -31 dBFS
     c = await RealtimeClient.connect(server.ws)
