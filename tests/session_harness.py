@@ -24,18 +24,15 @@ from livevox.realtime.dialects import VoiceLiveDialect
 from livevox.realtime.ports import Channel, SessionTransport
 from livevox.realtime.session import RealtimeSession
 from livevox.settings import Settings, load_settings
+from support_audio import tone
 
 RATE = 24000
 APPEND = RATE // 50  # 20 ms
 
 
-def speech(seconds: float, hz: float = 220.0) -> npt.NDArray[np.int16]:
-    t = np.arange(int(seconds * RATE)) / RATE
-    return (np.sin(2 * np.pi * hz * t) * 0.2 * 32767).astype(np.int16)
-
-
-def silence(seconds: float) -> npt.NDArray[np.int16]:
-    return np.zeros(int(seconds * RATE), np.int16)
+def speech(seconds: float) -> npt.NDArray[np.int16]:
+    """A tone the scripted VAD hears as speech (RMS well above its 0.02 threshold)."""
+    return tone(seconds, RATE)
 
 
 class FakeTransport(SessionTransport):

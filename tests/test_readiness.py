@@ -17,7 +17,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -27,7 +26,7 @@ import websockets
 
 from engine_standin import EngineStandIn
 from livevox.engines.registry import EngineLoadError, Engines
-from server_harness import ServerThread, embedded_settings, free_port, scripted_settings
+from server_harness import ServerThread, free_port, scripted_settings
 from wsclient import RealtimeClient, silence, tone
 
 FAST_RETRY = {"remote_retry_initial_seconds": 0.1, "remote_retry_max_seconds": 0.5, "remote_wait_seconds": 0.3}
@@ -141,13 +140,6 @@ def test_a_bad_local_model_path_still_exits_at_start() -> None:
     assert proc.returncode == 1, proc.stderr
     assert "cannot start: stage=llm engine=llamacpp failed to load" in proc.stderr, proc.stderr
     assert "/nonexistent/model.gguf" in proc.stderr, proc.stderr
-
-
-@pytest.fixture(scope="module")
-def embedded() -> Iterator[ServerThread]:
-    srv = ServerThread(embedded_settings()).start(timeout=300)
-    yield srv
-    srv.stop()
 
 
 def test_the_warm_up_ran_a_turns_real_shapes(embedded: ServerThread) -> None:

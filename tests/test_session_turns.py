@@ -6,7 +6,8 @@ through real clients; these pin the decisions themselves, fast."""
 from __future__ import annotations
 
 from livevox.engines.scripted import ScriptedLLM, ScriptedSTT
-from session_harness import PlayoutTransport, feed, new_session, settle, silence, speech, transport_of
+from session_harness import PlayoutTransport, feed, new_session, settle, speech, transport_of
+from support_audio import silence
 
 TURN_EVENTS = ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
                "input_audio_buffer.committed", "conversation.item.created"]
