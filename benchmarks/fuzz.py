@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import sys
 import time
@@ -176,6 +177,10 @@ class Tally:
     unexpected_closes: list[str] = field(default_factory=list)
     limit_closes: int = 0
     missed: list[str] = field(default_factory=list)
+    client_lag_max: float = 0.0
+    client_lag_over_half_s: int = 0
+    server_lag_max: float = 0.0
+    server_lag_over_half_s: int = 0
 
 
 class Receiver:
@@ -298,6 +303,22 @@ async def dc_session(http: str, rng: random.Random, n: int, tag: str, tally: Tal
     _check(rx, frames, tally, tag)
 
 
+class _ClientIceLog(logging.Handler):
+    """Counts this process's (the clients') aioice/aiortc records: a consent expiry closes a call."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.consent_expired = 0
+        self.examples: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if "Consent to send expired" in msg:
+            self.consent_expired += 1
+        elif record.levelno >= logging.WARNING and len(self.examples) < 5:
+            self.examples.append(f"{record.name}: {msg[:300]}")
+
+
 async def fuzz(base_ws: str, frames: int, seed: int, concurrency: int, per_session: int,
                dc_share: float) -> Tally:
     tally = Tally()
@@ -327,8 +348,69 @@ async def fuzz(base_ws: str, frames: int, seed: int, concurrency: int, per_sessi
             except (OSError, websockets.WebSocketException, TimeoutError) as exc:
                 tally.unexpected_closes.append(f"{tag}: {type(exc).__name__}: {exc}")
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    async def lag_monitor() -> None:  # this process's (the clients') event-loop lag
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.1)
+            lag = time.monotonic() - t - 0.1
+            tally.client_lag_max = max(tally.client_lag_max, lag)
+            tally.client_lag_over_half_s += lag > 0.5
+
+    def server_lag(stop: Any) -> None:  # the server's: /readyz round trips from a thread
+        import urllib.request
+        while not stop.is_set():
+            t = time.monotonic()
+            with contextlib.suppress(OSError), urllib.request.urlopen(http + "/readyz", timeout=30):
+                pass
+            lag = time.monotonic() - t
+            tally.server_lag_max = max(tally.server_lag_max, lag)
+            tally.server_lag_over_half_s += lag > 0.5
+            stop.wait(0.2)
+
+    import threading
+    stop = threading.Event()
+    probe = threading.Thread(target=server_lag, args=(stop,), daemon=True)
+    probe.start()
+    monitor = asyncio.ensure_future(lag_monitor())
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        monitor.cancel()
+        stop.set()
     return tally
+
+
+def tracebacks(log: str, head: int = 4) -> list[str]:
+    """Each traceback in `log`: the line before it (the logger's message), its first `head` lines
+    after "Traceback", and its last line (the exception), so that a summary explains itself."""
+    lines = log.splitlines()
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        if "Traceback (most recent call last)" not in line:  # also mid-line (aiortc logs format_exc())
+            continue
+        end = i + 1
+        while end < len(lines) and (lines[end].startswith((" ", "\t")) or lines[end] == ""):
+            end += 1
+        last = lines[end] if end < len(lines) else ""
+        before = lines[i - 1] if i > 0 else ""
+        out.append("\n".join([before, *lines[i:min(end, i + 1 + head)], "...", last]))
+    return out
+
+
+def call_end_reasons(http: str) -> dict[str, int]:
+    """The server's `livevox_webrtc_calls_ended_total` by reason (why each data-channel call ended)."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(http + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("livevox_webrtc_calls_ended_total{"):
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            out[reason] = int(float(line.rsplit(" ", 1)[1]))
+    return out
 
 
 def _rss(pid: int | None) -> int | None:
@@ -351,22 +433,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pid = server.pid if server is not None else None
     rss_start = _rss(pid)
     t0 = time.monotonic()
+    ice_log = _ClientIceLog()
+    for name in ("aioice", "aiortc"):
+        logging.getLogger(name).addHandler(ice_log)
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         tally = asyncio.run(fuzz(base, args.frames, args.seed, args.concurrency, args.per_session, args.dc_share))
         alive = server is None or (server.proc is not None and server.proc.poll() is None)
         rss_end = _rss(pid) if alive else None
+        ended = call_end_reasons("http" + base.removeprefix("ws")) if alive else {}
     finally:
         if server is not None:
             server.stop()
-    log = Path(server.log.name).read_text(errors="replace") if server is not None else ""
+    log_path = server.log.name if server is not None else None
+    log = Path(log_path).read_text(errors="replace") if log_path is not None else ""
+    found = tracebacks(log)
     summary = {
         "seed": args.seed, "frames_sent": tally.frames, "data_channel_frames": tally.dc_frames,
         "error_events": tally.errors, "error_codes": dict(sorted(tally.codes.items(), key=lambda kv: -kv[1])),
         "sessions": tally.sessions, "unexpected_closes": len(tally.unexpected_closes),
-        "unexpected_close_examples": tally.unexpected_closes[:5], "limit_closes": tally.limit_closes,
+        "unexpected_close_examples": tally.unexpected_closes[:5], "calls_ended_by_reason": ended,
+        "client_consent_expired": ice_log.consent_expired, "client_rtc_warnings": ice_log.examples,
+        "loop_lag": {"client_max_s": round(tally.client_lag_max, 2), "client_over_0.5s": tally.client_lag_over_half_s,
+                     "server_readyz_max_s": round(tally.server_lag_max, 2),
+                     "server_readyz_over_0.5s": tally.server_lag_over_half_s},
+        "limit_closes": tally.limit_closes,
         "invalid_frames_without_error": len(tally.missed), "missed_examples": tally.missed[:5],
         "server_alive": alive, "server_crashes": 0 if alive else 1,
-        "server_log_tracebacks": log.count("Traceback"), "server_log_lines": len(log.splitlines()),
+        "server_log": log_path, "server_log_tracebacks": len(found), "traceback_examples": found[:5],
+        "server_log_lines": len(log.splitlines()),
         "rss_start_mib": None if rss_start is None else round(rss_start / 2**20, 1),
         "rss_end_mib": None if rss_end is None else round(rss_end / 2**20, 1),
         "seconds": round(time.monotonic() - t0, 1),
