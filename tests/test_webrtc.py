@@ -678,3 +678,27 @@ async def test_embedded_spoken_turn(embedded: ServerThread, door: str) -> None:
             for kind in ("response.audio_timestamp.delta", "response.animation_viseme.delta"):
                 marks = c.find(kind)
                 assert marks and {ch for ch, _, _ in marks} == {"dc"}, kind
+
+
+def _counter(text: str, name: str, label: str, value: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{{label}="{value}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_a_client_closing_its_peer_connection_is_a_hang_up_not_an_ice_failure(server: ServerThread) -> None:
+    async def metrics() -> str:
+        async with httpx.AsyncClient() as http:
+            return (await http.get(server.http + "/metrics")).text
+
+    before = await metrics()
+    async with rtc(server, door="openai") as c:
+        await c.start()
+    # The OpenAI door has no control socket: closing the peer connection is how a client hangs up.
+    assert await calls_left(server) == 0
+    after = await metrics()
+    ended = "livevox_webrtc_calls_ended_total"
+    assert _counter(after, ended, "reason", "peer_closed") == _counter(before, ended, "reason", "peer_closed") + 1
+    errors = "livevox_webrtc_call_errors_total"
+    assert _counter(after, errors, "code", "ice_failed") == _counter(before, errors, "code", "ice_failed")

@@ -190,7 +190,7 @@ class RtcCall:
         if pc.connectionState == "connected" and self.connected_at is None:
             self.connected_at = time.monotonic()
         elif pc.connectionState in ("failed", "closed") and self.state == "active":
-            self.request_close("ice_failed")
+            self.request_close(_ended_by(pc.connectionState))
 
     # ------------------------------------------------------------ running
 
@@ -229,7 +229,7 @@ class RtcCall:
                 return
             now = time.monotonic()
             if pc.connectionState in ("failed", "closed"):
-                self.request_close("ice_failed")
+                self.request_close(_ended_by(pc.connectionState))
                 return
             if pc.connectionState != "connected":
                 if now - started > timeout:
@@ -291,3 +291,9 @@ class RtcCall:
         self.track = None
         self.session = None
         self.ended.set()
+
+
+def _ended_by(connection_state: str) -> str:
+    """The end reason for a peer connection that left service: "failed" is ICE/DTLS failing (an
+    error); "closed" is the peer closing its side (DTLS close_notify), a normal hang-up."""
+    return "ice_failed" if connection_state == "failed" else "peer_closed"
