@@ -7,7 +7,7 @@ the issue's "What is the capital of France?") and human recordings from Debian's
 pocketsphinx-testdata, over the WebSocket in both dialects at real-time pace. For every turn the
 reported transcripts (`...input_audio_transcription.completed`) may have no more word errors than
 the same server's Whisper engine on the whole committed audio (`conversation.item.retrieve`, then
-`POST /v1/audio/transcriptions`), over the set (one word of slack: see the test).
+`POST /v1/audio/transcriptions`), over the set (two words of slack: see the test).
 """
 
 from __future__ import annotations
@@ -63,15 +63,19 @@ async def test_reported_transcript_never_worse_than_committed_audio(
     assert not broken, broken
     for t in turns:
         assert t.committed is not None and t.committed.size > 0, _describe(t)
-    # Whisper tiny.en flips single words on marginal audio (the capital question is heard as
-    # "...and France?" or "...and friends?" from one server process to the next), so a single
-    # turn can go either way by a word; what must hold is that the reported transcripts, which
-    # cover each utterance and its tail, are as good as the whole committed buffers'. A
-    # speculation that lost the ends of words would lose far more than one word over the set.
+    # Whisper tiny.en flips single words on marginal audio from one run to the next (the capital
+    # question as "...and France?" or "...and friends?", en-gb+f2's full buffer as "on France" or
+    # "on thrones" for committed buffers of the same length), so a turn can go either way by a
+    # word; measured over four runs: up to 2 words more reported than full-buffer errors in a CI
+    # run under load, at most 1 on a quiet machine. What must hold is that the reported
+    # transcripts are about as good as the whole committed buffers'. The check is coarse: with
+    # stt.tail_ms = 0 it passes on this set too (measured 2026-12-02), so it catches a speculation
+    # that loses whole words, not the quiet end of one; the tail itself is pinned by
+    # test_protocol's test of what the scripted STT heard.
     reported = sum(transcripts.word_errors(t.text, t.reported or "") for t in turns)
     full = sum(transcripts.word_errors(t.text, t.full_buffer or "") for t in turns)
     worse = [_describe(t) for t in turns if t.reported_worse]
-    assert reported <= full + 1, (f"{reported} word errors reported against {full} in the committed "
+    assert reported <= full + 2, (f"{reported} word errors reported against {full} in the committed "
                                   "buffers:\n" + "\n".join(worse))
     capital = next(t for t in turns if t.voice == "espeak-en-us-150" and t.prompt == "capital")
     assert "capital" in transcripts.normalise(capital.reported or ""), _describe(capital)
