@@ -6,6 +6,7 @@ through real clients; these pin the decisions themselves, fast."""
 from __future__ import annotations
 
 from livevox.engines.scripted import ScriptedLLM, ScriptedSTT
+from livevox.realtime.session import RealtimeSession
 from session_harness import PlayoutTransport, feed, new_session, settle, speech, transport_of
 from support_audio import silence
 
@@ -16,6 +17,20 @@ TURN_EVENTS = ["input_audio_buffer.speech_started", "input_audio_buffer.speech_s
 def in_order(seq: list[str], wanted: list[str]) -> bool:
     it = iter(seq)
     return all(any(x == w for x in it) for w in wanted)
+
+
+async def answer_waiting_to_play(**turn_detection: object) -> tuple[RealtimeSession, PlayoutTransport, str]:
+    """A session on a playout transport whose whole answer is generated and still queued, unheard."""
+    transport = PlayoutTransport()
+    s = await new_session(transport)
+    if turn_detection:
+        await s.handle_event({"type": "session.update", "session": {"turn_detection": {
+            "type": "server_vad", **turn_detection}}})
+    await s.handle_event({"type": "response.create"})
+    await settle(s)
+    item = transport.pending_audio()
+    assert item is not None
+    return s, transport, item
 
 
 async def test_a_spoken_turn_is_committed_transcribed_and_answered() -> None:
@@ -68,14 +83,7 @@ async def test_speech_resuming_in_the_pause_drops_the_speculation_without_a_trac
 
 
 async def test_barge_in_over_audio_still_playing_cuts_it_and_truncates_to_what_was_heard() -> None:
-    transport = PlayoutTransport()
-    s = await new_session(transport)
-    await s.handle_event({"type": "session.update", "session": {"turn_detection": {
-        "type": "server_vad", "auto_truncate": True}}})
-    await s.handle_event({"type": "response.create"})
-    await settle(s)  # the whole answer is generated, and waits in the playout queue
-    item = transport.pending_audio()
-    assert item is not None
+    s, transport, item = await answer_waiting_to_play(auto_truncate=True)
     transport.play(300)
     await feed(s, speech(0.5))  # the user speaks over it
     assert transport.discarded == [item]
@@ -85,14 +93,7 @@ async def test_barge_in_over_audio_still_playing_cuts_it_and_truncates_to_what_w
 
 
 async def test_a_backchannel_with_remove_filler_words_leaves_the_answer_playing() -> None:
-    transport = PlayoutTransport()
-    s = await new_session(transport)
-    await s.handle_event({"type": "session.update", "session": {"turn_detection": {
-        "type": "server_vad", "remove_filler_words": True}}})
-    await s.handle_event({"type": "response.create"})
-    await settle(s)
-    item = transport.pending_audio()
-    assert item is not None
+    s, transport, item = await answer_waiting_to_play(remove_filler_words=True)
     ScriptedSTT.script(["mm-hmm"])
     await feed(s, speech(0.3))
     await feed(s, silence(0.8))
@@ -104,24 +105,13 @@ async def test_a_backchannel_with_remove_filler_words_leaves_the_answer_playing(
 
 
 async def test_a_real_interruption_with_remove_filler_words_barges_in() -> None:
-    transport = PlayoutTransport()
-    s = await new_session(transport)
-    await s.handle_event({"type": "session.update", "session": {"turn_detection": {
-        "type": "server_vad", "remove_filler_words": True}}})
-    await s.handle_event({"type": "response.create"})
-    await settle(s)
-    item = transport.pending_audio()
+    s, transport, item = await answer_waiting_to_play(remove_filler_words=True)
     await feed(s, speech(1.2))  # longer than any filler word: barge-in before the turn ends
     assert transport.discarded == [item]
 
 
 async def test_truncate_is_clamped_to_what_the_transport_played() -> None:
-    transport = PlayoutTransport()
-    s = await new_session(transport)
-    await s.handle_event({"type": "response.create"})
-    await settle(s)
-    item = transport.pending_audio()
-    assert item is not None
+    s, transport, item = await answer_waiting_to_play()
     transport.play(200)
     await s.handle_event({"type": "conversation.item.truncate", "item_id": item, "content_index": 0,
                           "audio_end_ms": 900})
