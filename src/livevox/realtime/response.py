@@ -235,12 +235,12 @@ class ResponseRun:
             "error": {"type": "server_error", "code": code, "message": message},
         }
 
-    async def _llm_events(self, messages: list[dict[str, Any]]) -> AsyncIterator[LLMEvent]:
+    def _llm_events(self, messages: list[dict[str, Any]]) -> AsyncIterator[LLMEvent]:
+        # The generator itself, not a wrapper around it: `_run` closes it on cancel, and a wrapper's
+        # close would leave the inner one (and its HTTP stream) open.
         state = (self.host.conversation.truncation if self.params.in_conversation
                  else truncation.State())
-        async for ev in llm_events(self.params, self.context, self.host.engines.llm, messages, state,
-                                   self.host.id, self.id):
-            yield ev
+        return llm_events(self.params, self.context, self.host.engines.llm, messages, state, self.host.id, self.id)
 
     async def _run(self) -> None:
         p = self.params
