@@ -32,6 +32,8 @@ from livevox.engines.base import (
     RemoteEngine,
     SynthesisOptions,
     TTSEngine,
+    VisemeMark,
+    WordMark,
 )
 from livevox.engines.fallback import AlignedFallbackTTS, FallbackTTS
 from livevox.engines.openai_tts import OpenAITTS
@@ -46,22 +48,9 @@ WORD_MS = 100
 
 
 @dataclass(frozen=True, slots=True)
-class Word:
-    audio_offset_ms: int
-    audio_duration_ms: int
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Viseme:
-    audio_offset_ms: int
-    viseme_id: int
-
-
-@dataclass(frozen=True, slots=True)
 class Marks:
-    words: list[Word]
-    visemes: list[Viseme]
+    words: list[WordMark]
+    visemes: list[VisemeMark]
 
 
 class StandInTimeline:
@@ -116,7 +105,7 @@ class AlignedStandIn:
         for i, word in enumerate(text.split()):
             if i and self.fail_after_first:
                 raise EngineError("tts", "tts_error", f"{self.name} broke mid-clause")
-            marks = Marks([Word(timeline.offset_ms, WORD_MS, word)], [Viseme(timeline.offset_ms, 21)])
+            marks = Marks([WordMark(timeline.offset_ms, WORD_MS, word)], [VisemeMark(timeline.offset_ms, 21)])
             timeline.offset_ms += WORD_MS
             yield self._chunk(), marks
 

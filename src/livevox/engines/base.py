@@ -254,27 +254,21 @@ class TTSEngine(Engine, Protocol):
 # used and a wrapper (a fallback chain) that does not forward one visibly lacks it.
 
 
-class WordMark(Protocol):
+@dataclass(frozen=True, slots=True)
+class WordMark:
     """One spoken word's place in the response's audio."""
 
-    @property
-    def audio_offset_ms(self) -> int: ...
-
-    @property
-    def audio_duration_ms(self) -> int: ...
-
-    @property
-    def text(self) -> str: ...
+    audio_offset_ms: int
+    audio_duration_ms: int
+    text: str
 
 
-class VisemeMark(Protocol):
+@dataclass(frozen=True, slots=True)
+class VisemeMark:
     """A mouth shape (Azure viseme id 0-21) from `audio_offset_ms` on."""
 
-    @property
-    def audio_offset_ms(self) -> int: ...
-
-    @property
-    def viseme_id(self) -> int: ...
+    audio_offset_ms: int
+    viseme_id: int
 
 
 class ChunkMarks(Protocol):

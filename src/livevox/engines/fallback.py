@@ -253,19 +253,6 @@ class FallbackTTS(_Chain[TTSEngine]):
 
 
 @dataclass(frozen=True, slots=True)
-class _Word:
-    audio_offset_ms: int
-    audio_duration_ms: int
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Viseme:
-    audio_offset_ms: int
-    viseme_id: int
-
-
-@dataclass(frozen=True, slots=True)
 class _Marks:
     words: Sequence[WordMark]
     visemes: Sequence[VisemeMark]
@@ -278,8 +265,8 @@ def _shifted(marks: ChunkMarks, shift_ms: float) -> ChunkMarks:
     if not shift_ms:
         return marks
     return _Marks(
-        [_Word(round(w.audio_offset_ms + shift_ms), w.audio_duration_ms, w.text) for w in marks.words],
-        [_Viseme(round(v.audio_offset_ms + shift_ms), v.viseme_id) for v in marks.visemes],
+        [WordMark(round(w.audio_offset_ms + shift_ms), w.audio_duration_ms, w.text) for w in marks.words],
+        [VisemeMark(round(v.audio_offset_ms + shift_ms), v.viseme_id) for v in marks.visemes],
     )
 
 

@@ -54,20 +54,7 @@ from typing import Any
 
 import numpy as np
 
-# ---------------------------------------------------------------- output types
-
-
-@dataclass(frozen=True, slots=True)
-class WordTiming:
-    audio_offset_ms: int
-    audio_duration_ms: int
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class VisemeEvent:
-    audio_offset_ms: int
-    viseme_id: int
+from ..base import VisemeMark, WordMark
 
 
 @dataclass(slots=True)
@@ -492,8 +479,8 @@ def visemes(spans: Sequence[PhonemeSpan], rate: int) -> list[tuple[int, int]]:
 
 @dataclass(slots=True)
 class ChunkTimeline:
-    words: list[WordTiming]
-    visemes: list[VisemeEvent]
+    words: list[WordMark]
+    visemes: list[VisemeMark]
     aligned: bool  # True: Piper's own durations; False: proportional fallback
 
 
@@ -551,10 +538,10 @@ class Timeline:
         ms = 1000.0 / sample_rate
         base = self.offset_ms
         wt = [
-            WordTiming(round(base + a * ms), max(1, round((b - a) * ms)), w)
+            WordMark(round(base + a * ms), max(1, round((b - a) * ms)), w)
             for w, a, b in self.aligner.align(words, spans)
         ]
-        vz = [VisemeEvent(round(base + a * ms), v) for a, v in visemes(spans, sample_rate)]
+        vz = [VisemeMark(round(base + a * ms), v) for a, v in visemes(spans, sample_rate)]
         self.offset_ms = base + len(audio) * ms
         return ChunkTimeline(wt, vz, aligned)
 
