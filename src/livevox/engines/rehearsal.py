@@ -16,6 +16,7 @@ Scripted stand-ins (`rehearse = False`) have nothing to warm and are skipped.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -131,4 +132,4 @@ async def _session_models(report: dict[str, Any], engines: EngineSet, audio: Int
 
         await _timed(report, "smart_turn", smart_turn)
     for name, step in steps:
-        await _timed(report, name, lambda step=step: step(audio))  # type: ignore[misc]
+        await _timed(report, name, functools.partial(step, audio))
