@@ -88,22 +88,20 @@ class LivevoxState:
     # ------------------------------------------------------------ admission
 
     def refusal(self, headers: Mapping[str, str], query: Mapping[str, str], *,
-                session: bool = True) -> JSONResponse | None:
-        """Why this request may not proceed (401, or 503 while loading or full), or None.
-        `session=False`: an engine endpoint or a hangup, which holds no session."""
+                needs: Literal["session", "engines", "key"] = "session") -> JSONResponse | None:
+        """Why this request may not proceed, or None: 401 without a valid key; then, unless it
+        `needs` only the key (a hangup, a side-band join), 503 while the engines are not ready;
+        then, for a new session, 503 at `limits.max_sessions`."""
         if not is_authorized(self.settings.api_keys, headers, query):
             return error_body(401, "invalid_api_key", AUTH_MESSAGE)
-        if not session:
+        if needs == "key":
             return None
-        return self.capacity_refusal()
-
-    def capacity_refusal(self) -> JSONResponse | None:
         if not self.ready:
             why = "; ".join(self.engines.not_ready()) if self.engines is not None else "loading"
             return error_body(503, "engines_loading", f"The engines are not ready ({why}); see /readyz.",
                               "server_error")
         limit = self.settings.limits.max_sessions
-        if len(self.sessions) >= limit:
+        if needs == "session" and len(self.sessions) >= limit:
             return error_body(503, "session_limit_reached", f"The server holds its maximum of {limit} "
                               "sessions (limits.max_sessions).", "server_error")
         return None

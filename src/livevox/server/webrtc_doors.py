@@ -216,7 +216,7 @@ async def create_openai_call(request: Request, state: LivevoxState) -> Response:
 
 
 async def hangup_openai_call(request: Request, state: LivevoxState) -> Response:
-    refusal = state.refusal(request.headers, request.query_params, session=False)
+    refusal = state.refusal(request.headers, request.query_params, needs="key")
     if refusal is not None:
         return refusal
     call_id = request.path_params["call_id"]
@@ -230,7 +230,7 @@ async def hangup_openai_call(request: Request, state: LivevoxState) -> Response:
 async def join_sideband(ws: WebSocket, state: LivevoxState) -> None:
     """`GET /v1/realtime?call_id=...`: a server-side WebSocket on an existing call's session."""
     call_id = ws.query_params.get("call_id", "")
-    refusal = state.refusal(ws.headers, ws.query_params, session=False)
+    refusal = state.refusal(ws.headers, ws.query_params, needs="key")
     if refusal is not None:
         await ws.send_denial_response(refusal)
         return

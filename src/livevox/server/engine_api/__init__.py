@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from .audio import speech, transcriptions
 from .chat import chat_completions
-from .common import ApiError
+from .common import ApiError, Refused
 from .models import models, voices
 
 if TYPE_CHECKING:
@@ -40,6 +40,8 @@ def _route(path: str, handler: Any, state: LivevoxState, method: str) -> Route:
             return response
         except ApiError as err:
             return err.response()
+        except Refused as refused:
+            return refused.response
         except Exception as exc:  # still an OpenAI-shaped answer
             log.exception("%s failed", path)
             return ApiError(500, f"internal error: {type(exc).__name__}", code="server_error",

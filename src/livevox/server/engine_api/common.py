@@ -15,7 +15,6 @@ from ...engines.base import (
     EngineError,
 )
 from ...realtime import jsonguard
-from ..auth import AUTH_MESSAGE, is_authorized
 
 log = logging.getLogger("livevox.engine_api")
 
@@ -49,12 +48,19 @@ def engine_failure(exc: EngineError) -> ApiError:
                     type_="invalid_request_error" if status == 400 else "server_error")
 
 
+class Refused(Exception):
+    """The server's own admission answer (401, 503), sent as it is."""
+
+    def __init__(self, response: JSONResponse) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
 def _guard(request: Request, state: LivevoxState) -> Engines:
-    if not is_authorized(state.settings.api_keys, request.headers, request.query_params):
-        raise ApiError(401, AUTH_MESSAGE, code="invalid_api_key")
-    if state.engines is None or not state.ready:
-        raise ApiError(503, "The engines are still loading; see /readyz.", code="engines_loading",
-                       type_="server_error")
+    refusal = state.refusal(request.headers, request.query_params, needs="engines")
+    if refusal is not None:
+        raise Refused(refusal)
+    assert state.engines is not None  # ready
     return state.engines
 
 
