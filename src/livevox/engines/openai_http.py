@@ -116,8 +116,12 @@ class Deadlines:
         left, reason = self.remaining()
         if left <= 0:
             raise self.timeout_error(reason)
+        # asyncio.timeout, not wait_for: on Python 3.11, wait_for returns the read's result and drops
+        # a cancel that arrives as the read completes, so a response.cancel during a fast stream was
+        # lost and the engine went on generating (seen in test_llamacpp_server under load).
         try:
-            return await asyncio.wait_for(awaitable, left)
+            async with asyncio.timeout(left):
+                return await awaitable
         except TimeoutError:
             raise self.timeout_error(reason) from None
 
