@@ -110,12 +110,10 @@ async def test_200_sessions_killed_mid_response_leave_nothing_behind() -> None:
                 ScriptedTTS.calls.clear()
 
         async def settle() -> None:
-            for _ in range(150):  # sessions wind down asynchronously (slower on a loaded machine)
+            for _ in range(50):  # sessions wind down asynchronously
                 await asyncio.sleep(0.1)
                 if _live_tasks(srv) <= base_tasks and not srv.app.state.livevox.sessions:
-                    gc.collect()
-                    if not any(isinstance(o, RealtimeSession) for o in gc.get_objects()):
-                        break
+                    break
             gc.collect()
 
         await round_of_200()  # warm up: allocator arenas, caches, executor threads
