@@ -86,10 +86,11 @@ class STTSettings(_StageSettings):
     beam_size: int = Field(1, ge=1, le=10)
     compute_type: str = "int8"
     threads: int = Field(2, ge=1)
-    #: Audio after the VAD's end of speech that a turn's transcription covers. The quiet end of
-    #: the last word lies there; the speculative transcription starts once it has arrived, on
-    #: exactly the audio the committed turn is transcribed from.
-    tail_ms: int = Field(200, ge=0, le=2000)
+    #: Audio after the (acoustic) end of speech that a turn's transcription covers. The quiet end
+    #: of the last word lies there; the speculative transcription starts once it has arrived, on
+    #: exactly the audio the committed turn is transcribed from. The rest of the silence is not
+    #: transcribed (docs/configuration.md).
+    tail_ms: int = Field(150, ge=0, le=2000)
     #: Whisper's encoder input for an utterance shorter than this (seconds); 30 is Whisper's own
     #: window. Shorter is faster (the encoder's cost grows with it); longer utterances use 30 s.
     encoder_window_s: float = Field(30.0, ge=1.0, le=30.0)

@@ -110,3 +110,34 @@ def resample(samples: Int16Array, in_rate: int, out_rate: int) -> Int16Array:
         return samples
     out: Int16Array = soxr.resample(samples, in_rate, out_rate, quality="HQ")
     return out
+
+
+#: Where speech ends, acoustically: the last 10 ms block within this many dB of the loudest.
+SPEECH_FLOOR_DB = 35.0
+LEVEL_BLOCK = SESSION_RATE // 100
+
+
+def last_loud_sample(pcm: Int16Array, floor_db: float = SPEECH_FLOOR_DB, block: int = LEVEL_BLOCK) -> int:
+    """The end (sample index) of the last `block` whose RMS is within `floor_db` of the loudest
+    block's; 0 for digital silence. A trailing partial block counts as a block."""
+    if pcm.size == 0:
+        return 0
+    n = -(-pcm.size // block)
+    padded = np.zeros(n * block, np.float32)
+    padded[: pcm.size] = pcm
+    rms = np.sqrt(np.mean(np.square(padded.reshape(n, block)), axis=1))
+    peak = float(rms.max())
+    if peak < 1.0:  # under one LSB: digital silence
+        return 0
+    loud = np.flatnonzero(rms >= peak * 10 ** (-floor_db / 20))
+    return min(pcm.size, (int(loud[-1]) + 1) * block)
+
+
+def speech_tail_end(pcm: Int16Array, tail_samples: int, floor_db: float = SPEECH_FLOOR_DB,
+                    block: int = LEVEL_BLOCK) -> int:
+    """Where to cut `pcm` for transcription: the acoustic end of its speech plus `tail_samples`
+    (the quiet end of the last word lies there). The rest is silence, and how much of it Whisper
+    hears would change its greedy decode, so a turn is transcribed the same whether its silence
+    window was 0.5 s or 5 s."""
+    end = last_loud_sample(pcm, floor_db, block)
+    return pcm.size if end == 0 else min(pcm.size, end + tail_samples)

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 RTC_RATE = 48000  # Opus
 APPEND_MS = 20  # what clients append per event (and a WebRTC frame)
-TAIL_S = 0.2  # quiet after the speech: the STT's input ends `stt.tail_ms` after it
+TAIL_S = 0.15  # quiet after the speech: the STT's input ends `stt.tail_ms` after it
 
 
 def _through(resampler: StreamResampler, audio: Int16Array, rate: int) -> Int16Array:

@@ -8,6 +8,7 @@ while the silence window runs; a *resume* withdraws it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,11 @@ class SpeechStopped:
 
 TurnEvent = SpeechStarted | Paused | Resumed | SpeechStopped
 
+#: The VAD's probability falls a frame or three after the sound does (Silero: 30-150 ms on the
+#: benchmark voices), so silence is counted from the acoustic end of speech, looked for at most
+#: this far before the first silent frame.
+END_LOOKBACK_MS = 128
+
 
 class SpeechSegmenter:
     def __init__(self, cfg: dict[str, Any], frame_samples: int) -> None:
@@ -47,6 +53,8 @@ class SpeechSegmenter:
         self._speech_samples = 0
         self._silence_start: int | None = None
         self._paused = False
+        #: clock sample -> the acoustic end of speech before it (the host reads its audio)
+        self.acoustic_end: Callable[[int], int] | None = None
 
     def configure(self, cfg: dict[str, Any]) -> None:
         self.threshold = float(cfg.get("threshold", 0.5))
@@ -69,6 +77,13 @@ class SpeechSegmenter:
         self._speech_samples = 0
         self._silence_start = None
         self._paused = False
+
+    def _silence_began(self, at: int, end: int) -> int:
+        """Where the silence that the VAD first hears in the frame [at, end) began."""
+        if self.acoustic_end is None:
+            return at
+        earliest = at - END_LOOKBACK_MS * SESSION_RATE // 1000
+        return max(earliest, min(at, self.acoustic_end(end)))
 
     def process(self, probs: list[float], first_sample: int) -> list[TurnEvent]:
         """`probs[i]` is the speech probability of the frame starting at first_sample + i*frame."""
@@ -98,7 +113,7 @@ class SpeechSegmenter:
                 self._silence_start = None
             elif p < self.neg_threshold or self._silence_start is not None:
                 if self._silence_start is None:
-                    self._silence_start = at
+                    self._silence_start = self._silence_began(at, end)
                 silent_for = end - self._silence_start
                 if not self._paused and silent_for >= self.pause_after:
                     self._paused = True

@@ -7,7 +7,8 @@ end-of-turn model in the semantic modes), and decides, in this order of events:
 - `speech_started`: the user speaks. Over an audible answer that is a barge-in, at once, or
   (`remove_filler_words`) once the utterance is known to be more than "mm-hmm";
 - a pause: speculation starts. The turn's audio up to the end of speech plus `stt.tail_ms` is
-  transcribed, and a gated response may start computing; nothing is visible yet;
+  transcribed, and a gated response may start computing; nothing is visible yet. Silence is
+  counted from the acoustic end of speech (the VAD's probability falls later than the sound);
 - `speech_stopped`: the turn ends. The host commits it and adopts the speculation if the
   conversation did not change meanwhile; speech resuming in the pause drops it.
 
@@ -27,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..core import audio as audio_codec
-from ..core.audio import SESSION_RATE
+from ..core.audio import SESSION_RATE, last_loud_sample, speech_tail_end
 from ..core.ids import new_id
 from ..engines.base import TurnEngine, VADStream
 from .end_of_turn import Decision, EndOfTurnPolicy
@@ -41,6 +42,8 @@ from .speech_segmenter import Paused, Resumed, SpeechSegmenter, SpeechStarted, S
 FILLER_MAX_SAMPLES = 900 * SESSION_RATE // 1000
 #: The end-of-turn model hears at most the utterance's last 8 s.
 TURN_MODEL_SAMPLES = 8 * SESSION_RATE
+#: The acoustic end of speech is found relative to the loudest sound of the last 10 s.
+LOUDNESS_WINDOW = 10 * SESSION_RATE
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Speculation:
     stt: asyncio.Future[str]
     response: ResponseRun | None
     conv_version: int
+    heard: tuple[int, int]  # the transcribed audio: clock sample of its start, and its length
 
 
 async def discard(spec: Speculation | None) -> None:
@@ -101,6 +105,7 @@ class TurnTaking:
         self.turn_detection = turn_detection
         self.policy = EndOfTurnPolicy(turn_detection)
         self.detector = SpeechSegmenter(self._detector_cfg(turn_detection), vad.frame_samples)
+        self.detector.acoustic_end = self._acoustic_end
         # semantic end of turn: where the current silence began, and the policy's plan for it
         self._silence_start: int | None = None
         self._decision: Decision | None = None
@@ -133,9 +138,23 @@ class TurnTaking:
         return cfg
 
     def stt_end(self, speech_end: int) -> int:
-        """Where a VAD turn's transcription ends: the end of speech plus its tail. Speculation and
-        commit both cut here, so the committed turn's transcript is the speculative one."""
+        """Where a VAD turn's transcribed audio ends at the latest: the end of speech plus its
+        tail (the pause comes when that has arrived). Speculation and commit both cut here."""
         return speech_end + self.detector.pause_after
+
+    def stt_cut(self, audio: npt.NDArray[np.int16]) -> int:
+        """How much of a turn's audio is transcribed: up to the acoustic end of its speech plus
+        `stt.tail_ms`. Speculation and commit both cut so, so the committed turn's transcript is
+        the speculative one whenever the silence window added nothing audible."""
+        return speech_tail_end(audio, self._tail_ms * SESSION_RATE // 1000)
+
+    def _acoustic_end(self, upto: int) -> int:
+        """The clock sample where the buffered speech before `upto` last was loud (`upto` if the
+        buffer holds none)."""
+        start = max(self.audio.start, self._speech_start, upto - LOUDNESS_WINDOW)
+        pcm = self.audio.take(self.audio.start)[start - self.audio.start: upto - self.audio.start]
+        end = last_loud_sample(pcm)
+        return upto if end == 0 else start + end
 
     # ------------------------------------------------------------ audio
 
@@ -229,11 +248,13 @@ class TurnTaking:
         if self.policy.uses_model:
             self._silence_start, self._decision = ev.end_sample, self.policy.start()
         audio = self.audio.take(self.audio.start, self.stt_end(ev.end_sample))
+        audio = audio[: self.stt_cut(audio)]
         if audio.size == 0:
             return
         stt = asyncio.ensure_future(self.host.transcribe_text(audio))
         self.policy.expect_transcript()
-        self.spec = Speculation(stt, self.host.speculate(stt), self.host.conversation_version())
+        self.spec = Speculation(stt, self.host.speculate(stt), self.host.conversation_version(),
+                                (self.audio.start, audio.size))
 
     async def drop_speculation(self) -> None:
         spec, self.spec = self.spec, None

@@ -63,9 +63,14 @@ class InputAudioEvents(SessionParts):
 
     async def _commit(self, item_id: str, *, spec: Speculation | None, timings: TurnTimings,
                       from_vad: bool, stt_end: int | None = None) -> None:
-        # A VAD turn is transcribed up to its tail (what the speculation heard); a manual commit whole.
-        stt_audio = self.audio.take(self.audio.start, stt_end)
         audio = self.audio.take(self.audio.start)
+        # Transcribed: the speech and its tail, not the rest of the silence window (a VAD turn:
+        # what its speculation heard; a manual commit: up to where its sound ended + the tail).
+        stt_audio = self.audio.take(self.audio.start, stt_end)
+        stt_audio = stt_audio[: self.turns.stt_cut(stt_audio)]
+        if spec is not None and spec.heard != (self.audio.start, stt_audio.size):
+            await discard(spec)
+            spec = None
         if audio.size < SESSION_RATE // 10:
             await discard(spec)
             raise ProtocolError(
