@@ -52,6 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speech_set
 from latency import ServerProcess, machine, wait_quiet
 from livevox.client.call import RATE, CallError, RealtimeCall, TurnResult, load_wav, speech_bounds
+from livevox.core.audio import speech_tail_end
+from livevox.settings import STTSettings
 
 VL_PATH = "/voice-live/realtime?api-version=2026-07-15&model=livevox"
 GA_PATH = "/v1/realtime?model=livevox"
@@ -109,11 +111,17 @@ class Turn:
     text: str
     reported: str | None = None
     full_buffer: str | None = None
+    speech_tail: str | None = None  # the committed audio cut at its acoustic end + stt.tail_ms
     speech_end_to_transcript_ms: float | None = None
+    speech_end_to_stopped_ms: float | None = None
     server_transcript_final_ms: float | None = None
     committed_ms: float | None = None
     errors: list[str] = field(default_factory=list)
     committed: npt.NDArray[np.int16] | None = field(default=None, repr=False)
+
+    @property
+    def worse_than_speech_tail(self) -> bool:
+        return word_errors(self.text, self.reported or "") > word_errors(self.text, self.speech_tail or "")
 
     @property
     def reported_worse(self) -> bool:
@@ -196,7 +204,7 @@ def full_buffer_transcript(http: str, pcm: npt.NDArray[np.int16]) -> str:
 
 
 async def measure(base: str, utt: speech_set.Utterance, turn_detection: dict[str, Any], *, path: str = VL_PATH,
-                  respond: bool = False, timeout: float = 60.0) -> Turn:
+                  respond: bool = False, timeout: float = 60.0, tail_ms: int | None = None) -> Turn:
     """One utterance through a fresh session, with its full-buffer transcript."""
     turn = Turn(utt.voice, utt.prompt, utt.text)
     pcm = load_wav(utt.path)
@@ -210,10 +218,15 @@ async def measure(base: str, utt: speech_set.Utterance, turn_detection: dict[str
     turn.committed_ms = round(committed.size * 1000 / RATE, 1)
     ms = result.after_speech_ms(TRANSCRIBED)
     turn.speech_end_to_transcript_ms = None if ms is None else round(ms, 1)
+    ms = result.after_speech_ms("input_audio_buffer.speech_stopped")
+    turn.speech_end_to_stopped_ms = None if ms is None else round(ms, 1)
     if result.metrics and "transcript_final" in result.metrics:
         turn.server_transcript_final_ms = float(result.metrics["transcript_final"])
     http = base.replace("ws://", "http://", 1)
     turn.full_buffer = await asyncio.to_thread(full_buffer_transcript, http, committed)
+    if tail_ms is not None:
+        cut = speech_tail_end(committed, tail_ms * RATE // 1000, block=RATE // 100)
+        turn.speech_tail = await asyncio.to_thread(full_buffer_transcript, http, committed[:cut])
     return turn
 
 
@@ -232,13 +245,17 @@ def summarise(turns: list[Turn]) -> dict[str, Any]:
         "wer_reported": round(wer([t.text for t in ok], [t.reported or "" for t in ok]), 1) if ok else None,
         "wer_full_buffer": round(wer([t.text for t in ok], [t.full_buffer or "" for t in ok]), 1) if ok else None,
         "reported_worse": sum(t.reported_worse for t in ok),
+        "wer_speech_tail": (round(wer([t.text for t in ok], [t.speech_tail or "" for t in ok]), 1)
+                            if ok and all(t.speech_tail is not None for t in ok) else None),
+        "worse_than_speech_tail": sum(t.worse_than_speech_tail for t in ok if t.speech_tail is not None),
         "p50_ms": _pct(lat, 50), "p90_ms": _pct(lat, 90),
     }
 
 
 def table(results: dict[str, dict[str, list[Turn]]]) -> str:
     lines = ["| mode | turn detection | voice | n | WER reported % | WER full buffer % | reported worse | "
-             "end of speech → transcript p50 / p90 ms |", "|---|---|---|---|---|---|---|---|"]
+             "WER speech + tail % | worse than it | end of speech → transcript p50 / p90 ms |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for key, by_voice in results.items():
         mode, td = key.split("|")
         everything = [t for turns in by_voice.values() for t in turns]
@@ -246,7 +263,8 @@ def table(results: dict[str, dict[str, list[Turn]]]) -> str:
             s = summarise(turns)
             fail = f" ({s['failed']} failed)" if s["failed"] else ""
             lines.append(f"| {mode} | {td} | {voice} | {s['n']}{fail} | {s['wer_reported']} | "
-                         f"{s['wer_full_buffer']} | {s['reported_worse']} | {s['p50_ms']} / {s['p90_ms']} |")
+                         f"{s['wer_full_buffer']} | {s['reported_worse']} | {s['wer_speech_tail']} | "
+                         f"{s['worse_than_speech_tail']} | {s['p50_ms']} / {s['p90_ms']} |")
     return "\n".join(lines)
 
 
@@ -260,6 +278,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, dict[str, list[Turn]]] = {}
     for label, env_spec in modes:
         env = dict(kv.split("=", 1) for kv in env_spec.split(",") if kv)
+        tail_ms = int(env.get("LIVEVOX_STT__TAIL_MS", STTSettings().tail_ms))
         server = ServerProcess("embedded", env=env).start()
         try:
             base = server.ws
@@ -267,11 +286,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for td in args.turn_detection:
                 by_voice: dict[str, list[Turn]] = {}
                 for utt in utts:
-                    turn = await measure(base, utt, {"type": td}, respond=args.respond, timeout=args.timeout)
+                    turn = await measure(base, utt, {"type": td}, respond=args.respond, timeout=args.timeout,
+                                         tail_ms=tail_ms)
                     by_voice.setdefault(utt.voice, []).append(turn)
                     if args.verbose:
                         print(f"{label} {td} {utt.voice} {utt.prompt}: reported={turn.reported!r} "
-                              f"full={turn.full_buffer!r} {turn.speech_end_to_transcript_ms} ms "
+                              f"full={turn.full_buffer!r} speech+tail={turn.speech_tail!r} "
+                              f"{turn.speech_end_to_transcript_ms} ms "
+                              f"(stopped {turn.speech_end_to_stopped_ms}) "
                               f"committed {turn.committed_ms} ms {' '.join(turn.errors)}", file=sys.stderr)
                 results[f"{label}|{td}"] = by_voice
         finally:
