@@ -20,7 +20,7 @@ import logging
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +199,8 @@ class Receiver:
             return
         err = ev.get("error") or {}
         self.tally.errors += 1
-        self.tally.codes[err.get("code")] = self.tally.codes.get(err.get("code"), 0) + 1
+        code = str(err.get("code"))
+        self.tally.codes[code] = self.tally.codes.get(code, 0) + 1
         eid = err.get("event_id")
         if eid == self.end_id:
             self.got_end.set()
@@ -311,6 +312,14 @@ class _ClientIceLog(logging.Handler):
         self.consent_expired = 0
         self.examples: list[str] = []
 
+    @classmethod
+    def attach(cls) -> _ClientIceLog:
+        handler = cls()
+        for name in ("aioice", "aiortc"):
+            logging.getLogger(name).addHandler(handler)
+            logging.getLogger(name).setLevel(logging.INFO)
+        return handler
+
     def emit(self, record: logging.LogRecord) -> None:
         msg = record.getMessage()
         if "Consent to send expired" in msg:
@@ -319,12 +328,11 @@ class _ClientIceLog(logging.Handler):
             self.examples.append(f"{record.name}: {msg[:300]}")
 
 
-async def fuzz(base_ws: str, frames: int, seed: int, concurrency: int, per_session: int,
-               dc_share: float) -> Tally:
-    tally = Tally()
+def plan(frames: int, seed: int, per_session: int, dc_share: float) -> list[tuple[str, int, int]]:
+    """The sessions to run, shuffled: (kind "ws" or "dc", frames, seed)."""
     rng = random.Random(seed)
     dc_frames = int(frames * dc_share)
-    queue: list[tuple[str, int, int]] = []  # (kind, frames, seed)
+    queue: list[tuple[str, int, int]] = []
     left = frames - dc_frames
     while left > 0:
         queue.append(("ws", min(per_session, left), rng.randrange(1 << 30)))
@@ -334,6 +342,12 @@ async def fuzz(base_ws: str, frames: int, seed: int, concurrency: int, per_sessi
         queue.append(("dc", min(per_session, left), rng.randrange(1 << 30)))
         left -= per_session
     rng.shuffle(queue)
+    return queue
+
+
+async def run_sessions(base_ws: str, queue: list[tuple[str, int, int]], concurrency: int,
+                       probe_server: bool = True) -> Tally:
+    tally = Tally()
     http = "http" + base_ws.removeprefix("ws")
 
     async def worker() -> None:
@@ -369,15 +383,57 @@ async def fuzz(base_ws: str, frames: int, seed: int, concurrency: int, per_sessi
 
     import threading
     stop = threading.Event()
-    probe = threading.Thread(target=server_lag, args=(stop,), daemon=True)
-    probe.start()
+    if probe_server:
+        threading.Thread(target=server_lag, args=(stop,), daemon=True).start()
     monitor = asyncio.ensure_future(lag_monitor())
     try:
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
     finally:
         monitor.cancel()
         stop.set()
     return tally
+
+
+def _data_channel_client(base_ws: str, queue: list[tuple[str, int, int]], concurrency: int, conn: Any) -> None:
+    """A child process: the data-channel sessions, on an event loop of their own (the WebSocket
+    sessions' frame storm would otherwise starve the peers' ICE consent checks)."""
+    ice_log = _ClientIceLog.attach()
+    tally = asyncio.run(run_sessions(base_ws, queue, concurrency, probe_server=False))
+    conn.send((asdict(tally), ice_log.consent_expired, ice_log.examples))
+    conn.close()
+
+
+def fuzz(base_ws: str, frames: int, seed: int, concurrency: int, per_session: int, dc_share: float,
+         dc_process: bool = True) -> tuple[Tally, _ClientIceLog]:
+    queue = plan(frames, seed, per_session, dc_share)
+    ice_log = _ClientIceLog.attach()
+    if not dc_process or not any(k == "dc" for k, _, _ in queue):
+        return asyncio.run(run_sessions(base_ws, queue, concurrency)), ice_log
+    import multiprocessing
+    dc = [q for q in queue if q[0] == "dc"]
+    ws = [q for q in queue if q[0] == "ws"]
+    dc_workers = max(1, round(concurrency * dc_share))
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_data_channel_client, args=(base_ws, dc, dc_workers, child), daemon=True)
+    proc.start()
+    tally = asyncio.run(run_sessions(base_ws, ws, concurrency - dc_workers))
+    theirs, expired, examples = parent.recv()
+    proc.join(60)
+    for name, value in theirs.items():
+        mine = getattr(tally, name)
+        if isinstance(mine, list):
+            mine.extend(value)
+        elif isinstance(mine, dict):
+            for k, v in value.items():
+                mine[k] = mine.get(k, 0) + v
+        elif name.endswith("_max"):
+            setattr(tally, name, max(mine, value))
+        else:
+            setattr(tally, name, mine + value)
+    ice_log.consent_expired += expired
+    ice_log.examples.extend(examples)
+    return tally, ice_log
 
 
 def tracebacks(log: str, head: int = 4) -> list[str]:
@@ -424,6 +480,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--concurrency", type=int, default=16, help="sessions at once")
     p.add_argument("--per-session", type=int, default=1000, help="frames per session")
     p.add_argument("--dc-share", type=float, default=0.1, help="share of the frames sent on data channels")
+    p.add_argument("--one-process", action="store_true",
+                   help="run the data-channel clients in this process too (they share its event loop)")
     p.add_argument("--url", default=None, help="ws://host:port of a running server (scripted engines)")
     args = p.parse_args(argv)
     server = None
@@ -433,12 +491,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pid = server.pid if server is not None else None
     rss_start = _rss(pid)
     t0 = time.monotonic()
-    ice_log = _ClientIceLog()
-    for name in ("aioice", "aiortc"):
-        logging.getLogger(name).addHandler(ice_log)
-        logging.getLogger(name).setLevel(logging.INFO)
     try:
-        tally = asyncio.run(fuzz(base, args.frames, args.seed, args.concurrency, args.per_session, args.dc_share))
+        tally, ice_log = fuzz(base, args.frames, args.seed, args.concurrency, args.per_session, args.dc_share,
+                              dc_process=not args.one_process)
         alive = server is None or (server.proc is not None and server.proc.poll() is None)
         rss_end = _rss(pid) if alive else None
         ended = call_end_reasons("http" + base.removeprefix("ws")) if alive else {}
