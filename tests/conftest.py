@@ -12,6 +12,14 @@ import pytest_asyncio
 from engine_standin import EngineStandIn
 from livevox.engines.scripted import reset_scripted
 from server_harness import ServerThread, embedded_settings
+from session_harness import close_open_sessions
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def _close_harness_sessions() -> AsyncIterator[None]:
+    """In-process sessions (tests/session_harness.py) end with their test, like a real client's."""
+    yield
+    await close_open_sessions()
 
 
 @pytest.fixture

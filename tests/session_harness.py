@@ -104,6 +104,16 @@ def scripted(**overrides: Any) -> Settings:
     return load_settings(None, **{**base, **overrides})
 
 
+#: Sessions `new_session` made and nobody closed yet (conftest closes them after each test: an
+#: open session's watchdog task would keep it alive on the session-wide event loop).
+OPEN: list[RealtimeSession] = []
+
+
+async def close_open_sessions() -> None:
+    while OPEN:
+        await OPEN.pop().close()
+
+
 async def new_session(transport: FakeTransport | None = None, **settings: Any) -> RealtimeSession:
     reset_scripted()
     s = scripted(**settings)
@@ -112,6 +122,7 @@ async def new_session(transport: FakeTransport | None = None, **settings: Any) -
     session = RealtimeSession(engines=engines, settings=s, dialect=VoiceLiveDialect(),
                               transport=transport or FakeTransport(), model="livevox")
     await session.start()
+    OPEN.append(session)
     return session
 
 
