@@ -88,3 +88,43 @@ def test_word_errors() -> None:
     assert transcripts.word_errors("he was not an ill disposed young man", "He was not an ill-disposed man") == 1
     assert transcripts.word_errors("call me at six", "") == 4
     assert transcripts.normalise("It's 105 o'clock") == ["it's", "one", "hundred", "five", "o'clock"]
+
+
+NOISY = [("piper-joe", "capital"), ("espeak-en-gb-150", "timer"), ("piper-joe", "weather"),
+         ("espeak-en-us+m3-190", "sister"), ("piper-joe", "table")]
+NOISE_DBFS = -35.0  # a quiet room through a laptop microphone: never digital silence
+
+
+async def test_one_session_with_microphone_noise_throughout(
+        embedded: ServerThread, utterances: list[speech_set.Utterance], tmp_path: Path) -> None:
+    """Noise within 35 dB of the speech hides its acoustic end, so the VAD's own end of speech
+    decides (docs/configuration.md, stt.tail_ms): every turn of one long session still ends, is
+    transcribed and answered, with the real models."""
+    import numpy as np
+
+    from livevox.client.call import RATE, RealtimeCall, load_wav, speech_bounds
+
+    extra = speech_set.build(tmp_path, [v for v, _ in NOISY], [p for _, p in NOISY])
+    by_key = {(u.voice, u.prompt): u for u in [*utterances, *extra]}
+    human = next(u for u in utterances if u.prompt == "005")
+    rng = np.random.default_rng(3)
+    call = await RealtimeCall.open(embedded.ws + transcripts.VL_PATH)
+    try:
+        await call.configure({"type": "server_vad"})
+        for utt in [by_key[k] for k in NOISY] + [human]:
+            pcm = load_wav(utt.path)
+            bounds = speech_bounds(pcm)
+            audio = np.concatenate([pcm, np.zeros(2 * RATE, np.int16)]).astype(np.float32)
+            audio += rng.standard_normal(audio.size) * 32768 * 10 ** (NOISE_DBFS / 20)
+            noisy = np.clip(audio, -32768, 32767).astype(np.int16)
+            r = await call.spoken_turn(noisy, speech_end_s=bounds[1] if bounds else None, tail_silence_s=0.0,
+                                       timeout=90)
+            said = f"{utt.voice}/{utt.prompt}: {r.user_transcript!r}"
+            assert "input_audio_buffer.speech_stopped" in r.first, said
+            assert (r.response or {}).get("status") in ("completed", "incomplete"), (said, r.response)
+            if utt.voice == "piper-joe":  # the clearest voice: its words survive the noise
+                assert transcripts.word_errors(utt.text, r.user_transcript or "") <= 1, said
+            else:
+                assert r.user_transcript, said
+    finally:
+        await call.close()
