@@ -286,8 +286,9 @@ class ScriptedLLM(_NothingToLoad):
 
 
 class ScriptedTTS(_NothingToLoad):
-    """Stand-in TTS: 24 kHz, a quiet 440 Hz tone (amplitude ~0.05), 60 ms per word, one chunk
-    per call, instantly. Empty or punctuation-only text yields nothing. `speed` shortens it.
+    """Stand-in TTS: 24 kHz, a quiet tone (amplitude ~0.05, `frequency` Hz, 440 unless a test
+    tells one answer's audio from another's by it), 60 ms per word, one chunk per call, instantly.
+    Empty or punctuation-only text yields nothing. `speed` shortens it.
     `calls` records the last `MAX_RECORDED` texts synthesised (for assertions)."""
 
     name = "scripted-tts"
@@ -295,10 +296,12 @@ class ScriptedTTS(_NothingToLoad):
     MS_PER_WORD = 60
     AMPLITUDE = 1600  # int16; quiet but clearly non-zero
 
+    frequency: ClassVar[float] = 440.0
     calls: ClassVar[list[str]] = []
 
     @classmethod
     def reset(cls) -> None:
+        cls.frequency = 440.0
         cls.calls = []
 
     def voices(self) -> list[str]:
@@ -314,7 +317,7 @@ class ScriptedTTS(_NothingToLoad):
         speed = min(4.0, max(0.25, effective_speed(options)))
         n = round(self.sample_rate * self.MS_PER_WORD / 1000 * len(words) / speed)
         t = np.arange(n, dtype=np.float64) / self.sample_rate
-        yield (np.sin(2 * np.pi * 440.0 * t) * self.AMPLITUDE).astype(np.int16)
+        yield (np.sin(2 * np.pi * type(self).frequency * t) * self.AMPLITUDE).astype(np.int16)
 
 
 def reset_scripted() -> None:
