@@ -50,6 +50,7 @@ def _make_wav(path: Path) -> None:
 # What the page shows, as JSON: the same probe for Chromium (Playwright) and Firefox (BiDi).
 PAGE_STATE_JS = """JSON.stringify({
   conn: document.querySelector("#conn").textContent,
+  mic_ms: parseInt(document.querySelector("#conn").dataset.micMs || "0", 10),
   user: [...document.querySelectorAll(".msg.user[data-final] .text")].map((e) => e.textContent),
   agent: [...document.querySelectorAll(".msg.agent .text")].map((e) => e.textContent)
     .filter((t) => t.replace(/^[ …]+|[ …]+$/g, "").length > 0),

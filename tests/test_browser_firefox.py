@@ -99,7 +99,9 @@ async def _drive(bidi_url: str, http: str, out_dir: Path, env: dict[str, str]) -
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 state = json.loads(await bidi.evaluate(ctx, PAGE_STATE_JS))
-                if state["conn"] == "connected":
+                # the WebSocket page is connected before its microphone runs: under load Firefox's
+                # capture started ~1.5 s late and the server heard only "France."
+                if state["conn"] == "connected" and (mode != "websocket" or state["mic_ms"] >= 300):
                     break
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.5)

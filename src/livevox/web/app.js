@@ -370,9 +370,13 @@ async function startWebSocket() {
       agentLevel(frameMs > 0 ? Math.max(m.rms, AGENT_AUDIO_RMS * 1.01) : m.rms, frameMs);
     }
   };
+  let sentSamples = 0;
   capture.port.onmessage = (e) => {
     if (ws.readyState === WebSocket.OPEN && e.data.type === "pcm") {
-      ws.send(JSON.stringify({ type: "input_audio_buffer.append", audio: b64FromInt16(new Int16Array(e.data.pcm)) }));
+      const pcm = new Int16Array(e.data.pcm);
+      ws.send(JSON.stringify({ type: "input_audio_buffer.append", audio: b64FromInt16(pcm) }));
+      sentSamples += pcm.length;
+      $("conn").dataset.micMs = String(Math.round(sentSamples / 24)); // how much microphone audio went out
     }
   };
   ws.onopen = () => {
