@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from livevox.engines.scripted import ScriptedLLM, ScriptedSTT, ScriptedTTS
 from livevox.client.webrtc import Received
+from livevox.engines.scripted import ScriptedLLM, ScriptedSTT, ScriptedTTS
 from rtcclient import RtcClient, silence, tone
 from server_harness import ServerThread, scripted_settings
 from wsclient import RealtimeClient
