@@ -164,6 +164,8 @@ class ChatRequest:
     temperature: float | None = None
     max_tokens: int | None = None
     parallel_tool_calls: bool = True
+    #: OpenAI's `reasoning_effort`, for engines that take it (None: the engine's default).
+    reasoning_effort: str | None = None
 
 
 #: What warm-ups say: a spoken question of typical length, and a typical answer sentence.

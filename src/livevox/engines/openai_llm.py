@@ -125,6 +125,8 @@ class OpenAILLM(OpenAIEngine):
             body["tools"] = request.tools
             body["tool_choice"] = request.tool_choice
             body["parallel_tool_calls"] = request.parallel_tool_calls
+        if request.reasoning_effort is not None:
+            body["reasoning_effort"] = request.reasoning_effort
         body.update(s.extra_body)
         return body
 

@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..core.errors import ProtocolError, unsupported
-from . import truncation
+from . import interim, truncation
 
 InputFormat = Literal["pcm16", "g711_ulaw", "g711_alaw"]
 #: Output format name -> (codec, rate). Hyphenated names are what older SDKs sent.
@@ -98,7 +98,7 @@ class SessionModel(BaseModel):
     animation: dict[str, Any] | None = None
     output_audio_timestamp_types: list[str] | None = None
     avatar: dict[str, Any] | None = None
-    reasoning_effort: str | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     interim_response: dict[str, Any] | None = None
     include: list[str] | None = None
     metadata: dict[str, str] | None = None
@@ -213,6 +213,9 @@ def merge_update(
         raise ProtocolError("invalid_type", f"'{prefix}' must be an object", param=prefix)
     warnings: list[str] = []
     merged = copy.deepcopy(current)
+    if "interim-response" in update:
+        update = dict(update)
+        interim.normalize_key(update, prefix)
     for key, value in update.items():
         if key not in _KNOWN:
             raise ProtocolError(
@@ -250,6 +253,8 @@ def merge_update(
     if "modalities" in update and "avatar" in validated.modalities:
         raise unsupported("Avatar output", f"{prefix}.modalities")
     out = validated.model_dump(mode="json", exclude_unset=False)
+    if "interim_response" in update:
+        out["interim_response"] = interim.normalize(update["interim_response"], f"{prefix}.interim_response")
     # Keep the client's own spelling of extra keys inside objects (pydantic keeps extras).
     if out.get("turn_detection") is not None:
         td = out["turn_detection"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ..core.errors import ProtocolError
+from ..core.errors import ProtocolError, unsupported
 from ..core.protocol_names import GA_EVENT_NAMES, is_voice_live_path
 from .config import OUTPUT_FORMATS
 
@@ -114,6 +114,10 @@ class OpenAIGADialect(Dialect):
                     "parallel_tool_calls", "metadata", "temperature", "truncation"):
             if key in s:
                 out[key] = s[key]
+        if s.get("prompt") is not None:
+            raise unsupported("Stored prompt templates (session.prompt)", f"{prefix}.prompt")
+        if "reasoning" in s:
+            out["reasoning_effort"] = _ga_reasoning_in(s["reasoning"], f"{prefix}.reasoning")
         if "output_modalities" in s:
             mods = s["output_modalities"]
             if not isinstance(mods, list):
@@ -156,6 +160,8 @@ class OpenAIGADialect(Dialect):
             if "output_modalities" in r:
                 mods = r.pop("output_modalities")
                 r["modalities"] = ["text", "audio"] if isinstance(mods, list) and "audio" in mods else ["text"]
+            if "reasoning" in r:
+                r["reasoning_effort"] = _ga_reasoning_in(r.pop("reasoning"), "response.reasoning")
             audio = r.pop("audio", None)
             if isinstance(audio, dict) and isinstance(audio.get("output"), dict):
                 o = audio["output"]
@@ -213,7 +219,18 @@ class OpenAIGADialect(Dialect):
             "prompt": None,
             "include": cfg.get("include"),
         }
+        if cfg.get("reasoning_effort") is not None:
+            view["reasoning"] = {"effort": cfg["reasoning_effort"]}
         return view
+
+
+def _ga_reasoning_in(value: Any, param: str) -> Any:
+    """GA `reasoning: {effort}` -> the canonical `reasoning_effort` (its value is checked there)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or any(k != "effort" for k in value):
+        raise ProtocolError("invalid_value", f"'{param}' must be an object with only 'effort'", param=param)
+    return value.get("effort")
 
 
 def _ga_item_in(item: dict[str, Any]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ def build_request(p: ResponseParams, ctx: ResponseContext, llm: LLMEngine, messa
         messages=messages, tools=tools,
         tool_choice=tool_choice_for_chat(p.tool_choice) if p.tools else "none",
         temperature=p.temperature, max_tokens=max_tokens,
-        parallel_tool_calls=ctx.parallel_tool_calls,
+        parallel_tool_calls=ctx.parallel_tool_calls, reasoning_effort=p.reasoning_effort,
     )
     known = [n for n in (llm.context_tokens(), state.window) if n is not None]
     if not known:

@@ -236,6 +236,8 @@ class ResponseRun:
         }
 
     def _llm_events(self, messages: list[dict[str, Any]]) -> AsyncIterator[LLMEvent]:
+        if self.params.pre_generated is not None:
+            return _pre_generated(self.params.pre_generated)
         # The generator itself, not a wrapper around it: `_run` closes it on cancel, and a wrapper's
         # close would leave the inner one (and its HTTP stream) open.
         state = (self.host.conversation.truncation if self.params.in_conversation
@@ -508,6 +510,14 @@ class ResponseRun:
             await self.host.emit({"type": "error", "error": {**err, "param": None, "event_id": None}})
         await self.host.emit({"type": "response.done", "response": self.resource(final=True)})
         RESPONSES_TOTAL.labels(self.status).inc()
+
+
+async def _pre_generated(text: str) -> AsyncIterator[LLMEvent]:
+    """`pre_generated_assistant_message`: the given text, as the LLM would stream it (word by word,
+    so that it is cut into clauses and spoken like any answer), with no model call."""
+    for i, word in enumerate(text.split(" ")):
+        yield TextDelta(word if i == 0 else " " + word)
+    yield Finish("stop", input_tokens=0, output_tokens=0)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

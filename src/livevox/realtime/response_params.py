@@ -19,6 +19,14 @@ class ResponseParams:
     speed: float = 1.0
     in_conversation: bool = True
     metadata: dict[str, Any] | None = None
+    #: `pre_generated_assistant_message`: the answer's text, spoken without the LLM
+    pre_generated: str | None = None
+    reasoning_effort: str | None = None
+    parallel_tool_calls: bool = True
+    #: `interim_response` (normalized, see interim.py), or None
+    interim: dict[str, Any] | None = None
+    #: `response.animation`, when the response sets its own (else the session's)
+    animation: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -71,3 +71,9 @@ class SessionParts:
 
     def _watch_response(self, run: ResponseRun) -> None:
         raise NotImplementedError
+
+    async def _insert_item(self, item: dict[str, Any], prev_id: str | None = None) -> None:
+        raise NotImplementedError
+
+    async def _on_commit(self, event: dict[str, Any]) -> None:
+        raise NotImplementedError

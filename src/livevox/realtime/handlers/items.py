@@ -23,8 +23,11 @@ class ItemEvents(SessionParts):
         prev_id = event.get("previous_item_id")
         if prev_id is not None and not isinstance(prev_id, str):
             raise ProtocolError("invalid_type", "'previous_item_id' must be a string", param="previous_item_id")
-        entry = ConversationItem(item)
-        prev = self.conversation.insert(entry, prev_id)
+        await self._insert_item(item, prev_id)
+
+    async def _insert_item(self, item: dict[str, Any], prev_id: str | None = None) -> None:
+        """A client's (normalized) item into the conversation, with its events."""
+        prev = self.conversation.insert(ConversationItem(item), prev_id)
         await self.emit({"type": "conversation.item.created", "previous_item_id": prev, "item": item})
         await self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item})
 

@@ -8,13 +8,16 @@ import contextlib
 import time
 from typing import Any
 
-from ...core.errors import ProtocolError, unsupported
+from ...core.audio import SESSION_RATE
+from ...core.errors import ProtocolError
 from ..conversation import ConversationItem, normalize_client_item, to_messages
 from ..metrics import TurnTimings
 from ..response import ResponseRun
 from ..response_params import ResponseContext, ResponseParams
 from ..response_request import response_context, response_params, validate_response
 from .base import SessionParts
+
+MAX_ADDITIONAL_INSTRUCTIONS = 16_000
 
 
 class ResponseEvents(SessionParts):
@@ -64,27 +67,44 @@ class ResponseEvents(SessionParts):
 
     async def _on_response_create(self, event: dict[str, Any]) -> None:
         r = validate_response(self.config, event.get("response"), self.api_version, self.engines.voices)
-        params = response_params(self.config, r)
+        extra = event.get("additional_instructions")
+        if extra is not None and (not isinstance(extra, str) or len(extra) > MAX_ADDITIONAL_INSTRUCTIONS):
+            raise ProtocolError("invalid_value", "'additional_instructions' must be a string of at most "
+                                f"{MAX_ADDITIONAL_INSTRUCTIONS} characters", param="additional_instructions")
+        params = response_params(self.config, r, extra)
+        # Everything is checked before anything changes: a bad item leaves the session as it was.
+        entries = None
+        key = "input_items" if "input_items" in r else "input"
+        if key in r:
+            entries = [self._input_entry(raw, f"response.{key}[{i}]") for i, raw in enumerate(r[key])]
+        appended = [self._client_item(raw, f"response.append_input_items[{i}]")
+                    for i, raw in enumerate(r.get("append_input_items") or [])]
         if params.in_conversation and self.response is not None and self.response.active:
-            raise ProtocolError("conversation_already_has_active_response",
-                                f"Conversation already has an active response in progress: {self.response.id}. "
-                                "Wait until the response is finished before creating a new one.")
-        entries: list[ConversationItem] | None = None
-        if "input" in r:
-            entries = []
-            for i, raw in enumerate(r["input"]):
-                if isinstance(raw, dict) and raw.get("type") == "item_reference":
-                    entries.append(self.conversation.get(raw.get("id"), f"response.input[{i}].id"))
-                else:
-                    try:
-                        entries.append(ConversationItem(normalize_client_item(raw)))
-                    except ProtocolError as err:
-                        err.param = f"response.{err.param}" if err.param else None
-                        raise
-        pre = r.get("pre_generated_assistant_message")
-        if pre is not None:
-            raise unsupported("pre_generated_assistant_message", "response.pre_generated_assistant_message")
+            if not r.get("cancel_previous"):
+                raise ProtocolError("conversation_already_has_active_response",
+                                    f"Conversation already has an active response in progress: {self.response.id}. "
+                                    "Wait until the response is finished before creating a new one "
+                                    "(or set response.cancel_previous).")
+            self.transport.discard_pending_audio()
+            self.audio.stop_far()
+            await self.response.cancel("client_cancelled")
+        if r.get("commit") and self.audio.size >= SESSION_RATE // 10:
+            await self._on_commit({})  # the pending input audio becomes the user's item first
+        for item in appended:
+            await self._insert_item(item)
         await self._start_response(params, entries, TurnTimings())
+
+    def _client_item(self, raw: Any, param: str) -> dict[str, Any]:
+        try:
+            return normalize_client_item(raw)
+        except ProtocolError as err:
+            err.param = f"{param}{err.param.removeprefix('item')}" if err.param else param
+            raise
+
+    def _input_entry(self, raw: Any, param: str) -> ConversationItem:
+        if isinstance(raw, dict) and raw.get("type") == "item_reference":
+            return self.conversation.get(raw.get("id"), f"{param}.id")
+        return ConversationItem(self._client_item(raw, param))
 
     async def _start_response(self, params: ResponseParams, entries: list[ConversationItem] | None,
                               timings: TurnTimings) -> None:
