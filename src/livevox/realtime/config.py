@@ -99,7 +99,7 @@ class SessionModel(BaseModel):
     output_audio_timestamp_types: list[str] | None = None
     avatar: dict[str, Any] | None = None
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
-    interim_response: dict[str, Any] | None = None
+    interim_response: Any = None  # checked by interim.normalize
     include: list[str] | None = None
     metadata: dict[str, str] | None = None
     tracing: Any = None

@@ -30,6 +30,8 @@ class ConversationItem:
     transcript: asyncio.Future[str] | None = None
     #: For user audio: what the server heard, 16 kHz, after noise suppression / echo cancellation.
     input_audio: npt.NDArray[np.int16] | None = None
+    #: False for what the LLM must not see (an interim filler: the model would repeat it).
+    in_context: bool = True
 
     @property
     def id(self) -> str:
@@ -159,6 +161,8 @@ async def to_messages(entries: list[ConversationItem], instructions: str) -> lis
         msgs.append({"role": "system", "content": instructions})
     for e in entries:
         it = e.item
+        if not e.in_context:
+            continue
         if it["type"] == "message":
             text = await _message_text(e)
             if not text:

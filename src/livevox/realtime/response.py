@@ -39,6 +39,7 @@ from . import truncation
 from .clauses import ClauseSplitter
 from .config import OUTPUT_FORMATS
 from .conversation import ConversationItem
+from .interim_speech import InterimSpeaker
 from .llm_request import llm_events
 from .metrics import RESPONSES_TOTAL, TurnTimings
 from .ports import Channel
@@ -111,6 +112,18 @@ class ResponseRun:
         self._audio_started = False
         self._sent_marks: set[str] = set()
         self._clauses_queued = 0
+        # interim filler (interim_speech.py): the answer's events wait while it speaks
+        self.llm_messages: list[dict[str, Any]] = []
+        self.answer_audio = asyncio.Event()  # the answer's first audio is ready
+        self.answer_llm = asyncio.Event()  # the answer's LLM request is about to start
+        self._hold = False
+        self._held: list[Thunk] = []
+        self._interim: InterimSpeaker | None = None
+        self._interim_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        # When a filler may speak, the answer's message opens at its first audio, so that a
+        # filler that starts before then comes first in the response's output.
+        self._defer_message = params.interim is not None and "audio" in params.modalities
 
     # ------------------------------------------------------------ control
 
@@ -161,8 +174,78 @@ class ResponseRun:
         async with self._emit_lock:
             if self._gated:
                 self._pending.append(thunk)
+            elif self._hold:
+                self._held.append(thunk)
             else:
                 await thunk()
+
+    # ------------------------------------------------------------ interim filler
+
+    async def hold(self) -> None:
+        """The filler speaks: the answer's events wait, in order."""
+        async with self._emit_lock:
+            self._hold = True
+
+    async def release(self) -> None:
+        async with self._emit_lock:
+            held, self._held = self._held, []
+            for thunk in held:
+                await thunk()
+            self._hold = False
+
+    async def _emit_now(self, event: dict[str, Any]) -> None:
+        if not self._silent:
+            await self.host.emit(event)
+
+    def _start_interim(self, trigger: str) -> None:
+        cfg = self.params.interim
+        if (cfg is None or trigger not in cfg["triggers"] or "audio" not in self.params.modalities
+                or self._interim is not None):
+            return
+        self._interim = InterimSpeaker(self, cfg, trigger, self._emit_now)
+        self._interim_task = asyncio.create_task(self._interim.speak(), name=f"interim-{self.id}")
+
+    async def _interim_watch(self) -> None:
+        """The latency trigger: a filler when the answer's first audio is later than the threshold."""
+        assert self.params.interim is not None
+        await self._gate_opened.wait()  # a speculative run counts from the end-of-turn decision
+        if self._silent:
+            return
+        start = self.timings.response_start or time.monotonic()
+        delay = start + self.params.interim["latency_threshold_ms"] / 1000 - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if not self.answer_audio.is_set() and self.active:
+            self._start_interim("latency")
+
+    async def _end_interim(self) -> None:
+        """Before response.done: a filler that speaks ends (cut, or to its end for a tool wait)."""
+        watch, self._watch_task = self._watch_task, None
+        if watch is not None:
+            await _cancel(watch)
+        task = self._interim_task
+        if task is None:
+            return
+        if self.status == "cancelled" or self._silent:
+            await _cancel(task)
+        else:
+            with contextlib.suppress(Exception):
+                await task
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.warning("response %s: interim filler failed: %s", self.id, task.exception())
+        if self._interim is not None:
+            await self._interim.close("incomplete")
+        if self._hold:
+            await self.release()
+
+    async def add_item_now(self, entry: ConversationItem, index: int) -> None:
+        """An output item's added events, sent now (the filler's own)."""
+        await self._emit_now({"type": "response.output_item.added", "response_id": self.id,
+                              "output_index": index, "item": dict(entry.item)})
+        if self.params.in_conversation and not self._silent:
+            prev = self.host.conversation.insert(entry)
+            await self.host.emit({"type": "conversation.item.created", "previous_item_id": prev,
+                                  "item": dict(entry.item)})
 
     async def _event(self, event: dict[str, Any], route: Channel | None = None) -> None:
         async def send() -> None:
@@ -203,6 +286,9 @@ class ResponseRun:
     async def _main(self) -> None:
         try:
             await self._event({"type": "response.created", "response": self.resource()})
+            interim_cfg = self.params.interim
+            if interim_cfg is not None and "latency" in interim_cfg["triggers"]:
+                self._watch_task = asyncio.create_task(self._interim_watch())
             await self._run()
             if self.status == "in_progress":
                 self.status = "completed"
@@ -223,6 +309,7 @@ class ResponseRun:
             try:
                 # A speculative run that finished early waits for the end-of-turn decision.
                 await self._gate_opened.wait()
+                await asyncio.shield(self._end_interim())
                 if not self._silent:
                     await asyncio.shield(self._finish())
             finally:
@@ -247,12 +334,14 @@ class ResponseRun:
     async def _run(self) -> None:
         p = self.params
         messages = await self._messages()
+        self.llm_messages = messages
         self.timings.mark("transcript_final")
         audio = "audio" in p.modalities
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
         tts_task = asyncio.create_task(self._speak(clauses)) if audio else None
         splitter = ClauseSplitter(first_max_words=self.context.first_clause_max_words)
         finish: Finish | None = None
+        self.answer_llm.set()
         stream = self._llm_events(messages)
         ended = False
         try:
@@ -261,7 +350,8 @@ class ResponseRun:
                     if not ev.text:
                         continue
                     self.timings.mark("llm_first_token")
-                    await self._ensure_message(audio)
+                    if not self._defer_message:
+                        await self._ensure_message(audio)
                     if audio:
                         for clause in splitter.push(ev.text):
                             self.timings.mark("first_clause")
@@ -270,6 +360,7 @@ class ResponseRun:
                         await self._text_delta(ev.text)
                 elif isinstance(ev, ToolCallDelta):
                     self.timings.mark("llm_first_token")
+                    self._start_interim("tool")  # a filler while the tool runs, if asked
                     await self._tool_delta(ev)
                 elif isinstance(ev, Finish):
                     finish = ev
@@ -385,11 +476,15 @@ class ResponseRun:
                 pcm = resampler.process(chunk)
                 if first:
                     first = False
+                    if self._msg is None:
+                        self.answer_audio.set()
+                        await self._ensure_message(True)
                     await self._transcript_delta(clause)
                 await self._audio(pcm)
                 if marks is not None:
                     await self._marks(marks, words, visemes)
             if first:  # TTS produced nothing; the words still belong in the transcript
+                await self._ensure_message(True)
                 await self._transcript_delta(clause)
         tail = resampler.flush()
         if tail.size:
@@ -434,31 +529,40 @@ class ResponseRun:
         if pcm.size == 0:
             return
         assert self._msg is not None
-        msg = self._msg
+        msg, index = self._msg, self._msg_index
         self._audio_ms += pcm.size * 1000 / 24000
+        self.answer_audio.set()
 
         async def send() -> None:
-            msg.audio.append(pcm)
-            self.host.audio_sent(msg.id, pcm)
-            if not self._first_audio_sent:
-                self._first_audio_sent = True
-                self.timings.mark("first_audio_sent")
-            transport = self.host.transport
-            if not transport.audio_in_events:
-                await transport.play_audio(self.id, msg.id, pcm)
-                return
-            out = audio_codec.resample(pcm, 24000, self._out_rate)
-            data = audio_codec.encode(out, self._codec)
-            # Split so every frame stays well under the client's limit (4 MiB for the Voice Live SDK).
-            step = max(2, (self.context.max_audio_delta_bytes * 3 // 4) // 2 * 2)
-            for i in range(0, len(data), step):
-                await self.host.emit({
-                    "type": "response.audio.delta", "response_id": self.id, "item_id": msg.id,
-                    "output_index": self._msg_index, "content_index": 0,
-                    "delta": base64.b64encode(data[i:i + step]).decode("ascii"),
-                })
+            if self.cancel_reason is not None:
+                return  # held behind a filler when the response was cancelled: never heard
+            await self.send_audio(msg, index, pcm)
 
         await self._do(send)
+
+    async def send_audio(self, msg: ConversationItem, index: int, pcm: npt.NDArray[np.int16]) -> None:
+        """An item's audio to the client: over the transport's media, or as audio delta events."""
+        if self._silent or pcm.size == 0:
+            return
+        msg.audio.append(pcm)
+        self.host.audio_sent(msg.id, pcm)
+        if not self._first_audio_sent:
+            self._first_audio_sent = True
+            self.timings.mark("first_audio_sent")
+        transport = self.host.transport
+        if not transport.audio_in_events:
+            await transport.play_audio(self.id, msg.id, pcm)
+            return
+        out = audio_codec.resample(pcm, 24000, self._out_rate)
+        data = audio_codec.encode(out, self._codec)
+        # Split so every frame stays well under the client's limit (4 MiB for the Voice Live SDK).
+        step = max(2, (self.context.max_audio_delta_bytes * 3 // 4) // 2 * 2)
+        for i in range(0, len(data), step):
+            await self.host.emit({
+                "type": "response.audio.delta", "response_id": self.id, "item_id": msg.id,
+                "output_index": index, "content_index": 0,
+                "delta": base64.b64encode(data[i:i + step]).decode("ascii"),
+            })
 
     # ------------------------------------------------------------ finish
 
@@ -505,6 +609,9 @@ class ResponseRun:
                                      "output_index": idx, "item": dict(item)}, Channel.CONTROL)
             if self.params.in_conversation:
                 await self.host.emit({"type": "conversation.item.done", "item": dict(item)}, Channel.CONTROL)
+        filler = self._interim.entry if self._interim is not None else None
+        if self._msg is None and filler is not None and filler.audio and not self.host.transport.audio_in_events:
+            await self.host.transport.end_audio(self.id, filler.id)  # the filler was the response's audio
         if self.status == "failed" and self.status_details:
             err = self.status_details["error"]
             await self.host.emit({"type": "error", "error": {**err, "param": None, "event_id": None}})
