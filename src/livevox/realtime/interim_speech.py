@@ -20,7 +20,7 @@ import numpy as np
 from ..core import audio as audio_codec
 from ..core.audio import ITEM_RATE, Int16Array
 from ..core.ids import new_id
-from ..engines.base import AlignedTTS, ChatRequest, SynthesisOptions, TextDelta
+from ..engines.base import AlignedTTS, ChatRequest, SynthesisOptions, TextDelta, WordMark
 from . import interim
 from .conversation import ConversationItem
 
@@ -65,6 +65,7 @@ BLOCK_MS = 100
 #: A quiet gap at least this long between loud stretches is a word boundary (no word marks).
 GAP_MS = 40
 QUIET_DB = 30.0
+FADE_MS = 10
 
 
 def quiet_boundaries(pcm: Int16Array, rate: int = ITEM_RATE) -> list[int]:
@@ -104,6 +105,8 @@ class InterimSpeaker:
         self.index = -1
         self.spoken = ""
         self.finished = False
+        self.marks: list[WordMark] = []
+        self._timestamps = False
 
     # ------------------------------------------------------------ text
 
@@ -172,7 +175,8 @@ class InterimSpeaker:
             await run.release()
 
     async def _synthesize(self, text: str) -> tuple[Int16Array, list[int], list[str]]:
-        """The filler's audio at 24 kHz, where each word ends in it, and the words."""
+        """The filler's audio at 24 kHz, where each word ends in it, and the words (the voice's
+        word marks, kept in `self.marks` for word timestamps, when it has them)."""
         run = self.run
         tts = run.host.engines.tts
         opts = SynthesisOptions(voice=run.context.voice, speed=run.params.speed)
@@ -184,6 +188,7 @@ class InterimSpeaker:
             async for chunk, marks in tts.synthesize_aligned(text, opts, run.host.id, tts.new_timeline()):
                 chunks.append(resampler.process(chunk))
                 for w in marks.words:
+                    self.marks.append(w)
                     words.append(w.text)
                     ends.append((w.audio_offset_ms + w.audio_duration_ms) * ITEM_RATE // 1000)
         else:
@@ -228,12 +233,19 @@ class InterimSpeaker:
                 cut = next(e for e in ends if e >= sent)  # the answer is ready: end with this word
                 if cut <= sent:
                     break
+                pcm = _fade_out(pcm, cut)
             end = min(cut, sent + block)
             while said < len(words) and (said == 0 or ends[said - 1] < end or end >= pcm.size):
                 delta = words[said] if said == 0 else " " + words[said]
                 self.spoken += delta
-                said += 1
                 await self._emit({"type": "response.audio_transcript.delta", **self._ids(), "delta": delta})
+                if run.context.word_timestamps and said < len(self.marks):
+                    self._timestamps = True
+                    w = self.marks[said]
+                    await self._emit({"type": "response.audio_timestamp.delta", **self._ids(),
+                                      "audio_offset_ms": w.audio_offset_ms, "audio_duration_ms": w.audio_duration_ms,
+                                      "text": w.text, "timestamp_type": "word"})
+                said += 1
             await run.send_audio(self.entry, self.index, pcm[sent:end])
             sent = end
             ahead = sent * 1000 / ITEM_RATE - (time.monotonic() - t0) * 1000
@@ -251,6 +263,8 @@ class InterimSpeaker:
         if run.host.transport.audio_in_events:
             await self._emit({"type": "response.audio.done", **ids})
         await self._emit({"type": "response.audio_transcript.done", **ids, "transcript": self.spoken})
+        if self._timestamps:
+            await self._emit({"type": "response.audio_timestamp.done", **ids})
         await self._emit({"type": "response.content_part.done", **ids, "part": part})
         item = self.entry.item
         item["content"], item["status"] = [part], status
@@ -259,6 +273,14 @@ class InterimSpeaker:
                           "item": dict(item)})
         if run.params.in_conversation:
             await self._emit({"type": "conversation.item.done", "item": dict(item)})
+
+
+def _fade_out(pcm: Int16Array, end: int) -> Int16Array:
+    """`pcm` with a short fade before `end`: words run together, and a hard cut would click."""
+    n = min(end, ITEM_RATE * FADE_MS // 1000)
+    out = pcm.copy()
+    out[end - n:end] = (out[end - n:end] * np.linspace(1.0, 0.0, n)).astype(np.int16)
+    return out
 
 
 async def _sleep_until(event: asyncio.Event, seconds: float) -> None:
