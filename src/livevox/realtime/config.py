@@ -250,6 +250,12 @@ def merge_update(
         raise validation_error(exc, prefix) from None
     if validated.avatar is not None:
         raise unsupported("Avatar output", f"{prefix}.avatar")
+    if validated.include:
+        raise unsupported(f"Extra transcription output ({', '.join(map(str, validated.include))})", f"{prefix}.include")
+    if update.get("tracing") is not None:
+        # OpenAI's own clients send it by default, so it is not refused; nothing is exported from it.
+        warnings.append(f"{prefix}.tracing is accepted but livevox exports no OpenAI traces; its own "
+                        "OpenTelemetry traces are set up on the server (docs/configuration.md).")
     if "modalities" in update and "avatar" in validated.modalities:
         raise unsupported("Avatar output", f"{prefix}.modalities")
     out = validated.model_dump(mode="json", exclude_unset=False)
