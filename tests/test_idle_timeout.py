@@ -17,6 +17,7 @@ from openai import AsyncOpenAI
 from openai.types.realtime import InputAudioBufferTimeoutTriggered
 
 from server_harness import ServerThread, scripted_settings
+from session_harness import PlayoutTransport, new_session, settle
 from wsclient import RealtimeClient, silence, tone, types
 
 pytestmark = pytest.mark.usefixtures("fresh_scripts")
@@ -171,3 +172,32 @@ async def test_ga_error_names_the_param(server: ServerThread) -> None:
     err = await c.error()
     assert err["param"] == "session.turn_detection.idle_timeout_ms", err
     await c.close()
+
+
+async def test_the_timer_waits_until_the_transport_has_played_the_answer() -> None:
+    # In process, over a transport that plays the audio itself (as WebRTC does); the timer's
+    # steps are driven with explicit times (10 s timeout: the real-time poll never gets there).
+    t = PlayoutTransport()
+    s = await new_session(t)
+    await s.handle_event({"type": "session.update", "session": {
+        "turn_detection": {"type": "server_vad", "idle_timeout_ms": 10_000}}})
+    await s.handle_event({"type": "response.create"})
+    await settle(s)
+    assert t.of("response.done") and t.pending_audio() is not None
+    now = time.monotonic()
+    for later in (0.0, 30.0, 60.0):
+        await s.idle.step(now + later)  # done, but still queued in the transport: no timer
+    assert not t.of("input_audio_buffer.timeout_triggered")
+    t.play(10_000)
+    await s.idle.step(now + 61)  # played out: the timer starts here
+    await s.idle.step(now + 70.9)
+    assert not t.of("input_audio_buffer.timeout_triggered")
+    await s.idle.step(now + 71.1)
+    [trigger] = t.of("input_audio_buffer.timeout_triggered")
+    await settle(s)
+    after = [e["type"] for e in t.events[t.events.index(trigger):]]
+    assert after[:3] == ["input_audio_buffer.timeout_triggered", "input_audio_buffer.committed",
+                         "conversation.item.created"], after
+    assert t.of("input_audio_buffer.committed")[-1]["item_id"] == trigger["item_id"]
+    assert s.conversation.get(trigger["item_id"]).item["role"] == "user"
+    assert after.count("response.created") == 1 and len(t.of("response.done")) == 2
