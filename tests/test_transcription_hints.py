@@ -96,6 +96,28 @@ async def test_phrase_list_characters_outside_azures_set_are_removed(server: Ser
     await c.close()
 
 
+async def test_voicelive_sdk_sends_phrase_list_and_custom_speech(server: ServerThread) -> None:
+    from azure.ai.voicelive.aio import connect
+    from azure.ai.voicelive.models import AudioInputTranscriptionOptions, RequestSession
+    from azure.core.credentials import AzureKeyCredential
+
+    async with connect(endpoint=server.http, credential=AzureKeyCredential("k"), model="gpt-realtime") as conn:
+        await conn.session.update(session=RequestSession(input_audio_transcription=AudioInputTranscriptionOptions(
+            model="azure-speech", language="en-US,fr-FR", phrase_list=["Contoso", "Ouagadougou"])))
+        await conn.session.update(session=RequestSession(input_audio_transcription=AudioInputTranscriptionOptions(
+            model="azure-speech", custom_speech={"en-US": "my-model-id"})))
+        got: dict[str, Any] = {}
+        async for ev in conn:
+            if ev.type == "session.updated":
+                got["updated"] = ev.session.input_audio_transcription
+            elif ev.type == "error":
+                got["error"] = ev.error
+                break
+    tr = got["updated"]
+    assert (tr.model, tr.language, tr.phrase_list) == ("azure-speech", "en-US,fr-FR", ["Contoso", "Ouagadougou"])
+    assert (got["error"].code, got["error"].param) == ("unsupported_feature", f"{P}.custom_speech")
+
+
 # ------------------------------------------------------------------ model names
 
 
