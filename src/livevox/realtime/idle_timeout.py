@@ -14,7 +14,7 @@ it starts again only after the next response has played. The state is checked ev
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import time
 from typing import Any, Protocol
 
@@ -25,6 +25,8 @@ from .response import ResponseRun
 from .turn_taking import TurnTaking
 
 #: Client events after which no timer runs until the next response has played.
+log = logging.getLogger("livevox.session")
+
 RESTART_EVENTS = frozenset({
     "input_audio_buffer.commit", "input_audio_buffer.clear", "conversation.item.create", "response.create",
 })
@@ -64,7 +66,9 @@ class IdleTimeout:
         if self.timeout_ms is None:
             self.stop()
         elif self._task is None:
-            self._seen_run = self.host.response  # only a response after this one starts the timer
+            # A response still running starts the timer when it has played; an older one does not.
+            run = self.host.response
+            self._seen_run = None if run is not None and run.active else run
             self._task = asyncio.ensure_future(self._watch())
 
     def stop(self) -> None:
@@ -81,8 +85,10 @@ class IdleTimeout:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(POLL_S)
-            with contextlib.suppress(Exception):  # a failing step must not end the watch
+            try:
                 await self.step(time.monotonic())
+            except Exception:  # a failing step must not end the watch (or the session)
+                log.exception("idle timeout step failed")
 
     async def step(self, now: float) -> None:
         if self.timeout_ms is None:
