@@ -96,7 +96,7 @@ def validate(tr: Any, param: str) -> dict[str, Any] | None:
     prompt = out.get("prompt")
     if prompt is not None and not isinstance(prompt, str):
         raise ProtocolError("invalid_type", f"'{param}.prompt' must be a string", param=f"{param}.prompt")
-    if out.get("custom_speech") is not None:
+    if out.get("custom_speech") not in (None, {}):  # an empty mapping asks for nothing
         raise unsupported("Custom speech models", f"{param}.custom_speech")
     # `keywords` is OpenAI GA's own phrase list (gpt-transcribe); both bias the same way.
     for key in ("phrase_list", "keywords"):
