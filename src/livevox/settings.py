@@ -174,6 +174,8 @@ class Limits(BaseModel):
     max_sessions: int = Field(500, ge=1)
     #: Close a session after this long with no client frame (seconds).
     idle_timeout_seconds: float = Field(600.0, gt=0)
+    #: Largest `turn_detection.idle_timeout_ms` a session may set (OpenAI states no range).
+    max_idle_timeout_ms: int = Field(600_000, ge=1)
     #: Hard cap on a session's length (seconds).
     max_session_seconds: float = Field(3600.0, gt=0)
 

@@ -135,9 +135,20 @@ class VADEngine(Engine, Protocol):
 
 @dataclass(slots=True)
 class TranscribeOptions:
+    #: One ISO-639-1 code, or None: the engine's own (or detected).
     language: str | None = None
+    #: Candidates for detection (a comma list from the client); the engine picks one of these.
+    languages: tuple[str, ...] = ()
+    #: Free text or keywords that bias the recognizer (`input_audio_transcription.prompt`).
     prompt: str | None = None
+    #: Words and phrases to favour (Voice Live `phrase_list`).
+    phrases: tuple[str, ...] = ()
     model: str | None = None
+
+    def hint_text(self) -> str | None:
+        """The prompt and the phrases as one text, for engines with a single prompt field."""
+        parts = [p for p in (self.prompt, ", ".join(self.phrases)) if p]
+        return " ".join(parts) or None
 
 
 class STTEngine(Engine, Protocol):

@@ -2,7 +2,8 @@
 OpenAI, faster-whisper servers, another livevox with `--role engine`).
 
 The turn's 16 kHz audio is uploaded as a WAV file (multipart, with `model`, `language`,
-`prompt`); the answer is one JSON `{"text": ...}`, so the transcript comes as one piece.
+`prompt`: the session's transcription prompt and phrase list); the answer is one JSON
+`{"text": ...}`, so the transcript comes as one piece.
 """
 
 from __future__ import annotations
@@ -82,10 +83,11 @@ class OpenAISTT(OpenAIEngine):
         form: dict[str, str] = {"response_format": "json"}
         if s.model:
             form["model"] = s.model
-        language = iso_language(options.language or self.language)
+        # A comma list of candidates: the endpoint takes one code, so it detects the language itself.
+        language = None if options.languages else iso_language(options.language or self.language)
         if language:
             form["language"] = language
-        prompt = options.prompt or s.prompt
+        prompt = options.hint_text() or s.prompt
         if prompt:
             form["prompt"] = prompt
         files = {"file": ("audio.wav", wav_bytes(audio), "audio/wav")}

@@ -52,6 +52,14 @@ def _install_encoder_window() -> None:
     fwt.pad_or_trim = pad_or_trim
 
 
+def detect_among(model: Any, audio: Float32Array, candidates: list[str]) -> str:
+    """The most probable of `candidates` by Whisper's language detection (a comma list from the
+    client restricts auto-detect to it; an unknown code is never picked unless all are unknown)."""
+    _lang, _prob, probs = model.detect_language(audio)
+    scores = {code: p for code, p in probs}
+    return max(candidates, key=lambda c: scores.get(c, -1.0))
+
+
 class FasterWhisperSTT:
     """Whisper via faster-whisper on CPU. Yields each decoded segment's text as it is produced."""
 
@@ -123,22 +131,26 @@ class FasterWhisperSTT:
         model = self._model
         if model is None:
             raise EngineError("stt", "stt_unavailable", "faster-whisper is not loaded")
-        language = options.language or self.language
+        language = options.language or (None if options.languages else self.language)
         if language:
-            # Clients send BCP-47 ("en-US"); Whisper wants the bare code. *.en models take only
-            # "en" (faster-whisper would otherwise log a warning on every call).
+            # Clients send BCP-47 ("en-US"); Whisper wants the bare code.
             language = language.split("-")[0].lower()
-            if not model.model.is_multilingual:
-                language = "en"
+        candidates = [c.split("-")[0].lower() for c in options.languages]
+        if not model.model.is_multilingual:
+            # *.en models take only "en" (faster-whisper would otherwise log a warning on every call).
+            language, candidates = "en", []
+        hotwords = ", ".join(options.phrases) or None
 
         window = self.window_frames
 
         def produce(emit: Callable[[str], None], stop: threading.Event) -> None:
             _window.frames = window
+            lang = language if not candidates else detect_among(model, audio, candidates)
             segments, _info = model.transcribe(
                 audio,
-                language=language,
+                language=lang,
                 initial_prompt=options.prompt or None,
+                hotwords=hotwords,
                 beam_size=self.beam_size,
                 vad_filter=False,  # our own VAD already cut the turn
                 without_timestamps=True,

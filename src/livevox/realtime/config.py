@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..core.errors import ProtocolError, unsupported
-from . import interim, truncation
+from . import interim, transcription_options, truncation
 
 InputFormat = Literal["pcm16", "g711_ulaw", "g711_alaw"]
 #: Output format name -> (codec, rate). Hyphenated names are what older SDKs sent.
@@ -51,7 +51,9 @@ class TurnDetection(BaseModel):
     auto_truncate: bool = False
     eagerness: Literal["low", "medium", "high", "auto"] | None = None
     remove_filler_words: bool | None = None
-    idle_timeout_ms: int | None = Field(None, ge=0)
+    #: OpenAI GA, server_vad only: after an answer has played and this much silence, the server
+    #: commits the silence and answers (`input_audio_buffer.timeout_triggered`; idle_timeout.py).
+    idle_timeout_ms: int | None = Field(None, gt=0, strict=True)
 
 
 class Transcription(BaseModel):
@@ -59,6 +61,9 @@ class Transcription(BaseModel):
     model: str | None = None
     language: str | None = None
     prompt: str | None = None
+    #: Voice Live: words and phrases that bias recognition (transcription_options.py).
+    phrase_list: list[str] | None = None
+    custom_speech: dict[str, str] | None = None
 
 
 class FunctionTool(BaseModel):
@@ -238,6 +243,9 @@ def merge_update(
             truncation.validate(update["truncation"], f"{prefix}.truncation")
         except truncation.PolicyError as exc:
             raise ProtocolError("invalid_value", f"Invalid value for '{exc.param}': {exc}", param=exc.param) from None
+    if "input_audio_transcription" in update:
+        merged["input_audio_transcription"] = transcription_options.validate(
+            update["input_audio_transcription"], f"{prefix}.input_audio_transcription")
     tools = update.get("tools")
     if isinstance(tools, list):
         for i, tool in enumerate(tools):
@@ -268,6 +276,10 @@ def merge_update(
             # Nested objects are replaced whole, then completed with their defaults.
             td = {**{k: v for k, v in td.items() if v is not None}}
         out["turn_detection"] = turn_defaults(td, api_version)
+        if td.get("idle_timeout_ms") is not None and td.get("type", "server_vad") != "server_vad":
+            raise ProtocolError("invalid_value", f"Invalid value for '{prefix}.turn_detection.idle_timeout_ms': "
+                                "the idle timeout is only supported with turn_detection.type 'server_vad'",
+                                param=f"{prefix}.turn_detection.idle_timeout_ms")
     ec = out.get("input_audio_echo_cancellation")
     if ec is not None:
         source, channels = ec.get("reference_source", "server"), ec.get("channels", 1)

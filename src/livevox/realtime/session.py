@@ -28,6 +28,7 @@ from .end_of_turn import policy_config
 from .handlers.input_audio import InputAudioEvents
 from .handlers.items import ItemEvents
 from .handlers.responses import ResponseEvents
+from .idle_timeout import RESTART_EVENTS, IdleTimeout
 from .input_audio import InputAudio
 from .metrics import ERRORS_TOTAL
 from .ports import Channel, SessionTransport, channel_of
@@ -80,6 +81,7 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
         self.turns = TurnTaking(self, self.audio, engines.vad.stream(), engines.turn, self.config["turn_detection"],
                                 settings.stt.tail_ms)
         self._playback: dict[str, tuple[float, float]] = {}  # item -> (first send time, ms sent)
+        self.idle = IdleTimeout(self, self.turns, self.audio)
         self._handlers: dict[str, Handler] = {
             "session.update": self._on_session_update,
             "transcription_session.update": self._on_unsupported_event,
@@ -111,6 +113,7 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
         if self.closed:
             return
         self.closed = True
+        self.idle.stop()
         await self.turns.drop_speculation()
         runs = [r for r in (self.response, *self._side_responses) if r is not None]
         for run in runs:
@@ -223,6 +226,8 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
         if handler is None:
             raise ProtocolError("unknown_event_type", f"Unknown event type '{jsonguard.safe_text(etype)}'.",
                                 param="type")
+        if etype in RESTART_EVENTS:
+            self.idle.reset()
         await handler(self.dialect.inbound(event))
 
     async def _on_unsupported_event(self, event: dict[str, Any]) -> None:
@@ -255,11 +260,17 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
             raise ProtocolError("unsupported_value", f"turn_detection.type {td.get('type')!r} needs an end-of-turn "
                                 "model, and this server has none (turn.engine = \"none\").",
                                 param="session.turn_detection.type")
+        idle_ms = (td or {}).get("idle_timeout_ms")
+        if idle_ms is not None and idle_ms > self.limits.max_idle_timeout_ms:
+            raise ProtocolError("invalid_value", "Invalid value for 'session.turn_detection.idle_timeout_ms': at most "
+                                f"{self.limits.max_idle_timeout_ms} (limits.max_idle_timeout_ms)",
+                                param="session.turn_detection.idle_timeout_ms")
         old = self.config
         self.config = new
         self.audio.configure(new, old)
         if new["turn_detection"] != old["turn_detection"]:
             await self.turns.configure(new["turn_detection"])
+            self.idle.configure(new["turn_detection"])
 
     # ---------------------------------------------------------------- audio in
 
@@ -273,6 +284,12 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
     # ---------------------------------------------------------------- responses
 
     # ---------------------------------------------------------------- helpers for responses
+
+    def playback_end(self, item_id: str) -> float:
+        """When the client will have played the item's audio sent so far: it plays in real time
+        from the first delta (transports that play audio themselves report `pending_audio`)."""
+        t0, ms = self._playback.get(item_id, (0.0, 0.0))
+        return t0 + ms / 1000
 
     def audio_sent(self, item_id: str, pcm24k: npt.NDArray[np.int16]) -> None:
         t0, ms = self._playback.get(item_id, (time.monotonic(), 0.0))

@@ -114,6 +114,7 @@ class TurnTaking:
         self._frame_tail = np.zeros(0, np.int16)  # audio short of a whole VAD frame
         self._frame_tail_start = 0
         self.speech_item: str | None = None
+        self.speech_started_at = 0.0  # monotonic time of the last speech_started (the idle timeout's)
         self.timings: TurnTimings | None = None
         self.spec: Speculation | None = None
 
@@ -225,6 +226,7 @@ class TurnTaking:
     async def _speech_started(self, ev: SpeechStarted) -> None:
         self.audio.take(ev.start_sample)
         self.speech_item = new_id("item")
+        self.speech_started_at = time.monotonic()
         self._speech_start = ev.start_sample
         self.timings = TurnTimings()
         self.policy.reset()

@@ -15,10 +15,11 @@ import numpy.typing as npt
 from ...core import audio as audio_codec
 from ...core.audio import SESSION_RATE
 from ...core.errors import ProtocolError
-from ...engines.base import EngineError, TranscribeOptions
+from ...engines.base import EngineError
 from ..conversation import ConversationItem
 from ..metrics import TurnTimings
 from ..response_request import response_params
+from ..transcription_options import transcribe_options
 from ..turn_taking import Speculation, discard
 from .base import SessionParts
 
@@ -57,12 +58,17 @@ class InputAudioEvents(SessionParts):
                           stt_end: int) -> None:
         await self._commit(item_id, spec=spec, timings=timings, from_vad=True, stt_end=stt_end)
 
+    async def commit_idle(self, item_id: str) -> None:
+        """`turn_detection.idle_timeout_ms` fired: the silence so far is the user's turn."""
+        await self.turns.drop_speculation()
+        await self._commit(item_id, spec=None, timings=TurnTimings(), from_vad=True, allow_short=True)
+
     async def _on_commit(self, event: dict[str, Any]) -> None:
         item_id, timings = await self.turns.manual_commit()
         await self._commit(item_id, spec=None, timings=timings, from_vad=False)
 
     async def _commit(self, item_id: str, *, spec: Speculation | None, timings: TurnTimings,
-                      from_vad: bool, stt_end: int | None = None) -> None:
+                      from_vad: bool, stt_end: int | None = None, allow_short: bool = False) -> None:
         audio = self.audio.take(self.audio.start)
         # Transcribed: the speech and its tail, not the rest of the silence window (a VAD turn:
         # what its speculation heard; a manual commit: up to where its sound ended + the tail).
@@ -71,7 +77,7 @@ class InputAudioEvents(SessionParts):
         if spec is not None and spec.heard != (self.audio.start, stt_audio.size):
             await discard(spec)
             spec = None
-        if audio.size < SESSION_RATE // 10:
+        if audio.size < SESSION_RATE // 10 and not allow_short:
             await discard(spec)
             raise ProtocolError(
                 "input_audio_buffer_commit_empty",
@@ -110,9 +116,7 @@ class InputAudioEvents(SessionParts):
             await self._start_response(response_params(self.config, {}), None, timings)
 
     async def transcribe_text(self, audio: npt.NDArray[np.int16]) -> str:
-        cfg = self.config.get("input_audio_transcription") or {}
-        opts = TranscribeOptions(language=_lang(cfg.get("language") or self.settings.stt.language),
-                                 prompt=cfg.get("prompt"), model=cfg.get("model"))
+        opts = transcribe_options(self.config.get("input_audio_transcription"), self.settings.stt.language)
         pieces = []
         async for piece in self.engines.stt.transcribe(audio_codec.to_float(audio), opts, self.id):
             pieces.append(piece)
@@ -157,13 +161,6 @@ class InputAudioEvents(SessionParts):
         await self.turns.clear()
         self.audio.clear()
         await self.emit({"type": "input_audio_buffer.cleared"})
-
-
-def _lang(language: str | None) -> str | None:
-    if not language:
-        return None
-    first = language.split(",")[0].strip()
-    return first.split("-")[0].lower() or None
 
 
 def _strip_wav(data: bytes) -> npt.NDArray[np.int16]:
