@@ -223,3 +223,51 @@ async def test_filler_ends_at_a_word_boundary_when_the_answer_is_ready(piper_ser
         assert abs(got_ms - (marks[-1]["audio_offset_ms"] + marks[-1]["audio_duration_ms"])) <= 2, (got_ms, marks)
     finally:
         await c.close()
+
+
+# ------------------------------------------------------------------ unmodified clients, WebRTC
+
+
+async def test_filler_through_the_voicelive_sdk(server: ServerThread) -> None:
+    from azure.ai.voicelive.aio import connect
+    from azure.ai.voicelive.models import RequestSession, StaticInterimResponseConfig
+    from azure.core.credentials import AzureKeyCredential
+
+    late_answer()
+    async with connect(endpoint=server.http, credential=AzureKeyCredential("k"), model="gpt-realtime") as conn:
+        await conn.session.update(session=RequestSession(turn_detection=None, interim_response=(
+            StaticInterimResponseConfig(texts=[FILLER], latency_threshold_ms=150, triggers=["latency"]))))
+        await conn.response.create()
+        transcripts: dict[str, str] = {}
+        async for ev in conn:
+            if ev.type == "session.updated":
+                echoed = ev.session.interim_response  # the SDK leaves this union a mapping
+                assert echoed["texts"] == [FILLER] and echoed["type"] == "static_interim_response"
+            elif ev.type == "response.audio_transcript.done":
+                transcripts[ev.item_id] = ev.transcript
+            elif ev.type == "response.done":
+                output = [o.id for o in ev.response.output]
+                break
+    assert [transcripts[i] for i in output] == [FILLER, ScriptedLLM.reply]
+
+
+async def test_filler_over_webrtc_is_one_stretch_of_agent_audio(server: ServerThread) -> None:
+    from rtcclient import RtcClient
+
+    late_answer()
+    c = RtcClient(server.http, door="voicelive")
+    try:
+        await c.start(session={"turn_detection": None, "interim_response": STATIC})
+        await c.send_ws({"type": "response.create"})
+        done = (await c.wait_for("response.done", timeout=15))["response"]
+        await c.wait_for("output_audio_buffer.stopped", timeout=10)
+        filler, answer = done["output"]
+        assert filler["content"][0]["transcript"] == FILLER
+        assert answer["content"][0]["transcript"] == ScriptedLLM.reply
+        # one started/stopped pair for the response: the filler and the answer play as one
+        assert len(c.find("output_audio_buffer.started")) == len(c.find("output_audio_buffer.stopped")) == 1
+        words = len(FILLER.split()) + len(ScriptedLLM.reply.split())
+        heard_ms = len(c.loud_frames()) * 20
+        assert heard_ms >= words * ScriptedTTS.MS_PER_WORD - 100, heard_ms  # both were heard, in full
+    finally:
+        await c.close()
