@@ -19,6 +19,8 @@ class ResponseParams:
     speed: float = 1.0
     in_conversation: bool = True
     metadata: dict[str, Any] | None = None
+    #: The response brought its own tools: its MCP servers are listed before the LLM starts.
+    discover_tools: bool = False
 
 
 @dataclass(frozen=True)

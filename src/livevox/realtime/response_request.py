@@ -34,6 +34,7 @@ def response_params(config: dict[str, Any], r: dict[str, Any]) -> ResponseParams
         speed=c.get("speed", 1.0),
         in_conversation=r.get("conversation", "auto") != "none",
         metadata=r.get("metadata"),
+        discover_tools="tools" in r,
     )
 
 
@@ -58,7 +59,9 @@ def validate_response(config: dict[str, Any], r: Any, api_version: str | None,
     mot = r.get("max_output_tokens", r.get("max_response_output_tokens"))
     if mot is not None:
         probe["max_response_output_tokens"] = mot
-    merge_update(config, probe, api_version, prefix="response")
+    checked, _ = merge_update(config, probe, api_version, prefix="response")
+    if "tools" in r:  # validated and completed (MCP defaults), as session tools are
+        r = {**r, "tools": list(checked["tools"])}
     if "voice" in r:  # the voice map decides, as for session.voice (strict: the known ones only)
         voices.check(r["voice"], param="response.voice")
     conv = r.get("conversation", "auto")
@@ -74,7 +77,7 @@ def validate_response(config: dict[str, Any], r: Any, api_version: str | None,
                                 "(keys <= 64 chars, values <= 512 chars)", param="response.metadata")
     if "input" in r and not isinstance(r["input"], list):
         raise ProtocolError("invalid_type", "'response.input' must be an array", param="response.input")
-    return r
+    return dict(r)
 
 
 def response_context(config: dict[str, Any], settings: Settings, voices: VoiceResolver,

@@ -29,6 +29,7 @@ from .handlers.input_audio import InputAudioEvents
 from .handlers.items import ItemEvents
 from .handlers.responses import ResponseEvents
 from .input_audio import InputAudio
+from .mcp_session import McpTools
 from .metrics import ERRORS_TOTAL
 from .ports import Channel, SessionTransport, channel_of
 from .response import ResponseRun
@@ -72,6 +73,7 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
         self.response: ResponseRun | None = None
         self._side_responses: set[ResponseRun] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.mcp = McpTools(self, settings.mcp)
         self.extra_handlers: dict[str, Handler] = {}
         self.closed = False
         self._last_activity = time.monotonic()
@@ -171,6 +173,10 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
             return
         await self.transport.send_event(wire, route or channel_of(ev))
 
+    @property
+    def item_done_events(self) -> bool:
+        return self.dialect.item_done_events
+
     def greeting(self) -> dict[str, Any]:
         """`session.created` in this session's dialect, for a socket that joins later (side-band)."""
         return self.dialect.outbound(self._stamped({"type": "session.created", "session": self.session_view()})) or {}
@@ -240,12 +246,14 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
                               or new["input_audio_sampling_rate"] != self.config["input_audio_sampling_rate"]):
             raise ProtocolError("invalid_value", "The input audio format cannot change while audio is "
                                 "buffered.", param="session.input_audio_format")
+        self.mcp.check(new["tools"], "session")
         old = self.config
         await self.apply_config(new)
         warnings += capability_warnings(new, old, self.engines.tts)
         for w in warnings:
             await self.warn(w)
         await self.emit({"type": "session.updated", "session": self.session_view()})
+        self.mcp.configure(new["tools"])  # in the background: the session goes on meanwhile
 
     async def apply_config(self, new: dict[str, Any]) -> None:
         if new["voice"] != self.config["voice"]:  # unknown voice (strict map), bad rate: nothing applied

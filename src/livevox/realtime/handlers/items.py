@@ -23,10 +23,15 @@ class ItemEvents(SessionParts):
         prev_id = event.get("previous_item_id")
         if prev_id is not None and not isinstance(prev_id, str):
             raise ProtocolError("invalid_type", "'previous_item_id' must be a string", param="previous_item_id")
+        approval = item["type"] == "mcp_approval_response"
+        if approval:
+            self.mcp.check_answer(item)
         entry = ConversationItem(item)
         prev = self.conversation.insert(entry, prev_id)
         await self.emit({"type": "conversation.item.created", "previous_item_id": prev, "item": item})
         await self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item})
+        if approval:
+            self.mcp.answer(item)  # approved: the call runs; denied: it fails (docs/protocol.md)
 
     async def _on_item_retrieve(self, event: dict[str, Any]) -> None:
         entry = self.conversation.get(event.get("item_id"))

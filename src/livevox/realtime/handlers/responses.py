@@ -64,6 +64,8 @@ class ResponseEvents(SessionParts):
 
     async def _on_response_create(self, event: dict[str, Any]) -> None:
         r = validate_response(self.config, event.get("response"), self.api_version, self.engines.voices)
+        if "tools" in r:
+            self.mcp.check(r["tools"], "response")
         params = response_params(self.config, r)
         if params.in_conversation and self.response is not None and self.response.active:
             raise ProtocolError("conversation_already_has_active_response",
