@@ -54,6 +54,7 @@ def _key(definition: dict[str, Any]) -> tuple[Any, ...]:
 class Discovery:
     key: tuple[Any, ...]
     endpoint: McpEndpoint
+    definition: dict[str, Any]  # as it was when listed: the item shows its allowed tools
     item: dict[str, Any]
     done: asyncio.Event = field(default_factory=asyncio.Event)
     tools: list[dict[str, Any]] | None = None  # set once listed
@@ -132,7 +133,7 @@ class McpTools:
                                dict(definition.get("headers") or {}), definition.get("authorization"))
         item = {"id": new_id("mcpl"), "object": "realtime.item", "type": "mcp_list_tools",
                 "server_label": definition["server_label"], "tools": []}
-        d = Discovery(key, endpoint, item)
+        d = Discovery(key, endpoint, definition, item)
         self._servers[definition["server_label"]] = d
         refused: ProtocolError | None = None
         try:
@@ -161,7 +162,7 @@ class McpTools:
                 except McpFailure as exc:
                     d.error = exc.error
                     log.info("MCP server %r: discovery failed: %s", d.endpoint.label, exc.error["message"])
-            d.item["tools"] = list(d.tools or [])
+            d.item["tools"] = [t for t in d.tools or [] if is_allowed(d.definition, t)]
             if d.error is not None:
                 d.item["error"] = d.error
             if ga:
