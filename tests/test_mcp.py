@@ -188,6 +188,8 @@ async def test_discovery_lists_allowed_tools_once_and_the_llm_sees_them(
     before = len(mcp_server.requests)
     session = await vl.update({"tools": [tool]})
     assert session["tools"][0]["require_approval"] == "always"  # the default
+    # Credentials are write-only: the session object never echoes them.
+    assert "authorization" not in session["tools"][0] and session["tools"][0]["headers"] == {"X-Tenant": "***"}
     item = await discovered(vl, "kitchen")
     tools = {t["name"]: t for t in item["tools"]}
     assert set(tools) == {"get_weather", "book_table", "broken", "slow_tool"}  # allowed_tools applied
@@ -287,9 +289,15 @@ async def test_discovery_failures_each_leave_the_session_working(
     ]
     t0 = time.monotonic()
     await vl.update({"tools": tools})
+    # Discovery runs in the background: a response meanwhile is not held up by the slow server.
+    await vl.send({"type": "response.create", "response": {"modalities": ["text"]}})
     events: list[dict[str, Any]] = []
-    while sum(e["type"] in ("mcp_list_tools.failed", "mcp_list_tools.completed") for e in events) < 4:
+    while sum(e["type"] in ("mcp_list_tools.failed", "mcp_list_tools.completed", "response.done")
+              for e in events) < 5:
         events.append(await vl.recv(LIST_TIMEOUT + 2.0))
+    answered = next(i for i, e in enumerate(events) if e["type"] == "response.done")
+    assert events[answered]["response"]["status"] == "completed"
+    assert answered < max(i for i, e in enumerate(events) if e["type"] == "mcp_list_tools.failed")
     failed = {e["item_id"] for e in events if e["type"] == "mcp_list_tools.failed"}
     items = {e["item"]["server_label"]: e["item"] for e in events
              if e["type"] == "conversation.item.created" and e["item"]["type"] == "mcp_list_tools"}

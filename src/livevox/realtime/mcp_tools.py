@@ -96,6 +96,17 @@ def validate_mcp_tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
     return out
 
 
+def public_view(tool: dict[str, Any]) -> dict[str, Any]:
+    """A tool as the session object shows it: MCP credentials are write-only (the token is left
+    out, header values are masked), so no echo of the session carries them."""
+    if tool.get("type") != "mcp":
+        return tool
+    view = {k: v for k, v in tool.items() if k != "authorization"}
+    if view.get("headers"):
+        view["headers"] = {name: "***" for name in view["headers"]}
+    return view
+
+
 def _approval(value: Any, param: str) -> Any:
     if value is None:
         return "always"  # Voice Live's documented default, and the safe one

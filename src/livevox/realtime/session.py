@@ -30,6 +30,7 @@ from .handlers.items import ItemEvents
 from .handlers.responses import ResponseEvents
 from .input_audio import InputAudio
 from .mcp_session import McpTools
+from .mcp_tools import public_view
 from .metrics import ERRORS_TOTAL
 from .ports import Channel, SessionTransport, channel_of
 from .response import ResponseRun
@@ -159,7 +160,8 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
         extra = {"id": self.id, "expires_at": int(self.created_at + self.limits.max_session_seconds)}
         if self.agent_name:
             extra["agent"] = {"type": "agent", "name": self.agent_name, "agent_id": self.agent_name}
-        return self.dialect.session_view(self.config, extra)
+        cfg = {**self.config, "tools": [public_view(t) for t in self.config["tools"]]}
+        return self.dialect.session_view(cfg, extra)
 
     def _stamped(self, event: dict[str, Any]) -> dict[str, Any]:
         return {"type": event["type"], "event_id": new_id("event"), **{k: v for k, v in event.items() if k != "type"}}
