@@ -370,6 +370,91 @@ async def test_response_level_mcp_tool_is_discovered_then_called(
     assert item["output"] == "Sunny and 21 degrees in Oslo"
 
 
+async def test_voice_live_approval_with_list_form_and_retrieve(vl: RealtimeClient, mcp_server: McpTestServer) -> None:
+    await vl.update({"tools": [kitchen(mcp_server, require_approval={"never": ["get_weather"],
+                                                                     "always": ["book_table"]})]})
+    await discovered(vl, "kitchen")
+    ScriptedLLM.tool_call = ScriptedToolCall("kitchen__book_table", {"restaurant": "Da Mario", "people": 4},
+                                             when="book")
+    before = len(mcp_server.bookings)
+    evs = await say(vl, "book a table please", {"modalities": ["text"]})
+    seq = types(evs)
+    assert "response.mcp_call.in_progress" not in seq
+    request = next(e["item"] for e in evs if e["type"] == "conversation.item.created"
+                   and e["item"]["type"] == "mcp_approval_request")
+    call = next(e["item"] for e in evs if e["type"] == "response.output_item.done" and e["item"]["type"] == "mcp_call")
+    assert call["approval_request_id"] == request["id"] and call["output"] is None
+    assert seq.index("response.mcp_call_arguments.done") < seq.index("response.done")
+    assert evs[-1]["response"]["status"] == "completed" and len(mcp_server.bookings) == before
+    await vl.send({"type": "conversation.item.create", "item": {
+        "type": "mcp_approval_response", "approval_request_id": request["id"], "approve": True}})
+    evs = await vl.until("response.mcp_call.completed")
+    assert types(evs)[-2:] == ["response.mcp_call.in_progress", "response.mcp_call.completed"]
+    assert evs[-1]["item_id"] == call["id"] and len(mcp_server.bookings) == before + 1
+    # Voice Live has no conversation.item.done: the output is read back with retrieve.
+    await vl.send({"type": "conversation.item.retrieve", "item_id": call["id"]})
+    got = (await vl.until("conversation.item.retrieved"))[-1]["item"]
+    assert got["output"] == "Booked Da Mario for 4"
+    # A second answer to the same request: nothing is pending any more.
+    await vl.send({"type": "conversation.item.create", "item": {
+        "type": "mcp_approval_response", "approval_request_id": request["id"], "approve": True}})
+    assert (await vl.error())["param"] == "item.approval_request_id"
+    assert len(mcp_server.bookings) == before + 1
+    await text_answer_works(vl)
+
+
+async def test_tool_choice_mcp_and_cancel_during_a_call(vl: RealtimeClient, mcp_server: McpTestServer) -> None:
+    await vl.update({"tools": [kitchen(mcp_server, require_approval="never")]})
+    await discovered(vl, "kitchen")
+    evs = await say(vl, "hello", {"modalities": ["text"],
+                                  "tool_choice": {"type": "mcp", "server_label": "kitchen", "name": "get_weather"}})
+    assert evs[-1]["response"]["status"] == "completed"
+    request = ScriptedLLM.calls[-1]
+    assert [t["function"]["name"] for t in request.tools] == ["kitchen__get_weather"]
+    assert request.tool_choice == {"type": "function", "function": {"name": "kitchen__get_weather"}}
+    # response.cancel while the tool runs: the call is cut, the item says so, the session goes on.
+    ScriptedLLM.tool_call = ScriptedToolCall("kitchen__slow_tool", {}, when="slow")
+    await vl.send({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "slow please"}]}})
+    await vl.send({"type": "response.create", "response": {"modalities": ["text"]}})
+    await vl.until("response.mcp_call.in_progress")
+    await vl.send({"type": "response.cancel"})
+    evs = await vl.until("response.done")
+    assert "response.mcp_call.failed" in types(evs)
+    item = next(e["item"] for e in evs if e["type"] == "response.output_item.done")
+    assert item["error"]["type"] == "tool_execution_error" and "cancelled" in item["error"]["message"]
+    assert evs[-1]["response"]["status"] == "cancelled"
+    await text_answer_works(vl)
+
+
+async def test_legacy_sse_transport(vl: RealtimeClient) -> None:
+    mcp = MCPServer("legacy")
+
+    @mcp.tool(description="Echo")
+    def echo(text: str) -> str:
+        return f"echo: {text}"
+
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(mcp.sse_app(host="127.0.0.1"), host="127.0.0.1", port=port,
+                                        log_level="warning", timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        while not srv.started:
+            await asyncio.sleep(0.02)
+        await vl.update({"tools": [{"type": "mcp", "server_label": "legacy", "require_approval": "never",
+                                    "server_url": f"http://127.0.0.1:{port}/sse"}]})
+        item = await discovered(vl, "legacy")
+        assert [t["name"] for t in item["tools"]] == ["echo"]
+        ScriptedLLM.tool_call = ScriptedToolCall("legacy__echo", {"text": "hi"}, when="echo")
+        evs = await say(vl, "echo this", {"modalities": ["text"]})
+        item = next(e["item"] for e in evs if e["type"] == "response.output_item.done")
+        assert item["output"] == "echo: hi"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
 # ------------------------------------------------------------------ OpenAI GA (the openai SDK)
 
 
