@@ -437,11 +437,15 @@ async def test_legacy_sse_transport(vl: RealtimeClient) -> None:
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(mcp.sse_app(host="127.0.0.1"), host="127.0.0.1", port=port,
                                         log_level="warning", timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=srv.run, daemon=True)
+    started = threading.Event()
+    thread = threading.Thread(target=lambda: (srv.run(), started.set()), daemon=True)
     thread.start()
     try:
-        while not srv.started:
-            await asyncio.sleep(0.02)
+        deadline = time.monotonic() + 30
+        while not srv.started and not started.is_set():  # started: run() returned (a failure)
+            assert time.monotonic() < deadline, "the SSE server did not start"
+            await asyncio.to_thread(started.wait, 0.05)
+        assert srv.started
         await vl.update({"tools": [{"type": "mcp", "server_label": "legacy", "require_approval": "never",
                                     "server_url": f"http://127.0.0.1:{port}/sse"}]})
         item = await discovered(vl, "legacy")
