@@ -23,6 +23,7 @@ from openai.types.realtime import (
     ConversationItemAdded,
     ConversationItemDone,
     McpListToolsCompleted,
+    McpListToolsFailed,
     McpListToolsInProgress,
     RealtimeMcpApprovalRequest,
     RealtimeMcpApprovalResponse,
@@ -594,6 +595,47 @@ async def test_openai_sdk_read_only_tool_runs_without_approval(server: ServerThr
         await next_of(events, ConversationItemDone)
         done = await next_of(events, ResponseDoneEvent)
         assert isinstance(done.response.output[0], RealtimeMcpToolCall)
+
+
+async def test_openai_sdk_failed_discovery_and_failed_call(server: ServerThread, mcp_server: McpTestServer) -> None:
+    client = AsyncOpenAI(api_key="k", base_url=server.http + "/v1", websocket_base_url=server.ws + "/v1")
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        events = aiter(conn)
+        assert (await asyncio.wait_for(events.__anext__(), 10)).type == "session.created"
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "tools": [
+            {"type": "mcp", "server_label": "down", "server_url": f"http://127.0.0.1:{free_port()}/mcp"}]})
+        await next_of(events, SessionUpdatedEvent)
+        added = await next_of(events, ConversationItemAdded)
+        await next_of(events, McpListToolsInProgress)
+        done = await next_of(events, ConversationItemDone)
+        assert isinstance(done.item, RealtimeMcpListTools) and done.item.tools == []
+        assert done.item.to_dict()["error"]["code"] == 502  # the reason, beside the SDK's fields
+        assert (await next_of(events, McpListToolsFailed)).item_id == added.item.id
+        # Another server, whose tool fails: the SDK's typed error.
+        ScriptedLLM.tool_call = ScriptedToolCall("kitchen__broken", {"reason": "sdk"}, when="broken")
+        await conn.session.update(session={"type": "realtime", "tools": [
+            {"type": "mcp", "server_label": "kitchen", "server_url": mcp_server.url(), "require_approval": "never"}]})
+        await next_of(events, SessionUpdatedEvent)
+        for cls in (ConversationItemAdded, McpListToolsInProgress, ConversationItemDone, McpListToolsCompleted):
+            await next_of(events, cls)
+        await conn.conversation.item.create(item={"type": "message", "role": "user",
+                                                  "content": [{"type": "input_text", "text": "use broken"}]})
+        await conn.response.create()
+        await next_of(events, ResponseCreatedEvent)
+        await next_of(events, ResponseOutputItemAddedEvent)
+        await next_of(events, ConversationItemAdded)
+        for _ in range(3):
+            await next_of(events, ResponseMcpCallArgumentsDelta)
+        await next_of(events, ResponseMcpCallArgumentsDone)
+        await next_of(events, ResponseMcpCallInProgress)
+        await next_of(events, ResponseMcpCallFailed)
+        item = (await next_of(events, ResponseOutputItemDoneEvent)).item
+        assert isinstance(item, RealtimeMcpToolCall) and isinstance(item.error, RealtimeMcpToolExecutionError)
+        await next_of(events, ConversationItemDone)
+        await next_of(events, ResponseDoneEvent)
+        await conn.response.create()
+        await next_of(events, ResponseCreatedEvent)
+        assert (await next_of(events, ResponseDoneEvent)).response.status == "completed"
 
 
 # ------------------------------------------------------------------ units
