@@ -53,7 +53,7 @@ from wsclient import RealtimeClient, types
 
 pytestmark = pytest.mark.usefixtures("fresh_scripts")
 
-LIST_TIMEOUT, CALL_TIMEOUT, MAX_OUTPUT = 1.5, 1.5, 4096
+LIST_TIMEOUT, CALL_TIMEOUT, MAX_OUTPUT, APPROVAL_TIMEOUT = 1.5, 1.5, 4096, 4.0
 
 
 # ------------------------------------------------------------------ the MCP server under test
@@ -137,7 +137,8 @@ def server() -> Iterator[ServerThread]:
     srv = ServerThread(scripted_settings(mcp={"list_timeout_seconds": LIST_TIMEOUT,
                                               "call_timeout_seconds": CALL_TIMEOUT,
                                               "max_output_bytes": MAX_OUTPUT,
-                                              "max_servers_per_session": 4})).start()
+                                              "max_servers_per_session": 4,
+                                              "approval_timeout_seconds": APPROVAL_TIMEOUT})).start()
     yield srv
     srv.stop()
 
@@ -400,6 +401,18 @@ async def test_voice_live_approval_with_list_form_and_retrieve(vl: RealtimeClien
     await vl.send({"type": "conversation.item.create", "item": {
         "type": "mcp_approval_response", "approval_request_id": request["id"], "approve": True}})
     assert (await vl.error())["param"] == "item.approval_request_id"
+    assert len(mcp_server.bookings) == before + 1
+    await text_answer_works(vl)
+    # A request nobody answers fails after mcp.approval_timeout_seconds, without running.
+    evs = await say(vl, "book again", {"modalities": ["text"]})
+    call = next(e["item"] for e in evs if e["type"] == "response.output_item.done" and e["item"]["type"] == "mcp_call")
+    t0 = time.monotonic()
+    evs = await vl.until("response.mcp_call.failed", timeout=APPROVAL_TIMEOUT + 5)
+    assert APPROVAL_TIMEOUT - 0.5 <= time.monotonic() - t0 <= APPROVAL_TIMEOUT + 3
+    assert evs[-1]["item_id"] == call["id"] and "response.mcp_call.in_progress" not in types(evs)
+    await vl.send({"type": "conversation.item.retrieve", "item_id": call["id"]})
+    got = (await vl.until("conversation.item.retrieved"))[-1]["item"]
+    assert "mcp.approval_timeout_seconds" in got["error"]["message"]
     assert len(mcp_server.bookings) == before + 1
     await text_answer_works(vl)
 

@@ -203,6 +203,8 @@ class McpSettings(BaseModel):
     max_reply_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     #: Tool calls one session may make.
     max_calls_per_session: int = Field(256, ge=0)
+    #: An approval request not answered within this many seconds fails the call (it never runs).
+    approval_timeout_seconds: float = Field(60.0, gt=0)
 
     @field_validator("allowed_hosts")
     @classmethod

@@ -85,6 +85,7 @@ class _Pending:
     entry: ConversationItem  # the mcp_call item
     output_index: int
     binding: McpBinding
+    timer: asyncio.Task[Any] | None = None
 
 
 def is_mcp(tool: dict[str, Any]) -> bool:
@@ -258,7 +259,17 @@ class McpTools:
 
     def hold(self, request_id: str, entry: ConversationItem, output_index: int, binding: McpBinding) -> None:
         """The call waits for the client's `mcp_approval_response`."""
-        self._pending[request_id] = _Pending(entry, output_index, binding)
+        pending = _Pending(entry, output_index, binding)
+        self._pending[request_id] = pending
+        pending.timer = self.host._spawn(self._expire(request_id))
+
+    async def _expire(self, request_id: str) -> None:
+        seconds = self.settings.approval_timeout_seconds
+        await asyncio.sleep(seconds)
+        pending = self._pending.pop(request_id, None)
+        if pending is not None:
+            await self._fail_unrun(pending, f"The approval request was not answered within {seconds:g} s "
+                                   "(mcp.approval_timeout_seconds).")
 
     def check_answer(self, item: dict[str, Any]) -> None:
         if item["approval_request_id"] not in self._pending:
@@ -268,16 +279,22 @@ class McpTools:
     def answer(self, item: dict[str, Any]) -> None:
         """Approved: the call runs (in the background); denied: it fails without running."""
         pending = self._pending.pop(item["approval_request_id"])
+        if pending.timer is not None:
+            pending.timer.cancel()
         self.host._spawn(self._answered(pending, bool(item["approve"]), item.get("reason")))
 
     async def _answered(self, pending: _Pending, approve: bool, reason: str | None) -> None:
+        if not approve:
+            await self._fail_unrun(pending, "The client did not approve the call" + (f": {reason}" if reason else "."))
+            return
+        await self.run(pending.entry, pending.output_index, pending.binding)
+        await self.host.emit({"type": "conversation.item.done", "item": dict(pending.entry.item)}, CONTROL)
+
+    async def _fail_unrun(self, pending: _Pending, message: str) -> None:
+        """Denied or never answered: `.failed` without `.in_progress`; nothing reached the server."""
         item = pending.entry.item
-        if approve:
-            await self.run(pending.entry, pending.output_index, pending.binding)
-        else:
-            item["error"] = {"type": "tool_execution_error", "message": "The client did not approve the call"
-                             + (f": {reason}" if reason else ".")}
-            self.host.conversation.touch()
-            await self.host.emit({"type": "response.mcp_call.failed", "item_id": item["id"],
-                                  "output_index": pending.output_index}, CONTROL)
+        item["error"] = {"type": "tool_execution_error", "message": message}
+        self.host.conversation.touch()
+        await self.host.emit({"type": "response.mcp_call.failed", "item_id": item["id"],
+                              "output_index": pending.output_index}, CONTROL)
         await self.host.emit({"type": "conversation.item.done", "item": dict(item)}, CONTROL)
