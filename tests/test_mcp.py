@@ -473,6 +473,79 @@ async def test_legacy_sse_transport(vl: RealtimeClient) -> None:
         thread.join(timeout=10)
 
 
+async def test_voicelive_sdk_parses_discovery_call_and_approval(server: ServerThread,
+                                                                  mcp_server: McpTestServer) -> None:
+    """The unmodified azure-ai-voicelive SDK: its own MCP classes for every event and item."""
+    from azure.ai.voicelive.aio import connect
+    from azure.ai.voicelive.models import (
+        InputTextContentPart,
+        MCPApprovalResponseRequestItem,
+        MCPServer,
+        Modality,
+        RequestSession,
+        ResponseMCPApprovalRequestItem,
+        ResponseMCPCallItem,
+        ResponseMCPListToolItem,
+        ServerEventConversationItemCreated,
+        ServerEventMcpListToolsCompleted,
+        ServerEventMcpListToolsInProgress,
+        ServerEventResponseCreated,
+        ServerEventResponseDone,
+        ServerEventResponseMcpCallArgumentsDelta,
+        ServerEventResponseMcpCallArgumentsDone,
+        ServerEventResponseMcpCallCompleted,
+        ServerEventResponseMcpCallInProgress,
+        ServerEventResponseOutputItemAdded,
+        ServerEventResponseOutputItemDone,
+        ServerEventSessionUpdated,
+        UserMessageItem,
+    )
+    from azure.core.credentials import AzureKeyCredential
+
+    ScriptedLLM.tool_call = ScriptedToolCall("kitchen__book_table", {"restaurant": "Sdk", "people": 3}, when="book")
+
+    async with connect(endpoint=server.http, credential=AzureKeyCredential("k"), model="gpt-realtime") as conn:
+        events = aiter(conn)
+
+        async def expect(cls: type) -> Any:
+            while True:
+                ev = await asyncio.wait_for(events.__anext__(), 10)
+                if ev.type.startswith(("response.text", "response.content_part", "session.created")) or (
+                        getattr(ev, "item", None) is not None and ev.item.type == "message"):
+                    continue
+                assert isinstance(ev, cls), (cls, ev)
+                return ev
+
+        await conn.session.update(session=RequestSession(modalities=[Modality.TEXT], tools=[MCPServer(
+            server_label="kitchen", server_url=mcp_server.url(), require_approval={"always": ["book_table"]})]))
+        await expect(ServerEventSessionUpdated)
+        await expect(ServerEventMcpListToolsInProgress)
+        listed = await expect(ServerEventConversationItemCreated)
+        assert isinstance(listed.item, ResponseMCPListToolItem) and "book_table" in {t.name for t in listed.item.tools}
+        await expect(ServerEventMcpListToolsCompleted)
+        await conn.conversation.item.create(item=UserMessageItem(content=[InputTextContentPart(text="book it")]))
+        await conn.response.create()
+        await expect(ServerEventResponseCreated)
+        call = (await expect(ServerEventResponseOutputItemAdded)).item
+        assert isinstance(call, ResponseMCPCallItem)
+        await expect(ServerEventConversationItemCreated)
+        for _ in range(3):
+            await expect(ServerEventResponseMcpCallArgumentsDelta)
+        await expect(ServerEventResponseMcpCallArgumentsDone)
+        request = (await expect(ServerEventResponseOutputItemAdded)).item
+        assert isinstance(request, ResponseMCPApprovalRequestItem)
+        await expect(ServerEventConversationItemCreated)
+        await expect(ServerEventResponseOutputItemDone)
+        await expect(ServerEventResponseOutputItemDone)
+        await expect(ServerEventResponseDone)
+        await conn.conversation.item.create(item=MCPApprovalResponseRequestItem(
+            approval_request_id=request.id, approve=True))
+        await expect(ServerEventConversationItemCreated)
+        assert (await expect(ServerEventResponseMcpCallInProgress)).item_id == call.id
+        await expect(ServerEventResponseMcpCallCompleted)
+    assert "Sdk" in mcp_server.bookings
+
+
 # ------------------------------------------------------------------ OpenAI GA (the openai SDK)
 
 
