@@ -108,11 +108,11 @@ async def test_agent_name_reported_and_unsupported(server: ServerThread) -> None
     await c.close()
 
 
-async def test_avatar_and_mcp_unsupported(client: RealtimeClient) -> None:
+async def test_avatar_and_hosted_tools_unsupported(client: RealtimeClient) -> None:
     await client.send({"type": "session.update", "session": {"avatar": {"character": "lisa"}}})
     assert (await client.error())["code"] == "unsupported_feature"
     await client.send({"type": "session.update", "session": {"tools": [
-        {"type": "mcp", "server_label": "x", "server_url": "http://127.0.0.1:1"}]}})
+        {"type": "file_search", "vector_store_ids": ["vs_1"]}]}})
     err = await client.error()
     assert err["code"] == "unsupported_feature" and err["param"] == "session.tools[0].type"
     await client.send({"type": "session.avatar.connect", "client_sdp": "eA=="})

@@ -180,6 +180,51 @@ class Limits(BaseModel):
     max_session_seconds: float = Field(3600.0, gt=0)
 
 
+class McpSettings(BaseModel):
+    """Outbound MCP connections (`tools: [{type: "mcp", server_url}]` in a session): a client-supplied
+    URL makes this server send requests, so they go only to the hosts listed here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Hosts MCP servers may be on: names (`mcp.internal`), `*.suffix` wildcards, IP addresses or
+    #: networks (`10.0.0.0/8`), matched against the URL's host literally (no DNS lookup). The
+    #: default is loopback only; any other host is refused before a connection is made.
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1", "localhost"])
+    #: MCP servers (distinct `server_label`s) in one tools list.
+    max_servers_per_session: int = Field(8, ge=0)
+    #: Tools one server may list; a longer listing fails discovery.
+    max_tools_per_server: int = Field(128, ge=1)
+    #: Deadline for a server's discovery (connect, handshake, every `tools/list` page), seconds.
+    list_timeout_seconds: float = Field(30.0, gt=0)
+    #: Deadline for one `tools/call` (connect, handshake, the call), seconds.
+    call_timeout_seconds: float = Field(30.0, gt=0)
+    #: A tool's output as given to the client and the LLM is cut to this many UTF-8 bytes; it must
+    #: fit in a server event (`limits.max_outgoing_frame_bytes`).
+    max_output_bytes: int = Field(64 * 1024, ge=256, le=200 * 1024)
+    #: Largest single reply (SSE event) read from an MCP server, bytes.
+    max_reply_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    #: Tool calls one session may make.
+    max_calls_per_session: int = Field(256, ge=0)
+    #: An approval request not answered within this many seconds fails the call (it never runs).
+    approval_timeout_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            if not entry or (any(c in entry for c in " /:@") and not _is_network(entry)):
+                raise ValueError(f"{entry!r} is neither a host name, a *.suffix, an IP address nor a network")
+        return v
+
+
+def _is_network(entry: str) -> bool:
+    try:
+        ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 class IceServer(BaseModel):
     """One STUN or TURN server, in the browser's `RTCIceServer` shape."""
 
@@ -273,6 +318,7 @@ class Settings(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     webrtc: WebRTCSettings = Field(default_factory=WebRTCSettings)
     startup: StartupSettings = Field(default_factory=StartupSettings)
+    mcp: McpSettings = Field(default_factory=McpSettings)
 
     @field_validator("api_keys", mode="before")
     @classmethod

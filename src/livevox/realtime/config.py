@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..core.errors import ProtocolError, unsupported
 from . import interim, transcription_options, truncation
+from .mcp_tools import validate_mcp_tool
 
 InputFormat = Literal["pcm16", "g711_ulaw", "g711_alaw"]
 #: Output format name -> (codec, rate). Hyphenated names are what older SDKs sent.
@@ -94,7 +95,8 @@ class SessionModel(BaseModel):
     input_audio_transcription: Transcription | None = None
     input_audio_noise_reduction: TypedObject | None = None
     input_audio_echo_cancellation: TypedObject | None = None
-    tools: list[FunctionTool] = []
+    #: Function tools (checked as `FunctionTool`) and MCP tools (`mcp_tools.validate_mcp_tool`), by `merge_update`.
+    tools: list[dict[str, Any]] = []
     tool_choice: str | dict[str, Any] = "auto"
     parallel_tool_calls: bool = True
     temperature: float = Field(0.8, ge=0.0, le=2.0)
@@ -210,6 +212,20 @@ def validation_error(exc: ValidationError, prefix: str = "session") -> ProtocolE
     return ProtocolError("invalid_value", f"Invalid value for '{param}': {msg}", param=param)
 
 
+def _tool(tool: Any, param: str) -> dict[str, Any]:
+    if not isinstance(tool, dict):
+        raise ProtocolError("invalid_type", f"'{param}' must be an object", param=param)
+    kind = tool.get("type", "function")
+    if kind == "mcp":
+        return validate_mcp_tool(tool, param)
+    if kind != "function":
+        raise unsupported(f"Tools of type {kind!r} (hosted tools)", f"{param}.type")
+    try:
+        return FunctionTool.model_validate(tool).model_dump(mode="json")
+    except ValidationError as exc:
+        raise validation_error(exc, param) from None
+
+
 def merge_update(
     current: dict[str, Any], update: Any, api_version: str | None, prefix: str = "session"
 ) -> tuple[dict[str, Any], list[str]]:
@@ -248,10 +264,7 @@ def merge_update(
             update["input_audio_transcription"], f"{prefix}.input_audio_transcription")
     tools = update.get("tools")
     if isinstance(tools, list):
-        for i, tool in enumerate(tools):
-            if isinstance(tool, dict) and tool.get("type", "function") != "function":
-                raise unsupported(f"Tools of type {tool.get('type')!r} (MCP and hosted tools)",
-                                  f"{prefix}.tools[{i}].type")
+        merged["tools"] = [_tool(tool, f"{prefix}.tools[{i}]") for i, tool in enumerate(tools)]
     try:
         validated = SessionModel.model_validate(merged)
     except ValidationError as exc:

@@ -13,9 +13,12 @@ import numpy.typing as npt
 from ..core.audio import ITEM_RATE
 from ..core.errors import ProtocolError
 from ..core.ids import new_id
+from .mcp_tools import function_name
 from .truncation import State as TruncationState
 
-_ITEM_TYPES = ("message", "function_call", "function_call_output")
+_ITEM_TYPES = ("message", "function_call", "function_call_output", "mcp_approval_response")
+#: MCP items only the server creates (discovery, calls, approval requests).
+_SERVER_ITEMS = ("mcp_call", "mcp_list_tools", "mcp_approval_request")
 _ROLES = ("user", "assistant", "system")
 
 
@@ -93,8 +96,9 @@ def normalize_client_item(item: Any) -> dict[str, Any]:
         raise ProtocolError("invalid_type", "'item' must be an object", param="item")
     kind = item.get("type", "message")
     if kind not in _ITEM_TYPES:
-        if kind in ("mcp_approval_response", "mcp_call", "mcp_list_tools"):
-            raise ProtocolError("unsupported_feature", f"Items of type {kind!r} (MCP) are not supported.",
+        if kind in _SERVER_ITEMS:
+            raise ProtocolError("invalid_value", f"Items of type {kind!r} are created by the server (MCP); a "
+                                "client answers an approval request with an 'mcp_approval_response' item.",
                                 param="item.type")
         raise ProtocolError("invalid_value", f"Invalid item type {kind!r}", param="item.type")
     item_id = item.get("id") or new_id("item")
@@ -144,6 +148,16 @@ def normalize_client_item(item: Any) -> dict[str, Any]:
         if not isinstance(args, str):
             raise ProtocolError("invalid_type", "'item.arguments' must be a string", param="item.arguments")
         out.update(call_id=item["call_id"], name=item["name"], arguments=args, status="completed")
+    elif kind == "mcp_approval_response":
+        if not isinstance(item.get("approval_request_id"), str):
+            raise ProtocolError("invalid_type", "'item.approval_request_id' must be a string",
+                                param="item.approval_request_id")
+        if not isinstance(item.get("approve"), bool):
+            raise ProtocolError("invalid_type", "'item.approve' must be a boolean", param="item.approve")
+        reason = item.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise ProtocolError("invalid_type", "'item.reason' must be a string", param="item.reason")
+        out.update(approval_request_id=item["approval_request_id"], approve=item["approve"], reason=reason)
     else:
         if not isinstance(item.get("call_id"), str):
             raise ProtocolError("invalid_type", "'item.call_id' must be a string", param="item.call_id")
@@ -178,8 +192,20 @@ async def to_messages(entries: list[ConversationItem], instructions: str) -> lis
                 msgs[-1]["tool_calls"].append(call)
             else:
                 msgs.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        else:
+        elif it["type"] == "function_call_output":
             msgs.append({"role": "tool", "tool_call_id": it["call_id"], "content": it["output"]})
+        elif it["type"] == "mcp_call" and (it.get("output") is not None or it.get("error") is not None):
+            # A finished MCP call: the call and its result, so the next answer can speak it. Calls
+            # waiting for approval (or cut off) are left out: each call needs its result.
+            call = {"id": it["id"], "type": "function",
+                    "function": {"name": function_name(it["server_label"], it["name"], set()),
+                                 "arguments": it.get("arguments") or "{}"}}
+            if msgs and msgs[-1]["role"] == "assistant" and "tool_calls" in msgs[-1]:
+                msgs[-1]["tool_calls"].append(call)
+            else:
+                msgs.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            result = it["output"] if it.get("output") is not None else f"error: {it['error'].get('message', '')}"
+            msgs.append({"role": "tool", "tool_call_id": it["id"], "content": result})
     return msgs
 
 

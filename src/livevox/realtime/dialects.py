@@ -23,6 +23,8 @@ class Dialect:
     #: Input transcription events are sent even when the session set no `input_audio_transcription`
     #: (Voice Live transcribes every turn; OpenAI only when asked).
     transcribes_by_default = True
+    #: The dialect has `conversation.item.done` (an item's final state after its creation).
+    item_done_events = False
 
     def inbound(self, event: dict[str, Any]) -> dict[str, Any]:
         return event
@@ -93,6 +95,7 @@ _GA_SESSION_KEYS = {
 class OpenAIGADialect(Dialect):
     name = "openai-ga"
     transcribes_by_default = False
+    item_done_events = True
 
     def session_in(self, s: Any, prefix: str = "session") -> dict[str, Any]:
         """GA session object -> canonical session update."""

@@ -22,8 +22,10 @@ class Channel(enum.Enum):
     EVENTS = "events"  # VAD, transcripts, response lifecycle: the data channel
 
 
-_CONTROL_PREFIXES = ("session.", "error", "warning", "rtc.", "response.function_call_arguments")
-_TOOL_ITEMS = ("function_call", "function_call_output")
+_CONTROL_PREFIXES = ("session.", "error", "warning", "rtc.", "response.function_call_arguments",
+                     "response.mcp_call", "mcp_list_tools.")
+_TOOL_ITEMS = ("function_call", "function_call_output", "mcp_list_tools", "mcp_call", "mcp_approval_request",
+               "mcp_approval_response")
 
 
 def channel_of(event: dict[str, Any]) -> Channel:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,12 +42,14 @@ from .config import OUTPUT_FORMATS
 from .conversation import ConversationItem
 from .interim_speech import InterimSpeaker
 from .llm_request import llm_events
+from .mcp_session import McpBinding
 from .metrics import RESPONSES_TOTAL, TurnTimings
 from .ports import Channel
 from .response_params import ResponseContext, ResponseParams
 
 if TYPE_CHECKING:
     from .conversation import Conversation
+    from .mcp_session import McpTools
     from .ports import SessionTransport
 
 log = logging.getLogger("livevox.response")
@@ -61,6 +64,7 @@ class ResponseHost(Protocol):
     conversation: Conversation
     engines: EngineSet
     transport: SessionTransport
+    mcp: McpTools
 
     async def emit(self, event: dict[str, Any], route: Channel | None = None) -> None: ...
 
@@ -105,6 +109,10 @@ class ResponseRun:
         self._msg_index = -1
         self._text = ""  # transcript (audio) or text sent so far
         self._calls: dict[int, tuple[ConversationItem, int]] = {}
+        #: MCP tool calls by LLM call index: the mcp_call item, its output index, its tool.
+        self._mcp_calls: dict[int, tuple[ConversationItem, int, McpBinding]] = {}
+        self._mcp: dict[str, McpBinding] = {}  # function name the LLM sees -> MCP tool
+        self._llm_params = params
         self._audio_ms = 0.0
         self._first_audio_sent = False
         codec, rate = OUTPUT_FORMATS[params.output_audio_format]
@@ -329,13 +337,18 @@ class ResponseRun:
         # close would leave the inner one (and its HTTP stream) open.
         state = (self.host.conversation.truncation if self.params.in_conversation
                  else truncation.State())
-        return llm_events(self.params, self.context, self.host.engines.llm, messages, state, self.host.id, self.id)
+        return llm_events(self._llm_params, self.context, self.host.engines.llm, messages, state, self.host.id, self.id)
 
     async def _run(self) -> None:
         p = self.params
         messages = await self._messages()
         self.llm_messages = messages
         self.timings.mark("transcript_final")
+        if any(t.get("type") == "mcp" for t in p.tools):
+            # A speculative (gated) run never starts a discovery: it uses what is already listed.
+            plan = await self.host.mcp.plan(p.tools, p.tool_choice, wait=p.discover_tools and not self._gated)
+            self._mcp = plan.bindings
+            self._llm_params = dataclasses.replace(p, tools=plan.functions, tool_choice=plan.tool_choice)
         audio = "audio" in p.modalities
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
         tts_task = asyncio.create_task(self._speak(clauses)) if audio else None
@@ -390,6 +403,35 @@ class ResponseRun:
             if finish.reason == "length":
                 self.status = "incomplete"
                 self.status_details = {"type": "incomplete", "reason": "max_output_tokens"}
+        if self.status == "in_progress":  # arguments cut by max_output_tokens are not run
+            for entry, index, binding in self._mcp_calls.values():
+                await self._run_mcp(entry, index, binding)
+
+    async def _run_mcp(self, entry: ConversationItem, index: int, binding: McpBinding) -> None:
+        """One MCP call the LLM made: run now, or wait for the client's approval. Either way this
+        response then ends; the client asks for the spoken answer (docs/protocol.md)."""
+        await self._gate_opened.wait()  # a speculative response must not have side effects
+        if self._silent:
+            return
+        item = entry.item
+        await self._event({"type": "response.mcp_call_arguments.done", "response_id": self.id,
+                           "item_id": item["id"], "output_index": index, "arguments": item["arguments"]},
+                          Channel.CONTROL)
+        if not binding.approval:
+            await self.host.mcp.run(entry, index, binding)
+            return
+        request = {"id": new_id("mcpr"), "object": "realtime.item", "type": "mcp_approval_request",
+                   "server_label": item["server_label"], "name": item["name"], "arguments": item["arguments"]}
+        item["approval_request_id"] = request["id"]
+        req_entry = ConversationItem(request)
+        req_index = len(self.output)
+        self.output.append(request)
+        await self._item_added(req_entry, req_index)
+        await self._event({"type": "response.output_item.done", "response_id": self.id,
+                           "output_index": req_index, "item": dict(request)}, Channel.CONTROL)
+        if self.params.in_conversation:
+            await self._event({"type": "conversation.item.done", "item": dict(request)}, Channel.CONTROL)
+        self.host.mcp.hold(request["id"], entry, index, binding)
 
     async def _ensure_message(self, audio: bool) -> None:
         if self._msg is not None:
@@ -430,6 +472,9 @@ class ResponseRun:
         })
 
     async def _tool_delta(self, ev: ToolCallDelta) -> None:
+        if ev.index in self._mcp_calls or (ev.index not in self._calls and ev.name in self._mcp):
+            await self._mcp_delta(ev)
+            return
         if ev.index not in self._calls:
             item = {
                 "id": new_id("item"), "object": "realtime.item", "type": "function_call",
@@ -450,6 +495,23 @@ class ResponseRun:
                 "item_id": entry.id, "output_index": index, "call_id": entry.item["call_id"],
                 "delta": ev.arguments,
             }, Channel.CONTROL)
+
+    async def _mcp_delta(self, ev: ToolCallDelta) -> None:
+        if ev.index not in self._mcp_calls:
+            binding = self._mcp[str(ev.name)]
+            item = {"id": new_id("mcp"), "object": "realtime.item", "type": "mcp_call",
+                    "server_label": binding.definition["server_label"], "name": binding.tool, "arguments": "",
+                    "approval_request_id": None, "output": None, "error": None}
+            entry = ConversationItem(item)
+            self._mcp_calls[ev.index] = (entry, len(self.output), binding)
+            self.output.append(item)
+            await self._item_added(entry, len(self.output) - 1)
+        entry, index, _ = self._mcp_calls[ev.index]
+        if ev.arguments:
+            entry.item["arguments"] += ev.arguments
+            await self._event({"type": "response.mcp_call_arguments.delta", "response_id": self.id,
+                               "item_id": entry.id, "output_index": index, "delta": ev.arguments},
+                              Channel.CONTROL)
 
     async def _speak(self, clauses: asyncio.Queue[str | None]) -> None:
 
@@ -609,6 +671,12 @@ class ResponseRun:
                                      "output_index": idx, "item": dict(item)}, Channel.CONTROL)
             if self.params.in_conversation:
                 await self.host.emit({"type": "conversation.item.done", "item": dict(item)}, Channel.CONTROL)
+        for entry, idx, _ in self._mcp_calls.values():
+            self.output[idx] = entry.item
+            await self.host.emit({"type": "response.output_item.done", "response_id": self.id,
+                                  "output_index": idx, "item": dict(entry.item)}, Channel.CONTROL)
+            if self.params.in_conversation:
+                await self.host.emit({"type": "conversation.item.done", "item": dict(entry.item)}, Channel.CONTROL)
         filler = self._interim.entry if self._interim is not None else None
         if self._msg is None and filler is not None and filler.audio and not self.host.transport.audio_in_events:
             await self.host.transport.end_audio(self.id, filler.id)  # the filler was the response's audio

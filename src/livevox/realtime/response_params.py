@@ -27,6 +27,8 @@ class ResponseParams:
     interim: dict[str, Any] | None = None
     #: `response.animation`, when the response sets its own (else the session's)
     animation: dict[str, Any] | None = None
+    #: The response brought its own tools: its MCP servers are listed before the LLM starts.
+    discover_tools: bool = False
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ def response_params(config: dict[str, Any], r: dict[str, Any],
         parallel_tool_calls=r.get("parallel_tool_calls", c.get("parallel_tool_calls", True)),
         interim=r["interim_response"] if "interim_response" in r else c.get("interim_response"),
         animation=r["animation"] if "animation" in r else c.get("animation"),
+        discover_tools="tools" in r,
     )
 
 
@@ -90,7 +91,9 @@ def validate_response(config: dict[str, Any], raw: Any, api_version: str | None,
     mot = r.get("max_output_tokens", r.get("max_response_output_tokens"))
     if mot is not None:
         probe["max_response_output_tokens"] = mot
-    merge_update(config, probe, api_version, prefix="response")
+    checked, _ = merge_update(config, probe, api_version, prefix="response")
+    if "tools" in r:  # validated and completed (MCP defaults), as session tools are
+        r = {**r, "tools": list(checked["tools"])}
     if "voice" in r:  # the voice map decides, as for session.voice (strict: the known ones only)
         voices.check(r["voice"], param="response.voice")
     conv = r.get("conversation", "auto")

@@ -30,6 +30,8 @@ from .handlers.items import ItemEvents
 from .handlers.responses import ResponseEvents
 from .idle_timeout import RESTART_EVENTS, IdleTimeout
 from .input_audio import InputAudio
+from .mcp_session import McpTools
+from .mcp_tools import public_view
 from .metrics import ERRORS_TOTAL
 from .ports import Channel, SessionTransport, channel_of
 from .response import ResponseRun
@@ -73,6 +75,7 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
         self.response: ResponseRun | None = None
         self._side_responses: set[ResponseRun] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.mcp = McpTools(self, settings.mcp)
         self.extra_handlers: dict[str, Handler] = {}
         self.closed = False
         self._last_activity = time.monotonic()
@@ -160,7 +163,8 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
         extra = {"id": self.id, "expires_at": int(self.created_at + self.limits.max_session_seconds)}
         if self.agent_name:
             extra["agent"] = {"type": "agent", "name": self.agent_name, "agent_id": self.agent_name}
-        return self.dialect.session_view(self.config, extra)
+        cfg = {**self.config, "tools": [public_view(t) for t in self.config["tools"]]}
+        return self.dialect.session_view(cfg, extra)
 
     def _stamped(self, event: dict[str, Any]) -> dict[str, Any]:
         return {"type": event["type"], "event_id": new_id("event"), **{k: v for k, v in event.items() if k != "type"}}
@@ -173,6 +177,10 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
         if wire is None:
             return
         await self.transport.send_event(wire, route or channel_of(ev))
+
+    @property
+    def item_done_events(self) -> bool:
+        return self.dialect.item_done_events
 
     def greeting(self) -> dict[str, Any]:
         """`session.created` in this session's dialect, for a socket that joins later (side-band)."""
@@ -245,12 +253,14 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
                               or new["input_audio_sampling_rate"] != self.config["input_audio_sampling_rate"]):
             raise ProtocolError("invalid_value", "The input audio format cannot change while audio is "
                                 "buffered.", param="session.input_audio_format")
+        self.mcp.check(new["tools"], "session")
         old = self.config
         await self.apply_config(new)
         warnings += capability_warnings(new, old, self.engines.tts)
         for w in warnings:
             await self.warn(w)
         await self.emit({"type": "session.updated", "session": self.session_view()})
+        self.mcp.configure(new["tools"])  # in the background: the session goes on meanwhile
 
     async def apply_config(self, new: dict[str, Any]) -> None:
         if new["voice"] != self.config["voice"]:  # unknown voice (strict map), bad rate: nothing applied

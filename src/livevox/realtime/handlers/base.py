@@ -18,6 +18,7 @@ from ...engines.base import EngineSet
 from ..conversation import Conversation, ConversationItem
 from ..dialects import Dialect
 from ..input_audio import InputAudio
+from ..mcp_session import McpTools
 from ..metrics import TurnTimings
 from ..ports import Channel, SessionTransport
 from ..response import ResponseRun
@@ -39,6 +40,7 @@ class SessionParts:
     dialect: Dialect
     transport: SessionTransport
     conversation: Conversation
+    mcp: McpTools
     audio: InputAudio
     turns: TurnTaking
     response: ResponseRun | None

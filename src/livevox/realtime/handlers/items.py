@@ -27,9 +27,14 @@ class ItemEvents(SessionParts):
 
     async def _insert_item(self, item: dict[str, Any], prev_id: str | None = None) -> None:
         """A client's (normalized) item into the conversation, with its events."""
+        approval = item["type"] == "mcp_approval_response"
+        if approval:
+            self.mcp.check_answer(item)
         prev = self.conversation.insert(ConversationItem(item), prev_id)
         await self.emit({"type": "conversation.item.created", "previous_item_id": prev, "item": item})
         await self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item})
+        if approval:
+            self.mcp.answer(item)  # approved: the call runs; denied: it fails (docs/protocol.md)
 
     async def _on_item_retrieve(self, event: dict[str, Any]) -> None:
         entry = self.conversation.get(event.get("item_id"))

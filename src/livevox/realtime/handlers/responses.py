@@ -67,6 +67,8 @@ class ResponseEvents(SessionParts):
 
     async def _on_response_create(self, event: dict[str, Any]) -> None:
         r = validate_response(self.config, event.get("response"), self.api_version, self.engines.voices)
+        if "tools" in r:
+            self.mcp.check(r["tools"], "response")
         extra = event.get("additional_instructions")
         if extra is not None and (not isinstance(extra, str) or len(extra) > MAX_ADDITIONAL_INSTRUCTIONS):
             raise ProtocolError("invalid_value", "'additional_instructions' must be a string of at most "
