@@ -11,8 +11,16 @@ import pytest_asyncio
 
 from engine_standin import EngineStandIn
 from livevox.engines.scripted import reset_scripted
-from server_harness import ServerThread, embedded_settings
+from server_harness import ServerThread, embedded_settings, scripted_settings
 from session_harness import close_open_sessions
+
+
+@pytest.fixture(scope="module")
+def piper_server() -> Iterator[ServerThread]:
+    """Scripted stand-ins for every stage but TTS, which is the real Piper voice (word marks)."""
+    srv = ServerThread(scripted_settings(tts={"engine": "piper"})).start(timeout=300)
+    yield srv
+    srv.stop()
 
 
 @pytest_asyncio.fixture(autouse=True)

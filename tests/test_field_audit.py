@@ -154,13 +154,6 @@ async def test_tracing_is_accepted_with_a_warning(server: ServerThread, path: st
         await c.close()
 
 
-@pytest.fixture(scope="module")
-def piper_server() -> Iterator[ServerThread]:
-    srv = ServerThread(scripted_settings(tts={"engine": "piper"})).start(timeout=300)
-    yield srv
-    srv.stop()
-
-
 async def test_response_animation_asks_for_visemes(piper_server: ServerThread) -> None:
     c = await RealtimeClient.connect(piper_server.ws)
     try:

@@ -194,13 +194,6 @@ async def test_bad_interim_response_names_its_param(server: ServerThread, cfg: A
 # ------------------------------------------------------------------ a real voice: word boundaries
 
 
-@pytest.fixture(scope="module")
-def piper_server() -> Iterator[ServerThread]:
-    srv = ServerThread(scripted_settings(tts={"engine": "piper"})).start(timeout=300)
-    yield srv
-    srv.stop()
-
-
 async def test_filler_ends_at_a_word_boundary_when_the_answer_is_ready(piper_server: ServerThread) -> None:
     ScriptedLLM.reply = "Paris is the capital of France."
     ScriptedLLM.token_delay = 0.15  # the answer's first audio is ready ~1.2 s after the filler began
