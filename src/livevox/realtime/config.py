@@ -7,7 +7,7 @@ names the exact `param` at fault, and an invalid update leaves the config untouc
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -40,8 +40,18 @@ SEMANTIC_TYPES: tuple[str, ...] = get_args(TurnType)[1:]
 _Lenient = ConfigDict(extra="allow")
 
 
+class EndOfUtterance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: Literal["semantic_detection_v1", "semantic_detection_v1_en",
+                   "semantic_detection_v1_multilingual"] | None = None
+    threshold_level: Literal["low", "medium", "high", "default"] | None = None
+    timeout_ms: int | None = Field(None, ge=0, le=10000)
+
+
 class TurnDetection(BaseModel):
-    model_config = _Lenient
+    """Every field a turn detection may carry; anything else is an unknown_parameter."""
+
+    model_config = ConfigDict(extra="forbid")
     type: TurnType = "server_vad"
     threshold: float | None = Field(None, ge=0.0, le=1.0)
     prefix_padding_ms: int | None = Field(None, ge=0, le=10000)
@@ -55,6 +65,13 @@ class TurnDetection(BaseModel):
     #: OpenAI GA, server_vad only: after an answer has played and this much silence, the server
     #: commits the silence and answers (`input_audio_buffer.timeout_triggered`; idle_timeout.py).
     idle_timeout_ms: int | None = Field(None, gt=0, strict=True)
+    end_of_utterance_detection: EndOfUtterance | None = None
+    #: Voice Live semantic VAD: the languages to expect. The end-of-turn model (Smart Turn v3)
+    #: is multilingual, so it needs no selection; the codes are checked and echoed.
+    languages: list[Annotated[str, Field(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]] | None = Field(
+        None, max_length=10)
+    #: Voice Live: appended to an assistant transcript that an interruption cut (auto_truncate).
+    appended_text_after_truncation: str | None = Field(None, max_length=200)
 
 
 class Transcription(BaseModel):
@@ -208,6 +225,8 @@ def validation_error(exc: ValidationError, prefix: str = "session") -> ProtocolE
             param += f"[{p}]"
         elif not str(p).startswith(_BRANCH_LABELS):
             param += f".{p}"
+    if err["type"] == "extra_forbidden":
+        return ProtocolError("unknown_parameter", f"Unknown parameter: '{param}'.", param=param)
     msg = err["msg"].removeprefix("Value error, ")
     return ProtocolError("invalid_value", f"Invalid value for '{param}': {msg}", param=param)
 
@@ -288,6 +307,9 @@ def merge_update(
         if "turn_detection" in update and isinstance(update["turn_detection"], dict):
             # Nested objects are replaced whole, then completed with their defaults.
             td = {**{k: v for k, v in td.items() if v is not None}}
+            if isinstance(td.get("end_of_utterance_detection"), dict):
+                td["end_of_utterance_detection"] = {
+                    k: v for k, v in td["end_of_utterance_detection"].items() if v is not None}
         out["turn_detection"] = turn_defaults(td, api_version)
         if td.get("idle_timeout_ms") is not None and td.get("type", "server_vad") != "server_vad":
             raise ProtocolError("invalid_value", f"Invalid value for '{prefix}.turn_detection.idle_timeout_ms': "

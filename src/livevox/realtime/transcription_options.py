@@ -64,6 +64,11 @@ def languages(value: str | None) -> list[str]:
     return out
 
 
+#: What `input_audio_transcription` may carry (Voice Live, beta, and GA's `audio.input.transcription`).
+TRANSCRIPTION_FIELDS = frozenset({"model", "language", "prompt", "phrase_list", "custom_speech", "keywords",
+                                  "languages", "delay"})
+
+
 def validate(tr: Any, param: str) -> dict[str, Any] | None:
     """Check a canonical `input_audio_transcription` object; returns it with `phrase_list`
     cleaned. Raises ProtocolError naming the field at fault."""
@@ -72,6 +77,11 @@ def validate(tr: Any, param: str) -> dict[str, Any] | None:
     if not isinstance(tr, dict):
         raise ProtocolError("invalid_type", f"'{param}' must be an object or null", param=param)
     out = dict(tr)
+    for key in out:
+        if key not in TRANSCRIPTION_FIELDS:
+            raise ProtocolError("unknown_parameter", f"Unknown parameter: '{param}.{key}'.", param=f"{param}.{key}")
+    if out.get("delay") is not None:
+        raise unsupported("A streaming recognizer's delay setting (gpt-realtime-whisper)", f"{param}.delay")
     model = out.get("model")
     if model is not None:
         if not isinstance(model, str):

@@ -58,7 +58,8 @@ class SessionParts:
 
     # one family's methods that another calls
 
-    async def _truncate(self, entry: ConversationItem, content_index: int, end_ms: int) -> None:
+    async def _truncate(self, entry: ConversationItem, content_index: int, end_ms: int,
+                        appended: str | None = None) -> None:
         raise NotImplementedError
 
     def played_ms(self, item_id: str) -> int:

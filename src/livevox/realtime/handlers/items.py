@@ -80,7 +80,11 @@ class ItemEvents(SessionParts):
             self.transport.discard_pending_audio()  # the item's audio still queued stops playing
         await self._truncate(entry, content_index, end_ms)
 
-    async def _truncate(self, entry: ConversationItem, content_index: int, end_ms: int) -> None:
+    async def _truncate(self, entry: ConversationItem, content_index: int, end_ms: int,
+                        appended: str | None = None) -> None:
+        """Cut an assistant item's audio (and transcript) to what was heard; `appended` (Voice Live
+        `turn_detection.appended_text_after_truncation`) marks a transcript that was cut."""
+        cut = end_ms < entry.audio_ms()
         keep = end_ms * ITEM_RATE // 1000
         whole = np.concatenate(entry.audio) if entry.audio else np.zeros(0, np.int16)
         entry.audio = [whole[:keep]]
@@ -90,7 +94,7 @@ class ItemEvents(SessionParts):
                 break
             text += piece
         part = entry.item["content"][0]
-        part["transcript"] = text.strip()
+        part["transcript"] = text.strip() + (appended if appended and cut else "")
         entry.clause_marks = [(o, p) for o, p in entry.clause_marks if o < end_ms]
         self.conversation.touch()
         await self.emit({"type": "conversation.item.truncated", "item_id": entry.id,

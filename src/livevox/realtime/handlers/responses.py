@@ -35,14 +35,18 @@ class ResponseEvents(SessionParts):
             await run.cancel("turn_detected")
             msg = run.message
             if auto_truncate and msg is not None and "audio" in run.params.modalities and msg.audio:
-                await self._truncate(msg, 0, self.played_ms(msg.id))
+                await self._truncate(msg, 0, self.played_ms(msg.id), self._appended_text())
             return
         # A finished answer still playing out of the transport (WebRTC): the item keeps what was heard.
         if cut is not None and auto_truncate:
             with contextlib.suppress(ProtocolError):  # the item may be gone (deleted)
                 entry = self.conversation.get(cut)
                 if entry.audio:
-                    await self._truncate(entry, 0, self.played_ms(cut))
+                    await self._truncate(entry, 0, self.played_ms(cut), self._appended_text())
+
+    def _appended_text(self) -> str | None:
+        text = (self.config["turn_detection"] or {}).get("appended_text_after_truncation")
+        return text if isinstance(text, str) else None
 
     def speculate(self, stt: asyncio.Future[str]) -> ResponseRun | None:
         td = self.config["turn_detection"] or {}
