@@ -264,3 +264,22 @@ async def test_filler_over_webrtc_is_one_stretch_of_agent_audio(server: ServerTh
         assert heard_ms >= words * ScriptedTTS.MS_PER_WORD - 100, heard_ms  # both were heard, in full
     finally:
         await c.close()
+
+
+async def test_a_filler_played_in_full_is_its_text_word_for_word(piper_server: ServerThread) -> None:
+    """With a real voice the words come from the voice's marks, which drop punctuation; the
+    transcript of a filler played to its end is still the client's text."""
+    ScriptedLLM.reply = "Fine."
+    ScriptedLLM.token_delay = 2.5  # far later than the filler
+    c = await session(piper_server, interim_response={**STATIC, "texts": ["One moment, please."],
+                                                      "latency_threshold_ms": 0})
+    try:
+        await c.send({"type": "response.create"})
+        evs = await c.until("response.done", timeout=30)
+        filler = evs[-1]["response"]["output"][0]
+        assert filler["content"][0]["transcript"] == "One moment, please."
+        deltas = "".join(e["delta"] for e in evs if e["type"] == "response.audio_transcript.delta"
+                         and e["item_id"] == filler["id"])
+        assert deltas == "One moment, please."
+    finally:
+        await c.close()

@@ -196,6 +196,8 @@ class InterimSpeaker:
                 chunks.append(resampler.process(chunk))
         chunks.append(resampler.flush())
         pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+        if words and len(words) == len(text.split()):
+            words = text.split()  # the client's own words, punctuation kept ("moment." not "moment")
         if not words:  # no marks: the quiet gaps, and the words spread over them
             words = text.split()
             gaps = quiet_boundaries(pcm)
