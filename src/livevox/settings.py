@@ -172,6 +172,10 @@ class Limits(BaseModel):
     max_items: int = Field(1000, ge=1)
     #: Concurrent sessions per process. Over it: HTTP 503 before the upgrade.
     max_sessions: int = Field(500, ge=1)
+    #: Responses being generated at once, across sessions, beyond which a new session is refused
+    #: (503, `session_limit_reached`) rather than slowing everyone: the box is saturated.
+    #: Unset: no such limit (docs/configuration.md).
+    max_turns_in_flight: int | None = Field(None, ge=1)
     #: Close a session after this long with no client frame (seconds).
     idle_timeout_seconds: float = Field(600.0, gt=0)
     #: Largest `turn_detection.idle_timeout_ms` a session may set (OpenAI states no range).

@@ -240,6 +240,9 @@ class LLMEngine(Engine, Protocol):
 class SynthesisOptions:
     voice: str | None = None
     speed: float = 1.0
+    #: Where the job goes in the TTS queue (core/executor.py: lower first; a function is asked
+    #: when a worker picks). Engines that queue model work pass it on.
+    priority: int | Callable[[], int] = 1
 
 
 def speakable(text: str) -> bool:

@@ -179,7 +179,7 @@ class InterimSpeaker:
         word marks, kept in `self.marks` for word timestamps, when it has them)."""
         run = self.run
         tts = run.host.engines.tts
-        opts = SynthesisOptions(voice=run.context.voice, speed=run.params.speed)
+        opts = SynthesisOptions(voice=run.context.voice, speed=run.params.speed, priority=0)  # a first audio
         resampler = audio_codec.StreamResampler(tts.sample_rate, ITEM_RATE)
         chunks: list[Int16Array] = []
         ends: list[int] = []

@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from ..core.executor import JOB_TIMINGS, JobTiming
 
 #: Marks of a turn, in the order they normally happen.
 STAGES = (
@@ -36,12 +41,48 @@ SESSIONS_ACTIVE = Gauge("livevox_sessions_active", "Open realtime sessions.", ["
 SESSIONS_TOTAL = Counter("livevox_sessions_total", "Realtime sessions opened.", ["transport"])
 ERRORS_TOTAL = Counter("livevox_errors_total", "Error events sent to clients.", ["code"])
 RESPONSES_TOTAL = Counter("livevox_responses_total", "Responses finished.", ["status"])
+TURNS_IN_FLIGHT = Gauge("livevox_turns_in_flight",
+                        "Responses being generated now (speculative ones included): the box's load.")
+_in_flight = 0
+
+
+def turn_started() -> None:
+    global _in_flight
+    _in_flight += 1
+    TURNS_IN_FLIGHT.inc()
+
+
+def turn_ended() -> None:
+    global _in_flight
+    _in_flight -= 1
+    TURNS_IN_FLIGHT.dec()
+
+
+def turns_in_flight() -> int:
+    """Responses being generated in this process now (admission reads it)."""
+    return _in_flight
 
 
 @dataclass
 class TurnTimings:
     marks: dict[str, float] = field(default_factory=dict)
     response_start: float | None = None
+    #: The model jobs run for this turn (core/executor.py JOB_TIMINGS): STT, LLM, each clause's TTS.
+    jobs: list[JobTiming] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        """Tasks created inside record their model jobs here."""
+        token = JOB_TIMINGS.set(self.jobs)
+        try:
+            yield
+        finally:
+            JOB_TIMINGS.reset(token)
+
+    def adopt(self, turn: TurnTimings) -> None:
+        """A speculative run becomes the turn's answer: the turn's marks and jobs are its own."""
+        self.marks.update(turn.marks)
+        self.jobs[:0] = turn.jobs
 
     def mark(self, stage: str, at: float | None = None) -> None:
         if stage not in self.marks:
@@ -52,6 +93,15 @@ class TurnTimings:
         if base is None:
             return {}
         return {k: round((v - base) * 1000.0, 1) for k, v in self.marks.items()}
+
+    def jobs_ms(self) -> list[dict[str, Any]]:
+        """The turn's model jobs, ms from the end of speech: when each was queued, started, ended."""
+        base = self.marks.get("speech_end", self.response_start)
+        if base is None:
+            return []
+        return [{"stage": j.stage, "queued_ms": round((j.queued - base) * 1000, 1),
+                 "started_ms": round((j.started - base) * 1000, 1),
+                 "finished_ms": round((j.finished - base) * 1000, 1)} for j in list(self.jobs)]
 
     def observe(self) -> None:
         base = self.marks.get("speech_end")

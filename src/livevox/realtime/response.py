@@ -43,7 +43,7 @@ from .conversation import ConversationItem
 from .interim_speech import InterimSpeaker
 from .llm_request import llm_events
 from .mcp_session import McpBinding
-from .metrics import RESPONSES_TOTAL, TurnTimings
+from .metrics import RESPONSES_TOTAL, TurnTimings, turn_ended, turn_started
 from .ports import Channel
 from .response_params import ResponseContext, ResponseParams
 
@@ -55,6 +55,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("livevox.response")
 
 Thunk = Callable[[], Awaitable[None]]
+
+#: TTS queue priorities (core/executor.py; lower first).
+FIRST_CLAUSE, RUNNING_OUT, AHEAD = 0, 1, 2
+#: An answer with less than this still to play is running out: its next clause is urgent.
+LOW_WATER_MS = 1500
 
 class ResponseHost(Protocol):
     """What a response needs from its session; nothing else of the session is reachable."""
@@ -136,7 +141,8 @@ class ResponseRun:
     # ------------------------------------------------------------ control
 
     def start(self) -> None:
-        self.task = asyncio.create_task(self._main(), name=f"response-{self.id}")
+        with self.timings.recording():  # its tasks' model jobs count for its turn
+            self.task = asyncio.create_task(self._main(), name=f"response-{self.id}")
 
     async def open_gate(self) -> None:
         async with self._emit_lock:
@@ -292,6 +298,7 @@ class ResponseRun:
     # ------------------------------------------------------------ run
 
     async def _main(self) -> None:
+        turn_started()
         try:
             await self._event({"type": "response.created", "response": self.resource()})
             interim_cfg = self.params.interim
@@ -321,6 +328,7 @@ class ResponseRun:
                 if not self._silent:
                     await asyncio.shield(self._finish())
             finally:
+                turn_ended()
                 self.done.set()
 
     def _fail(self, code: str, message: str) -> None:
@@ -521,7 +529,7 @@ class ResponseRun:
 
         tts = self.host.engines.tts
         resampler = audio_codec.StreamResampler(tts.sample_rate, 24000)
-        opts = SynthesisOptions(voice=self.context.voice, speed=self.params.speed)
+        first_clause = True
         words, visemes = self.context.word_timestamps, self.context.visemes
         # A TTS without alignment gets no timeline; the session warned when the client asked.
         aligned = tts if (words or visemes) and isinstance(tts, AlignedTTS) else None
@@ -529,6 +537,11 @@ class ResponseRun:
         while (clause := await clauses.get()) is not None:
             if not speakable(clause):
                 continue
+            # The turn's first clause goes first; a later one waits behind other callers' first
+            # clauses once its answer is well ahead of what the caller has heard.
+            priority = FIRST_CLAUSE if first_clause else self._later_clause_priority
+            first_clause = False
+            opts = SynthesisOptions(voice=self.context.voice, speed=self.params.speed, priority=priority)
             first = True
             chunks: AsyncIterator[tuple[Int16Array, ChunkMarks | None]] = (
                 aligned.synthesize_aligned(clause, opts, self.host.id, timeline) if aligned is not None
@@ -551,6 +564,14 @@ class ResponseRun:
         tail = resampler.flush()
         if tail.size:
             await self._audio(tail)
+
+    def _later_clause_priority(self) -> int:
+        """RUNNING_OUT while the caller has less than LOW_WATER_MS of this answer still to hear."""
+        sent = self.timings.marks.get("first_audio_sent")
+        if sent is None:
+            return RUNNING_OUT
+        ahead_ms = self._audio_ms - (time.monotonic() - sent) * 1000
+        return RUNNING_OUT if ahead_ms < LOW_WATER_MS else AHEAD
 
     async def _marks(self, marks: Any, words: bool, visemes: bool) -> None:
         """Word timestamps and visemes of the audio just sent (offsets in the item's audio)."""

@@ -253,7 +253,8 @@ class TurnTaking:
         audio = audio[: self.stt_cut(audio)]
         if audio.size == 0:
             return
-        stt = asyncio.ensure_future(self.host.transcribe_text(audio))
+        with (self.timings or TurnTimings()).recording():  # the STT job is the turn's
+            stt = asyncio.ensure_future(self.host.transcribe_text(audio))
         self.policy.expect_transcript()
         self.spec = Speculation(stt, self.host.speculate(stt), self.host.conversation_version(),
                                 (self.audio.start, audio.size))

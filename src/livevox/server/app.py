@@ -17,7 +17,9 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
+from ..core.executor import stage_loads
 from ..engines.registry import Engines
+from ..realtime.metrics import turns_in_flight
 from ..settings import Settings
 from .engine_api import engine_routes, voices_route
 from .realtime_ws import REALTIME_PATHS, serve_realtime
@@ -44,7 +46,11 @@ def create_app(settings: Settings, engines: Engines | None = None) -> Starlette:
     async def readyz(request: Request) -> Response:
         engines = state.engines.status() if state.engines is not None else {}
         body: dict[str, Any] = {"ready": state.ready, "role": settings.role, "engines": engines,
-                                "sessions": len(state.sessions)}
+                                "sessions": len(state.sessions),
+                                # the load now: answers being generated, and each stage's queue
+                                "load": {"turns_in_flight": turns_in_flight(),
+                                         "max_turns_in_flight": settings.limits.max_turns_in_flight,
+                                         "stages": stage_loads()}}
         if state.engines is not None:
             # What the start-up rehearsal ran, at which sizes, in how long (None: not yet).
             body["warmup"] = state.engines.warmup_report

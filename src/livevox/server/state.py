@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse
 from ..engines.registry import Engines, build_engines
 from ..realtime.dialects import Dialect, dialect_for
 from ..realtime.input_rehearsal import INPUT_REHEARSAL
-from ..realtime.metrics import SESSIONS_ACTIVE, SESSIONS_TOTAL
+from ..realtime.metrics import SESSIONS_ACTIVE, SESSIONS_TOTAL, turns_in_flight
 from ..realtime.ports import SessionTransport
 from ..realtime.session import RealtimeSession
 from ..settings import Settings
@@ -104,6 +104,11 @@ class LivevoxState:
         if needs == "session" and len(self.sessions) >= limit:
             return error_body(503, "session_limit_reached", f"The server holds its maximum of {limit} "
                               "sessions (limits.max_sessions).", "server_error")
+        busy = self.settings.limits.max_turns_in_flight
+        if needs == "session" and busy is not None and turns_in_flight() >= busy:
+            return error_body(503, "session_limit_reached", f"The server is answering {turns_in_flight()} "
+                              f"turns at once, its limit (limits.max_turns_in_flight); try again shortly.",
+                              "server_error")
         return None
 
     # ------------------------------------------------------------ sessions

@@ -133,7 +133,7 @@ class PiperTTS:
                     emit(item(chunk, audio))
 
         try:
-            async for out in stream_job("tts", session_id, produce):
+            async for out in stream_job("tts", session_id, produce, options.priority):
                 yield out
         except EngineError:
             raise

@@ -92,7 +92,11 @@ class InputAudioEvents(SessionParts):
         await self.emit({"type": "input_audio_buffer.committed", "previous_item_id": prev, "item_id": item_id})
         await self.emit({"type": "conversation.item.created", "previous_item_id": prev, "item": dict(item)})
         await self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": dict(item)})
-        stt = spec.stt if spec is not None else asyncio.ensure_future(self.transcribe_text(stt_audio))
+        if spec is not None:
+            stt = spec.stt
+        else:
+            with timings.recording():  # the STT job is the turn's
+                stt = asyncio.ensure_future(self.transcribe_text(stt_audio))
         if stt.done():  # speculative transcription finished in the silence window: report it first
             await self._finish_transcription(entry, stt, timings)
         else:
@@ -108,7 +112,7 @@ class InputAudioEvents(SessionParts):
             return  # interrupt_response false: the current answer goes on; no second response
         if spec is not None and spec.response is not None:
             run = spec.response
-            run.timings.marks.update(timings.marks)  # end of speech and decision, from the turn
+            run.timings.adopt(timings)  # end of speech and decision, and the STT job, from the turn
             self.response = run
             await run.open_gate()
             self._watch_response(run)

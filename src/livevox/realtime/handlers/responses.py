@@ -135,7 +135,7 @@ class ResponseEvents(SessionParts):
             self._side_responses.discard(run)
             if self.latency_events and not self.closed and run.timings.marks:
                 await self.emit({"type": "livevox.turn.metrics", "response_id": run.id,
-                                 "stages_ms": run.timings.relative_ms()})
+                                 "stages_ms": run.timings.relative_ms(), "jobs": run.timings.jobs_ms()})
             run.timings.observe()
 
         self._spawn(after())

@@ -1,0 +1,152 @@
+"""Sharing the box between callers: the stage executors' priorities (a turn's first clause before
+the later clauses of an answer that is ahead of its playback), the queue waits they record (per
+stage in /metrics and /readyz, per turn in the opt-in latency event), the turns-in-flight count,
+and admission that refuses a new session when too many turns are in flight.
+
+The executor is tested directly with blocking jobs (its order is the behaviour); the rest through
+the real server: scripted stand-ins, and the real Piper voice where a stage must queue real work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import websockets
+
+from livevox.core.executor import JOB_TIMINGS, QUEUE_WAIT_SECONDS, FairExecutor, JobTiming
+from livevox.engines.scripted import ScriptedLLM
+from livevox.realtime.metrics import TurnTimings
+from livevox.realtime.response import AHEAD, FIRST_CLAUSE, LOW_WATER_MS, RUNNING_OUT, ResponseRun
+from server_harness import ServerThread, scripted_settings
+from wsclient import RealtimeClient, silence, tone
+
+pytestmark = pytest.mark.usefixtures("fresh_scripts")
+
+
+async def run_in_order(ex: FairExecutor, jobs: list[tuple[str, Any]]) -> list[str]:
+    """Block the one worker, queue `jobs` ((session, priority) each), release: the run order."""
+    gate = threading.Event()
+    blocker = asyncio.ensure_future(ex.run("blocker", gate.wait))
+    await asyncio.sleep(0.05)  # the worker is inside the blocker now
+    order: list[str] = []
+    futures = [asyncio.ensure_future(ex.run(key, order.append, f"{key}{i}", priority=prio))
+               for i, (key, prio) in enumerate(jobs)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.gather(blocker, *futures)
+    return order
+
+
+async def test_lower_priority_first_then_round_robin() -> None:
+    ex = FairExecutor("test-prio", threads=1)
+    try:
+        order = await run_in_order(ex, [("a", 2), ("a", 2), ("c", 1), ("b", 0), ("d", 2)])
+        assert order == ["b3", "c2", "a0", "d4", "a1"]  # a and d alternate at the same priority
+    finally:
+        ex.close()
+
+
+async def test_a_priority_function_is_asked_when_a_worker_picks() -> None:
+    ex = FairExecutor("test-prio-fn", threads=1)
+    level = {"a": 0}
+    try:
+        gate = threading.Event()
+        blocker = asyncio.ensure_future(ex.run("blocker", gate.wait))
+        await asyncio.sleep(0.05)
+        order: list[str] = []
+        first = asyncio.ensure_future(ex.run("a", order.append, "a", priority=lambda: level["a"]))
+        second = asyncio.ensure_future(ex.run("b", order.append, "b", priority=1))
+        await asyncio.sleep(0.05)
+        level["a"] = 2  # queued urgent, no longer urgent by the time a worker is free
+        gate.set()
+        await asyncio.gather(blocker, first, second)
+        assert order == ["b", "a"]
+    finally:
+        ex.close()
+
+
+async def test_queue_waits_are_observed_and_jobs_recorded_for_their_turn() -> None:
+    ex = FairExecutor("test-wait", threads=1)
+    before = QUEUE_WAIT_SECONDS.labels("test-wait")._sum.get()  # the histogram's own total
+    try:
+        jobs: list[JobTiming] = []
+        token = JOB_TIMINGS.set(jobs)
+        try:
+            order = await run_in_order(ex, [("a", 1), ("b", 1)])
+        finally:
+            JOB_TIMINGS.reset(token)
+        assert order == ["a0", "b1"]
+        assert [j.stage for j in jobs] == ["test-wait"] * 3  # the blocker and both jobs
+        for j in jobs:
+            assert j.queued <= j.started <= j.finished
+        # both waited behind the blocker (~0.1 s): the histogram and the load report saw it
+        assert QUEUE_WAIT_SECONDS.labels("test-wait")._sum.get() - before >= 0.08
+        load = ex.load()
+        assert load["queued"] == 0 and load["wait_ms_max"] >= 40
+    finally:
+        ex.close()
+
+
+def test_later_clauses_yield_once_their_answer_is_ahead_of_playback() -> None:
+    run: Any = ResponseRun.__new__(ResponseRun)  # only the fields the priority reads
+    run.timings = TurnTimings()
+    run._audio_ms = 5000.0
+    assert run._later_clause_priority() == RUNNING_OUT  # nothing heard yet
+    run.timings.mark("first_audio_sent", time.monotonic() - 1.0)
+    assert run._later_clause_priority() == AHEAD  # 4 s still to play
+    run.timings.marks["first_audio_sent"] = time.monotonic() - (5000 - LOW_WATER_MS / 2) / 1000
+    assert run._later_clause_priority() == RUNNING_OUT  # less than LOW_WATER_MS left
+    assert FIRST_CLAUSE < RUNNING_OUT < AHEAD
+
+
+# ------------------------------------------------------------------ through the server
+
+
+async def test_a_turns_tts_jobs_are_in_its_latency_event(piper_server: ServerThread) -> None:
+    ScriptedLLM.reply = "The capital of France is Paris. It is on the Seine. It has many museums."
+    c = await RealtimeClient.connect(piper_server.ws, "/voice-live/realtime?model=x&livevox-latency-events=1")
+    try:
+        await c.append(np.concatenate([tone(0.8), silence(0.8)]))
+        evs = await c.until("livevox.turn.metrics", timeout=30)
+        metrics = evs[-1]
+        tts = [j for j in metrics["jobs"] if j["stage"] == "tts"]
+        assert tts, metrics["jobs"]  # one job per TTS call (the clause splitter decides how many)
+        for j in tts:
+            assert j["queued_ms"] <= j["started_ms"] <= j["finished_ms"]
+        assert tts[0]["queued_ms"] >= metrics["stages_ms"]["first_clause"] - 1
+        # /metrics has the stage's queue-wait histogram
+        text = (await asyncio.to_thread(httpx.get, f"{piper_server.http}/metrics")).text
+        assert 'livevox_stage_queue_wait_seconds_count{stage="tts"}' in text
+    finally:
+        await c.close()
+
+
+async def test_readyz_shows_the_load_and_admission_refuses_when_saturated() -> None:
+    srv = ServerThread(scripted_settings(limits={"max_turns_in_flight": 1})).start()
+    try:
+        ScriptedLLM.reply = " ".join(["word"] * 40) + "."
+        ScriptedLLM.token_delay = 0.05  # 2 s of generation
+        a = await RealtimeClient.connect(srv.ws)
+        await a.update({"turn_detection": None})
+        await a.send({"type": "response.create"})
+        await a.until("response.created")
+        load = (await asyncio.to_thread(httpx.get, f"{srv.http}/readyz")).json()["load"]
+        assert load["turns_in_flight"] == 1 and load["max_turns_in_flight"] == 1
+        with pytest.raises(websockets.InvalidStatus) as info:
+            await websockets.connect(srv.ws + "/voice-live/realtime?model=x")
+        assert info.value.response.status_code == 503
+        assert b"limits.max_turns_in_flight" in info.value.response.body
+        await a.until("response.done")  # the box is free again: a new caller gets in
+        await asyncio.sleep(0.1)
+        assert (await asyncio.to_thread(httpx.get, f"{srv.http}/readyz")).json()["load"]["turns_in_flight"] == 0
+        b = await RealtimeClient.connect(srv.ws)
+        await b.close()
+        await a.close()
+    finally:
+        srv.stop()
