@@ -184,6 +184,19 @@ class Limits(BaseModel):
     max_session_seconds: float = Field(3600.0, gt=0)
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces: one span tree per turn (realtime/tracing.py). Off by default."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    #: OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces. Unset: spans are made (for
+    #: in-process exporters) but not sent anywhere.
+    otlp_endpoint: str | None = None
+    service_name: str = "livevox"
+    #: Put the user's and the agent's words on the spans. Off: ids and timings only.
+    include_text: bool = False
+
+
 class McpSettings(BaseModel):
     """Outbound MCP connections (`tools: [{type: "mcp", server_url}]` in a session): a client-supplied
     URL makes this server send requests, so they go only to the hosts listed here."""
@@ -323,6 +336,7 @@ class Settings(BaseSettings):
     webrtc: WebRTCSettings = Field(default_factory=WebRTCSettings)
     startup: StartupSettings = Field(default_factory=StartupSettings)
     mcp: McpSettings = Field(default_factory=McpSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -386,6 +386,7 @@ class ResponseRun:
                 elif isinstance(ev, Finish):
                     finish = ev
             ended = True
+            self.timings.mark("llm_done")
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:

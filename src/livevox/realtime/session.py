@@ -39,6 +39,7 @@ from .turn_taking import TurnTaking
 
 if TYPE_CHECKING:
     from ..settings import Settings
+    from .tracing import TurnTracer
 
 log = logging.getLogger("livevox.session")
 
@@ -67,6 +68,7 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
         self.api_version = api_version
         self.agent_name = agent_name
         self.latency_events = latency_events
+        self.turn_tracer: TurnTracer | None = None  # the server's, when tracing is on
         self.id = new_id("sess")
         self.conversation_id = new_id("conv")
         self.created_at = time.time()

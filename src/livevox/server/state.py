@@ -24,6 +24,7 @@ from ..realtime.input_rehearsal import INPUT_REHEARSAL
 from ..realtime.metrics import SESSIONS_ACTIVE, SESSIONS_TOTAL, turns_in_flight
 from ..realtime.ports import SessionTransport
 from ..realtime.session import RealtimeSession
+from ..realtime.tracing import TurnTracer
 from ..settings import Settings
 from ..transports.webrtc.registry import CallRegistry
 from .auth import AUTH_MESSAGE, is_authorized, wants_beta
@@ -53,6 +54,8 @@ class LivevoxState:
         self.calls = CallRegistry()
         self.started = time.time()
         self._load_task: asyncio.Task[None] | None = None
+        #: OpenTelemetry span trees per turn (`[tracing]`); None when off, the default.
+        self.turn_tracer = TurnTracer.from_settings(settings.tracing)
 
     @property
     def ready(self) -> bool:
@@ -84,6 +87,8 @@ class LivevoxState:
             self._load_task.cancel()
         if self.engines is not None:
             await self.engines.close()
+        if self.turn_tracer is not None:
+            self.turn_tracer.shutdown()  # flushes what the exporter still holds
 
     # ------------------------------------------------------------ admission
 
@@ -116,7 +121,7 @@ class LivevoxState:
     def new_session(self, request: SessionRequest, transport: SessionTransport) -> RealtimeSession:
         assert self.engines is not None, "admit before building a session"
         q = request.query
-        return RealtimeSession(
+        session = RealtimeSession(
             engines=self.engines,
             settings=self.settings,
             dialect=request.dialect or dialect_for(request.path, wants_beta(request.headers)),
@@ -127,6 +132,8 @@ class LivevoxState:
             latency_events=self.settings.latency_events
             or q.get("livevox-latency-events", "").lower() in ("1", "true"),
         )
+        session.turn_tracer = self.turn_tracer
+        return session
 
     def track(self, session: RealtimeSession, kind: Literal["websocket", "webrtc"]) -> Callable[[], Awaitable[None]]:
         """Count the session as open; returns the release to call when it ends."""

@@ -27,6 +27,7 @@ from ..turn_taking import TurnTaking
 
 if TYPE_CHECKING:
     from ...settings import Limits, Settings
+    from ..tracing import TurnTracer
 
 
 class SessionParts:
@@ -47,6 +48,7 @@ class SessionParts:
     _side_responses: set[ResponseRun]
     _playback: dict[str, tuple[float, float]]
     latency_events: bool
+    turn_tracer: TurnTracer | None
     closed: bool
     _last_activity: float
 
