@@ -307,3 +307,20 @@ async def test_bad_options_name_their_param(server: ServerThread, response: dict
         assert (await c.until("response.done"))[-1]["response"]["status"] == "completed"
     finally:
         await c.close()
+
+
+async def test_pre_generated_message_has_word_timestamps_and_visemes(piper_server: ServerThread) -> None:
+    """With a real voice, a pre-generated message gets the marks any answer gets."""
+    c = await RealtimeClient.connect(piper_server.ws)
+    try:
+        await c.update({"turn_detection": None, "output_audio_timestamp_types": ["word"],
+                        "animation": {"outputs": ["viseme_id"]}})
+        await c.send({"type": "response.create", "response": {"pre_generated_assistant_message": {
+            "content": [{"type": "text", "text": "Hello there, welcome back."}]}}})
+        evs = await c.until("response.done", timeout=30)
+        words = [e["text"] for e in evs if e["type"] == "response.audio_timestamp.delta"]
+        assert [w.strip(",.").lower() for w in words] == ["hello", "there", "welcome", "back"], words
+        assert "response.animation_viseme.delta" in types(evs)
+        assert evs[-1]["response"]["output"][0]["content"][0]["transcript"] == "Hello there, welcome back."
+    finally:
+        await c.close()
