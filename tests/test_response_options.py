@@ -324,3 +324,33 @@ async def test_pre_generated_message_has_word_timestamps_and_visemes(piper_serve
         assert evs[-1]["response"]["output"][0]["content"][0]["transcript"] == "Hello there, welcome back."
     finally:
         await c.close()
+
+
+async def test_the_options_through_the_voicelive_sdk(server: ServerThread) -> None:
+    """The unmodified SDK's own spelling of append_input_items, cancel_previous, commit and
+    additional_instructions (its ResponseCreateParams and ResponseResource.create)."""
+    from azure.ai.voicelive.models import InputTextContentPart, UserMessageItem
+
+    ScriptedLLM.reply = " ".join(["word"] * 60) + "."
+    ScriptedLLM.token_delay = 0.05
+    async with connect(endpoint=server.http, credential=AzureKeyCredential("k"), model="gpt-realtime") as conn:
+        await conn.session.update(session=RequestSession(turn_detection=None, instructions="Be brief."))
+        await conn.response.create()
+        statuses: dict[str, str] = {}
+        first = None
+        async for ev in conn:
+            if ev.type == "response.created" and first is None:
+                first = ev.response.id
+                ScriptedLLM.token_delay = 0.0
+                await conn.response.create(response=ResponseCreateParams(
+                    cancel_previous=True, commit=True,
+                    append_input_items=[UserMessageItem(content=[InputTextContentPart(text="a note")])]),
+                    additional_instructions="Answer in French.")
+            elif ev.type == "response.done":
+                statuses[ev.response.id] = ev.response.status
+                if len(statuses) == 2:
+                    break
+    assert statuses[first] == "cancelled"
+    assert [s for r, s in statuses.items() if r != first] == ["completed"]
+    req = ScriptedLLM.calls[-1]
+    assert user_texts(req) == "a note" and req.messages[0]["content"].endswith("Answer in French.")
