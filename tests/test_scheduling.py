@@ -19,7 +19,11 @@ import numpy as np
 import pytest
 import websockets
 
+from engine_standin import EngineStandIn
 from livevox.core.executor import JOB_TIMINGS, QUEUE_WAIT_SECONDS, FairExecutor, JobTiming
+from livevox.engine_settings import OpenAILLMSettings
+from livevox.engines.base import ChatRequest, TextDelta
+from livevox.engines.openai_llm import OpenAILLM
 from livevox.engines.scripted import ScriptedLLM
 from livevox.realtime.metrics import TurnTimings
 from livevox.realtime.response import AHEAD, FIRST_CLAUSE, LOW_WATER_MS, RUNNING_OUT, ResponseRun
@@ -150,3 +154,26 @@ async def test_readyz_shows_the_load_and_admission_refuses_when_saturated() -> N
         await a.close()
     finally:
         srv.stop()
+
+
+async def test_remote_llm_streams_run_side_by_side(standin: EngineStandIn) -> None:
+    """Several sessions' requests to an OpenAI-compatible server are sent at once and streamed
+    at once: every stream has its first token before any has finished."""
+    standin.reset()
+    standin.token_delay = 0.05  # ~10 tokens: each stream lasts about half a second
+    llm = OpenAILLM(OpenAILLMSettings(base_url=standin.base_url))
+    await llm.load()
+    try:
+        async def one(i: int) -> tuple[float, float]:
+            first = None
+            async for ev in llm.stream(ChatRequest(messages=[{"role": "user", "content": f"q{i}"}]), f"s{i}"):
+                if isinstance(ev, TextDelta) and first is None:
+                    first = time.monotonic()
+            assert first is not None
+            return first, time.monotonic()
+
+        spans = await asyncio.gather(*(one(i) for i in range(4)))
+        assert max(f for f, _ in spans) < min(e for _, e in spans), spans
+    finally:
+        await llm.close()
+        standin.reset()
