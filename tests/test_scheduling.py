@@ -23,6 +23,7 @@ from engine_standin import EngineStandIn
 from livevox.core.executor import JOB_TIMINGS, QUEUE_WAIT_SECONDS, FairExecutor, JobTiming
 from livevox.engine_settings import OpenAILLMSettings
 from livevox.engines.base import ChatRequest, TextDelta
+from livevox.engines.llamacpp import LlamaCppLLM
 from livevox.engines.openai_llm import OpenAILLM
 from livevox.engines.scripted import ScriptedLLM
 from livevox.realtime.metrics import TurnTimings
@@ -177,3 +178,27 @@ async def test_remote_llm_streams_run_side_by_side(standin: EngineStandIn) -> No
     finally:
         await llm.close()
         standin.reset()
+
+
+async def test_llamacpp_slots_generate_for_several_sessions_at_once() -> None:
+    """`llm.parallel = 2`: two sessions' answers stream at once from one llama.cpp (the embedded
+    SmolLM2), each with half the context."""
+    llm = LlamaCppLLM(n_ctx=2048, threads=2, parallel=2)
+    await llm.load()
+    try:
+        assert llm.context_tokens() == 1024
+
+        async def one(i: int) -> tuple[float, float]:
+            req = ChatRequest(messages=[{"role": "user", "content": f"Tell me a long story about robot {i}."}],
+                              max_tokens=48, temperature=0.0)
+            first = None
+            async for ev in llm.stream(req, f"slot-{i}"):
+                if isinstance(ev, TextDelta) and first is None:
+                    first = time.monotonic()
+            assert first is not None
+            return first, time.monotonic()
+
+        spans = await asyncio.gather(one(0), one(1))
+        assert max(f for f, _ in spans) < min(e for _, e in spans), spans  # interleaved, not one after the other
+    finally:
+        await llm.close()

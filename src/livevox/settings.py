@@ -108,6 +108,9 @@ class LLMSettings(_StageSettings):
     gguf_path: str | None = None
     n_ctx: int = Field(4096, ge=256)
     threads: int = Field(2, ge=1)
+    #: llama.cpp slots: this many sessions generate at once (continuous batching), each slot with
+    #: n_ctx / parallel tokens of context. 1 (the default) answers one session at a time.
+    parallel: int = Field(1, ge=1, le=64)
     #: Cap on tokens per response when the client asks for "inf".
     max_tokens: int = Field(256, ge=1)
     #: `session.truncation = "auto"`: when the conversation overflows the context, the oldest

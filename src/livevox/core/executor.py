@@ -71,12 +71,17 @@ class FairExecutor:
         self._recent: collections.deque[float] = collections.deque(maxlen=100)  # the last waits (s)
         self._cond = threading.Condition()
         self._closed = False
-        self._threads = [
-            threading.Thread(target=self._worker, name=f"livevox-{name}-{i}", daemon=True)
-            for i in range(max(1, threads))
-        ]
-        for t in self._threads:
-            t.start()
+        self._threads: list[threading.Thread] = []
+        self.ensure_threads(threads)
+
+    def ensure_threads(self, threads: int) -> None:
+        """At least this many workers (an engine with more slots than the stage had asks for more)."""
+        with self._cond:
+            while len(self._threads) < max(1, threads):
+                t = threading.Thread(target=self._worker, name=f"livevox-{self.name}-{len(self._threads)}",
+                                     daemon=True)
+                self._threads.append(t)
+                t.start()
 
     def _next_job(self) -> _Job | None:
         with self._cond:
@@ -169,6 +174,8 @@ def stage_executor(stage: str, threads: int = 1) -> FairExecutor:
         ex = _executors.get(stage)
         if ex is None:
             ex = _executors[stage] = FairExecutor(stage, threads)
+        else:
+            ex.ensure_threads(threads)
         return ex
 
 

@@ -163,6 +163,7 @@ def _one_llm(s: LLMSettings) -> LLMEngine:
         threads=s.threads,
         max_tokens=s.max_tokens,
         default_instructions=s.default_instructions,
+        parallel=s.parallel,
     )
 
 
