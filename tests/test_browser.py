@@ -15,6 +15,7 @@ Run directly (inside such a namespace): `python tests/test_browser.py --run OUT_
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -57,6 +58,17 @@ PAGE_STATE_JS = """JSON.stringify({
   played_ms: parseInt(document.querySelector("#agent-played").dataset.ms || "0", 10),
   latency_ms: parseInt(document.querySelector("#latency-last").dataset.ms || "-1", 10),
   error: document.querySelector("#error").textContent || "",
+  waterfall: [...document.querySelectorAll("#waterfall .turn[data-response-id]")].map((t) => ({
+    response_id: t.dataset.responseId,
+    scale_ms: parseFloat(t.dataset.scaleMs),
+    stages: [...t.querySelectorAll(".stage[data-stage][data-ms]")].map((s) => ({
+      stage: s.dataset.stage,
+      ms: parseFloat(s.dataset.ms),
+      text: s.textContent,
+      bar_px: s.querySelector(".bar").getBoundingClientRect().width,
+      track_px: s.querySelector(".track").clientWidth,
+    })),
+  })),
 })"""
 
 
@@ -73,8 +85,38 @@ SUBPROTOCOL_JS = """new Promise((resolve) => {
 })"""
 
 
+# The waterfall's rows, in the page's order (app.js STAGES, then the browser's own measure).
+WATERFALL_STAGES = ("speech_end", "eot_decision", "transcript_final", "llm_first_token", "first_clause",
+                    "tts_first_audio", "first_audio_sent", "browser")
+
+
 def turn_heard(state: dict[str, Any]) -> bool:
-    return bool(state["user"] and state["agent"] and state["played_ms"] >= 1000)
+    """The turn was heard and drawn (livevox.turn.metrics comes after response.done)."""
+    drawn = any(s["stage"] == "browser" for t in state["waterfall"][:1] for s in t["stages"])
+    return bool(state["user"] and state["agent"] and state["played_ms"] >= 1000 and drawn)
+
+
+def check_waterfall(mode: str, r: dict[str, Any]) -> None:
+    """One turn drawn: the server's stages in pipeline order and time order, the browser's measure last,
+    each bar as wide as its ms on the turn's axis, each row's ms readable as text."""
+    assert r["waterfall"], (mode, "no waterfall drawn", r)
+    turn = r["waterfall"][0]
+    assert turn["response_id"], (mode, turn)
+    rows = turn["stages"]
+    names = [s["stage"] for s in rows]
+    assert names[0] == "speech_end" and rows[0]["ms"] == 0, (mode, rows)
+    assert {"llm_first_token", "first_audio_sent"} <= set(names) and names[-1] == "browser", (mode, names)
+    assert names == [n for n in WATERFALL_STAGES if n in names], (mode, "rows out of pipeline order", names)
+    server_ms = [s["ms"] for s in rows[:-1]]
+    assert server_ms == sorted(server_ms), (mode, "server stages not in time order", rows)
+    # the browser's row is on its own clock (from the microphone's end of speech), so only its place is fixed
+    assert rows[-1]["ms"] == r["latency_ms"], (mode, rows[-1], r["latency_ms"])
+    assert turn["scale_ms"] == max(s["ms"] for s in rows), (mode, turn)
+    for s in rows:
+        assert f" {math.floor(s['ms'] + 0.5)} ms" in s["text"], (mode, s)  # as JS Math.round
+        assert s["track_px"] > 100, (mode, "the axis is too narrow to read", s)
+        want = s["track_px"] * max(0.0, s["ms"]) / turn["scale_ms"]
+        assert abs(s["bar_px"] - want) <= 1.5, (mode, s["stage"], "bar width not proportional", want, s)
 
 
 def check_results(results: dict[str, Any]) -> None:
@@ -86,6 +128,7 @@ def check_results(results: dict[str, Any]) -> None:
         assert r["agent"] and r["agent"][0].strip(), (mode, r)
         assert r["played_ms"] >= 500, (mode, "the page played less than 0.5 s of agent audio", r)
         assert 0 < r["latency_ms"] < 10000, (mode, r)
+        check_waterfall(mode, r)
         assert Path(r["screenshot"]).stat().st_size > 10_000
     assert results["subprotocol"] == {"protocol": "realtime", "first": "session.created", "beta": True}, results
 

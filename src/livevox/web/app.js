@@ -16,6 +16,7 @@ function wsUrl(path) {
   u.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   u.searchParams.set("api-version", API_VERSION);
   u.searchParams.set("model", MODEL);
+  u.searchParams.set("livevox-latency-events", "1"); // per-turn stage timings, for the waterfall
   const key = $("api-key").value.trim();
   if (key) u.searchParams.set("api-key", key);
   return u.toString();
@@ -120,6 +121,7 @@ function agentAudioStarted() {
   if (!latency.pending) return;
   const ms = Math.round(performance.now() - latency.pending.end);
   latency.pending = null;
+  if (call && call.responseId) heardInBrowser(call.responseId, ms);
   latency.values.push(ms);
   const sorted = [...latency.values].sort((a, b) => a - b);
   $("latency-last").textContent = `${ms} ms`;
@@ -148,6 +150,98 @@ function micLevel(level) {
   $("mic-level").value = Math.min(1, level * 8);
   if (DEBUG && level > MIC_SPEECH_RMS) console.log(`${performance.now().toFixed(0)} mic ${level.toFixed(3)}`);
   if (level > MIC_SPEECH_RMS) latency.lastMicSpeech = performance.now();
+}
+
+// ------------------------------------------------------------------ waterfall of a turn's stages
+
+// livevox.turn.metrics marks (ms after the end of the user's speech), in pipeline order.
+const STAGES = [
+  ["speech_end", "end of speech"],
+  ["eot_decision", "end-of-turn decision"],
+  ["transcript_final", "transcript"],
+  ["llm_first_token", "first LLM token"],
+  ["first_clause", "first clause"],
+  ["tts_first_audio", "first TTS audio"],
+  ["first_audio_sent", "first audio sent"],
+];
+const WATERFALL_TURNS = 5;
+const turns = new Map(); // response_id -> { stages, heardMs, el }
+
+function turnEntry(responseId) {
+  let t = turns.get(responseId);
+  if (!t) {
+    t = { stages: null, heardMs: null, el: null };
+    turns.set(responseId, t);
+    if (turns.size > 50) turns.delete(turns.keys().next().value); // responses that never drew
+  }
+  return t;
+}
+
+function turnMetrics(ev) {
+  if (!ev.response_id || !ev.stages_ms) return;
+  const t = turnEntry(ev.response_id);
+  t.stages = ev.stages_ms;
+  drawTurn(ev.response_id, t);
+}
+
+// The browser's own measure usually comes before the server's event (sent after response.done).
+function heardInBrowser(responseId, ms) {
+  const t = turnEntry(responseId);
+  t.heardMs = ms;
+  if (t.stages) drawTurn(responseId, t);
+}
+
+function drawTurn(responseId, t) {
+  const rows = STAGES.filter(([k]) => typeof t.stages[k] === "number")
+    .map(([k, label]) => ({ stage: k, label, ms: t.stages[k] }));
+  // Measured on the browser's clock from its own end of speech: includes network and playback.
+  if (t.heardMs !== null) rows.push({ stage: "browser", label: "heard in the browser", ms: t.heardMs });
+  const scale = Math.max(1, ...rows.map((r) => r.ms));
+  const box = $("waterfall");
+  const el = t.el || document.createElement("div");
+  el.className = "turn";
+  el.dataset.responseId = responseId;
+  el.dataset.scaleMs = String(scale);
+  el.replaceChildren();
+  const head = document.createElement("div");
+  head.className = "turn-head";
+  head.textContent = `Turn ${responseId}`;
+  el.append(head);
+  let prev = 0;
+  for (const r of rows) {
+    const row = document.createElement("div");
+    row.className = "stage";
+    row.dataset.stage = r.stage;
+    row.dataset.ms = String(r.ms);
+    const label = document.createElement("span");
+    label.className = "label";
+    label.textContent = r.label;
+    const track = document.createElement("span");
+    track.className = "track";
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    const width = Math.max(0, r.ms) / scale;
+    bar.style.width = `${(width * 100).toFixed(3)}%`;
+    // the part since the previous row is this stage's own time
+    const own = document.createElement("span");
+    own.className = "own";
+    own.style.width = `${r.ms > 0 ? (100 * Math.min(1, Math.max(0, r.ms - prev) / r.ms)).toFixed(3) : 0}%`;
+    bar.append(own);
+    track.append(bar);
+    const num = document.createElement("span");
+    num.className = "ms";
+    const step = Math.round(r.ms - prev);
+    num.textContent = `${Math.round(r.ms)} ms` + (r.stage !== "speech_end" && step > 0 ? ` (+${step})` : "");
+    row.append(label, " ", track, " ", num); // the spaces: read as "transcript 903 ms" (grids drop them)
+    el.append(row);
+    prev = Math.max(prev, r.ms);
+  }
+  if (!t.el) {
+    t.el = el;
+    box.querySelector(".placeholder")?.remove();
+    box.prepend(el); // newest first
+    for (const old of [...box.querySelectorAll(".turn")].slice(WATERFALL_TURNS)) old.remove();
+  }
 }
 
 // ------------------------------------------------------------------ server events
@@ -222,6 +316,7 @@ function handleEvent(ev) {
       $("agent-state").dataset.state = "idle";
       break;
     case "response.created":
+      if (call) call.responseId = ev.response && ev.response.id;
       if (call && call.mode === "websocket") {
         $("agent-state").textContent = "speaking";
         $("agent-state").dataset.state = "speaking";
@@ -232,6 +327,9 @@ function handleEvent(ev) {
         $("agent-state").textContent = "quiet";
         $("agent-state").dataset.state = "idle";
       }
+      break;
+    case "livevox.turn.metrics":
+      turnMetrics(ev);
       break;
     default:
       break;
