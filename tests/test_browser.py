@@ -85,7 +85,7 @@ SUBPROTOCOL_JS = """new Promise((resolve) => {
 })"""
 
 
-# The waterfall's rows, in the page's order (app.js STAGES, then the browser's own measure).
+# The waterfall's rows (app.js STAGES, then the browser's own measure).
 WATERFALL_STAGES = ("speech_end", "eot_decision", "transcript_final", "llm_first_token", "first_clause",
                     "tts_first_audio", "first_audio_sent", "browser")
 
@@ -97,7 +97,7 @@ def turn_heard(state: dict[str, Any]) -> bool:
 
 
 def check_waterfall(mode: str, r: dict[str, Any]) -> None:
-    """One turn drawn: the server's stages in pipeline order and time order, the browser's measure last,
+    """One turn drawn: the server's stages in time order, the browser's measure last,
     each bar as wide as its ms on the turn's axis, each row's ms readable as text."""
     assert r["waterfall"], (mode, "no waterfall drawn", r)
     turn = r["waterfall"][0]
@@ -106,7 +106,8 @@ def check_waterfall(mode: str, r: dict[str, Any]) -> None:
     names = [s["stage"] for s in rows]
     assert names[0] == "speech_end" and rows[0]["ms"] == 0, (mode, rows)
     assert {"llm_first_token", "first_audio_sent"} <= set(names) and names[-1] == "browser", (mode, names)
-    assert names == [n for n in WATERFALL_STAGES if n in names], (mode, "rows out of pipeline order", names)
+    assert len(set(names)) == len(names) and set(names) <= set(WATERFALL_STAGES), (mode, names)
+    # in time order (not always the pipeline's: the transcript may be final before the end-of-turn decision)
     server_ms = [s["ms"] for s in rows[:-1]]
     assert server_ms == sorted(server_ms), (mode, "server stages not in time order", rows)
     # the browser's row is on its own clock (from the microphone's end of speech), so only its place is fixed

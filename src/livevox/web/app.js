@@ -154,7 +154,7 @@ function micLevel(level) {
 
 // ------------------------------------------------------------------ waterfall of a turn's stages
 
-// livevox.turn.metrics marks (ms after the end of the user's speech), in pipeline order.
+// livevox.turn.metrics marks (ms after the end of the user's speech), in pipeline order (ties keep it).
 const STAGES = [
   ["speech_end", "end of speech"],
   ["eot_decision", "end-of-turn decision"],
@@ -193,7 +193,8 @@ function heardInBrowser(responseId, ms) {
 
 function drawTurn(responseId, t) {
   const rows = STAGES.filter(([k]) => typeof t.stages[k] === "number")
-    .map(([k, label]) => ({ stage: k, label, ms: t.stages[k] }));
+    .map(([k, label]) => ({ stage: k, label, ms: t.stages[k] }))
+    .sort((a, b) => a.ms - b.ms); // in time order: the transcript may be final before the end-of-turn decision
   // Measured on the browser's clock from its own end of speech: includes network and playback.
   if (t.heardMs !== null) rows.push({ stage: "browser", label: "heard in the browser", ms: t.heardMs });
   const scale = Math.max(1, ...rows.map((r) => r.ms));
@@ -234,7 +235,7 @@ function drawTurn(responseId, t) {
     num.textContent = `${Math.round(r.ms)} ms` + (r.stage !== "speech_end" && step > 0 ? ` (+${step})` : "");
     row.append(label, " ", track, " ", num); // the spaces: read as "transcript 903 ms" (grids drop them)
     el.append(row);
-    prev = Math.max(prev, r.ms);
+    prev = r.ms;
   }
   if (!t.el) {
     t.el = el;
