@@ -27,16 +27,20 @@ of 4 <= 2.5x, 8 staggered <= 3x with no failed turn); turns failed (error, statu
 completed/incomplete, timeout, dropped connection); sessions refused (HTTP 503, counted apart);
 server CPU (% of one core, psutil on the server process: mean and max of 1 s samples); each
 stage's queue wait from the turns' `livevox.turn.metrics` `jobs` (started - queued, p50/p95);
-and the `/readyz` `load` samples (max `turns_in_flight`, max queued and max wait per stage).
+and the `/readyz` `load` samples, 1 s apart (max `turns_in_flight`; per stage the most jobs queued
+in one sample and the largest `wait_ms_max`, which is the worst of the executor's last 100 waits,
+so it can carry waits over from the previous level).
 
 `--max-turns-in-flight K` sets `LIVEVOX_LIMITS__MAX_TURNS_IN_FLIGHT`; callers then open a fresh
 session for every question, so admission is exercised: beyond K turns at once a new session must
 be refused (503), never slowed. A refused question is counted, and the caller goes on.
 
-Machine (docs/benchmarks.md, "The machine"): 2 cores (AMD EPYC, Firecracker VM), 23.5 GiB RAM,
-Python 3.11.7. Duration: about (server start ~20-40 s) + per level `--duration` + the last
-answer (a few s, more when loaded) + 3 s settle; the default run (5 levels x 120 s) takes about
-11-12 minutes on this machine, a burst run about 2 x duration + 1 minute.
+Machine (docs/benchmarks.md, "The machine"): 2 cores, 1 thread each (a Firecracker VM; the table
+there says AMD EPYC, /proc/cpuinfo said "Intel(R) Xeon(R) Processor" during the smoke runs of
+2026-12-02), 23.5 GiB RAM, no swap, Python 3.11.7. Duration: server start (5 s with the models
+cached) + per level `--duration` + its last answer (under 5 s so far) + 3 s settle; the smoke run
+`--levels 1,2 --duration 40` took 82 s, so the default run (5 levels x 120 s) takes about 11 minutes
+on this machine, a `--burst` run about 2 x `--duration` + 15 s.
 """
 
 from __future__ import annotations
@@ -264,7 +268,7 @@ def print_table(levels: list[dict[str, Any]]) -> None:
         print(f"  {s['mode'][0] + ' N=' + str(s['n']):<12}{s['turns']:>6}{s['failed']:>5}{s['refused']:>5}{cells}"
               f"{ratio:>9}{cpu['mean'] if cpu['mean'] is not None else '-':>7}"
               f"{cpu['max'] if cpu['max'] is not None else '-':>8}{s['turns_in_flight_max'] or 0:>6}")
-    print("\n  queue wait per stage (ms; jobs: started - queued, p50/p95/max; readyz: max queued, max wait)")
+    print("\n  queue wait per stage (ms; jobs: started - queued, p50/p95/max; [readyz: max queued, max wait_ms_max])")
     for s in levels:
         parts = []
         for stage, d in s["stages"].items():
