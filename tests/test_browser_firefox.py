@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import time
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +78,23 @@ def _firefox(profile: Path, port: int, env: dict[str, str]) -> subprocess.Popen[
     raise TimeoutError("Firefox did not start its WebDriver BiDi server")
 
 
+def padded_question(path: Path, lead_s: float = 1.5) -> Path:
+    """The question WAV after `lead_s` of silence. Audio played into the null sink before Firefox's
+    capture stream is running is lost, and the page cannot tell (a graph with no device input yet
+    yields silence too): under load the page heard only "...France." The lead absorbs that."""
+    with wave.open(str(QUESTION)) as src:
+        params, frames = src.getparams(), src.readframes(src.getnframes())
+    with wave.open(str(path), "wb") as dst:
+        dst.setparams(params)
+        dst.writeframes(b"\x00" * int(lead_s * params.framerate) * params.sampwidth * params.nchannels + frames)
+    return path
+
+
 async def _drive(bidi_url: str, http: str, out_dir: Path, env: dict[str, str]) -> dict[str, Any]:
     from bidi import BiDi
     from test_browser import ARTIFACTS, MODES, PAGE_STATE_JS, SUBPROTOCOL_JS, turn_heard
 
+    question = padded_question(out_dir / "question_padded.wav")
     bidi = await BiDi.connect(bidi_url)
     await bidi.call("session.subscribe", {"events": ["log.entryAdded"]})
     results: dict[str, Any] = {}
@@ -99,13 +113,13 @@ async def _drive(bidi_url: str, http: str, out_dir: Path, env: dict[str, str]) -
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 state = json.loads(await bidi.evaluate(ctx, PAGE_STATE_JS))
-                # the WebSocket page is connected before its microphone runs: under load Firefox's
-                # capture started ~1.5 s late and the server heard only "France."
-                if state["conn"] == "connected" and (mode != "websocket" or state["mic_ms"] >= 300):
+                # the page is connected before its microphone's audio goes out: under load Firefox's
+                # capture started ~1.5 s late and the server heard only "France." (or "Good friends.")
+                if state["conn"] == "connected" and state["mic_ms"] >= 300:
                     break
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.5)
-            speaker = await asyncio.create_subprocess_exec("paplay", "--device=mic", str(QUESTION), env=env)
+            speaker = await asyncio.create_subprocess_exec("paplay", "--device=mic", str(question), env=env)
             deadline = time.monotonic() + 40
             while time.monotonic() < deadline:
                 state = json.loads(await bidi.evaluate(ctx, PAGE_STATE_JS))

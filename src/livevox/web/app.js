@@ -412,6 +412,16 @@ async function startWebRTC() {
   call = { mode: "webrtc", ctx, mic, ws, pc, dc: null, seen: new Set(), timers: [], agentAudible: false };
   call.timers.push(startMeters(ctx, mic));
   for (const track of mic.getAudioTracks()) pc.addTrack(track, mic);
+  // How much microphone audio has gone out as RTP (20 ms packets), as the WebSocket mode counts its appends.
+  call.timers.push(setInterval(() => {
+    pc.getStats().then((stats) => {
+      stats.forEach((r) => {
+        if (r.type === "outbound-rtp" && (r.kind || r.mediaType) === "audio") {
+          $("conn").dataset.micMs = String((r.packetsSent || 0) * 20);
+        }
+      });
+    }).catch(() => {});
+  }, 200));
   const dc = pc.createDataChannel("voice-live-events");
   call.dc = dc;
   dc.onmessage = (e) => onMessage(e.data);
