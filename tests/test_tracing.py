@@ -8,6 +8,7 @@ Stand-in engines for VAD, STT and LLM; the real Piper voice for TTS, so that TTS
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import threading
 from collections.abc import Iterator
@@ -36,6 +37,18 @@ def traced() -> Iterator[tuple[ServerThread, InMemorySpanExporter]]:
     srv.stop()
 
 
+async def turn_span(exporter: InMemorySpanExporter) -> Any:
+    """The turn's root span. It is made once the response is done, just after response.done is
+    sent, so it may not exist yet when the client reads that event."""
+    for _ in range(200):
+        roots = [s for s in exporter.get_finished_spans() if s.name == "turn"]
+        if roots:
+            assert len(roots) == 1, roots
+            return roots[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError("no turn span within 10 s of response.done")
+
+
 async def spoken_turn(srv: ServerThread) -> dict[str, Any]:
     c = await RealtimeClient.connect(srv.ws)
     try:
@@ -61,9 +74,7 @@ async def test_one_span_tree_per_turn(traced: tuple[ServerThread, InMemorySpanEx
     ScriptedLLM.reply = "Paris is the capital of France. It lies on the Seine."
     ScriptedSTT.script(["what is the capital of france"])
     ids = await spoken_turn(srv)
-    await_spans = [s for s in exporter.get_finished_spans() if s.name == "turn"]
-    assert len(await_spans) == 1
-    root = await_spans[0]
+    root = await turn_span(exporter)
     spans = [s for s in exporter.get_finished_spans() if s.context.trace_id == root.context.trace_id]
     children = [s for s in spans if s is not root]
     assert all(s.parent is not None and s.parent.span_id == root.context.span_id for s in children)
@@ -95,7 +106,7 @@ async def test_words_only_when_the_operator_opts_in(traced: tuple[ServerThread, 
         await spoken_turn(srv)
     finally:
         tracer.include_text = False
-    root = next(s for s in exporter.get_finished_spans() if s.name == "turn")
+    root = await turn_span(exporter)
     assert root.attributes["livevox.user_text"] == "how is the weather"
     assert root.attributes["livevox.agent_text"] == "It is sunny."
 

@@ -329,7 +329,21 @@ class ResponseRun:
                     await asyncio.shield(self._finish())
             finally:
                 turn_ended()
+                self._trace()
                 self.done.set()
+
+    def _trace(self) -> None:
+        """The turn's span tree, now that it is done (even if its session is closing)."""
+        tracer = getattr(self.host, "turn_tracer", None)
+        if tracer is None or self.cancel_reason == "discarded":  # a dropped speculation is no turn
+            return
+        try:
+            user = next((m.get("content") for m in reversed(self.llm_messages) if m.get("role") == "user"), None)
+            said = (self._msg.item.get("content") or [{}])[0] if self._msg is not None else {}
+            tracer.record_turn(self.host.id, self.id, self.status, self.timings,
+                               user if isinstance(user, str) else None, said.get("transcript") or said.get("text"))
+        except Exception:  # tracing must never break a response
+            log.exception("response %s: tracing failed", self.id)
 
     def _fail(self, code: str, message: str) -> None:
         self.status = "failed"

@@ -137,13 +137,6 @@ class ResponseEvents(SessionParts):
                 await self.emit({"type": "livevox.turn.metrics", "response_id": run.id,
                                  "stages_ms": run.timings.relative_ms(), "jobs": run.timings.jobs_ms()})
             run.timings.observe()
-            if self.turn_tracer is not None:
-                user = next((m.get("content") for m in reversed(run.llm_messages) if m.get("role") == "user"), None)
-                msg = run.message
-                said = (msg.item.get("content") or [{}])[0] if msg is not None else {}
-                self.turn_tracer.record_turn(self.id, run.id, run.status, run.timings,
-                                             user if isinstance(user, str) else None,
-                                             said.get("transcript") or said.get("text"))
 
         self._spawn(after())
 
