@@ -43,7 +43,6 @@ class FillerRun(Protocol):
     params: ResponseParams
     context: ResponseContext
     output: list[dict[str, Any]]
-    llm_messages: list[dict[str, Any]]
     answer_audio: asyncio.Event
     answer_llm: asyncio.Event
     cancel_reason: str | None
@@ -54,6 +53,8 @@ class FillerRun(Protocol):
     async def hold(self) -> None: ...
 
     async def release(self) -> None: ...
+
+    def last_user_text(self) -> str: ...
 
     async def add_item_now(self, entry: ConversationItem, index: int) -> None: ...
 
@@ -119,8 +120,7 @@ class InterimSpeaker:
     async def _llm_text(self) -> str | None:
         run = self.run
         llm = run.host.engines.llm
-        user = next((m["content"] for m in reversed(run.llm_messages) if m.get("role") == "user"
-                     and isinstance(m.get("content"), str)), "")
+        user = run.last_user_text()
         messages = [{"role": "system", "content": self.cfg["instructions"]}]
         if user:
             messages.append({"role": "user", "content": user})

@@ -182,11 +182,15 @@ class ResponseRun:
 
     # ------------------------------------------------------------ emission
 
-    async def _do(self, thunk: Thunk) -> None:
+    async def _do(self, thunk: Thunk, now: bool = False) -> None:
+        """Send, or queue behind the speculation gate or a speaking filler; `now`: the filler's
+        own events, which pass its hold."""
         if self._silent:
             return
         async with self._emit_lock:
-            if self._gated:
+            if now:
+                await thunk()
+            elif self._gated:
                 self._pending.append(thunk)
             elif self._hold:
                 self._held.append(thunk)
@@ -208,8 +212,7 @@ class ResponseRun:
             self._hold = False
 
     async def _emit_now(self, event: dict[str, Any]) -> None:
-        if not self._silent:
-            await self.host.emit(event)
+        await self._event(event, now=True)
 
     def _start_interim(self, trigger: str) -> None:
         cfg = self.params.interim
@@ -254,18 +257,13 @@ class ResponseRun:
 
     async def add_item_now(self, entry: ConversationItem, index: int) -> None:
         """An output item's added events, sent now (the filler's own)."""
-        await self._emit_now({"type": "response.output_item.added", "response_id": self.id,
-                              "output_index": index, "item": dict(entry.item)})
-        if self.params.in_conversation and not self._silent:
-            prev = self.host.conversation.insert(entry)
-            await self.host.emit({"type": "conversation.item.created", "previous_item_id": prev,
-                                  "item": dict(entry.item)})
+        await self._item_added(entry, index, now=True)
 
-    async def _event(self, event: dict[str, Any], route: Channel | None = None) -> None:
+    async def _event(self, event: dict[str, Any], route: Channel | None = None, now: bool = False) -> None:
         async def send() -> None:
             await self.host.emit(event, route)
 
-        await self._do(send)
+        await self._do(send, now)
 
     def resource(self, final: bool = False) -> dict[str, Any]:
         p = self.params
@@ -338,12 +336,16 @@ class ResponseRun:
         if tracer is None or self.cancel_reason == "discarded":  # a dropped speculation is no turn
             return
         try:
-            user = next((m.get("content") for m in reversed(self.llm_messages) if m.get("role") == "user"), None)
             said = (self._msg.item.get("content") or [{}])[0] if self._msg is not None else {}
             tracer.record_turn(self.host.id, self.id, self.status, self.timings,
-                               user if isinstance(user, str) else None, said.get("transcript") or said.get("text"))
+                               self.last_user_text() or None, said.get("transcript") or said.get("text"))
         except Exception:  # tracing must never break a response
             log.exception("response %s: tracing failed", self.id)
+
+    def last_user_text(self) -> str:
+        """The user's latest words in what the LLM was (or is about to be) sent; "" if none."""
+        return next((m["content"] for m in reversed(self.llm_messages)
+                     if m.get("role") == "user" and isinstance(m.get("content"), str)), "")
 
     def _fail(self, code: str, message: str) -> None:
         self.status = "failed"
@@ -473,18 +475,18 @@ class ResponseRun:
             "output_index": self._msg_index, "content_index": 0, "part": part,
         })
 
-    async def _item_added(self, entry: ConversationItem, index: int) -> None:
+    async def _item_added(self, entry: ConversationItem, index: int, now: bool = False) -> None:
         item = entry.item
         snapshot = dict(item)
         route = Channel.CONTROL if item["type"] != "message" else Channel.EVENTS
         await self._event({"type": "response.output_item.added", "response_id": self.id,
-                           "output_index": index, "item": snapshot}, route)
+                           "output_index": index, "item": snapshot}, route, now)
         if self.params.in_conversation:
             async def add() -> None:
                 prev = self.host.conversation.insert(entry)
                 await self.host.emit({"type": "conversation.item.created",
                                          "previous_item_id": prev, "item": snapshot}, route)
-            await self._do(add)
+            await self._do(add, now)
 
     async def _text_delta(self, text: str) -> None:
         assert self._msg is not None
