@@ -285,7 +285,7 @@ def print_table(levels: list[dict[str, Any]]) -> None:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     qs = questions(not args.fixtures_only)
     plan = [(1, "staggered"), (args.burst, "burst")] if args.burst else [(n, "staggered") for n in args.levels]
-    env = {}
+    env = dict(kv.split("=", 1) for kv in args.env)
     if args.max_turns_in_flight is not None:
         env["LIVEVOX_LIMITS__MAX_TURNS_IN_FLIGHT"] = str(args.max_turns_in_flight)
     info = machine()
@@ -323,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--fixtures-only", action="store_true", help="only tests/fixtures/question_*.wav")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--env", action="append", default=[], metavar="K=V",
+                    help="extra environment for the server process (repeatable), e.g. LIVEVOX_LLM__PARALLEL=4")
     args = ap.parse_args(argv)
     rep = asyncio.run(run(args))
     m = rep["machine"]
