@@ -1,0 +1,162 @@
+"""STT batching (`stt.max_batch`): several sessions' waiting utterances share one Whisper encoder
+call, and each session still gets exactly its own transcript.
+
+On the REAL embedded Whisper tiny.en and the fixture speech (tests/fixtures): through the engine
+(batched against the same engine transcribing alone, with different prompts and phrase lists in
+one batch), and through the real server with two WebSocket sessions committing together.
+
+The batches are made deterministic, not by timing: the one STT worker is held by a blocking job
+while the utterances queue, and released once they all wait (`pending()`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from livevox.core.executor import stage_executor
+from livevox.engines.base import TranscribeOptions
+from livevox.engines.whisper import FasterWhisperSTT
+from server_harness import ServerThread, embedded_settings
+from support_audio import fixture, fixture_f32
+from wsclient import RealtimeClient
+
+SPEECH = ["question_capital.wav", "question_weather.wav", "question_story.wav", "backchannel_yeah.wav"]
+# What tiny.en hears in each (as test_engines.py's KEY_WORDS, in full).
+HEARD = {
+    "question_capital.wav": "What is the capital of France?",
+    "question_weather.wav": "What is the weather like in Paris today?",
+}
+
+
+def record_batches(stt: FasterWhisperSTT) -> list[int]:
+    """The size of each batched call the engine makes from now on."""
+    sizes: list[int] = []
+    batch = stt._batch
+
+    def recording(utts: list[Any]) -> list[Any]:
+        sizes.append(len(utts))
+        return batch(utts)
+
+    stt._batch = recording  # type: ignore[method-assign]
+    return sizes
+
+
+async def while_stt_is_held(queued: int, start: Callable[[], list[Awaitable[Any]]]) -> list[Any]:
+    """Hold the STT worker, start the awaitables, release once `queued` jobs wait: their results."""
+    ex = stage_executor("stt")
+    busy, gate = threading.Event(), threading.Event()
+
+    def block() -> None:
+        busy.set()
+        gate.wait(60)
+
+    blocker = asyncio.ensure_future(ex.run("_test_blocker", block))
+    try:
+        assert await asyncio.to_thread(busy.wait, 60)
+        tasks = [asyncio.ensure_future(a) for a in start()]
+        for _ in range(1200):  # a condition, polled: the jobs are queued once their tasks ran
+            if ex.pending() >= queued:
+                break
+            await asyncio.sleep(0.05)
+        assert ex.pending() == queued
+    finally:
+        gate.set()
+        await blocker
+    return list(await asyncio.gather(*tasks))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def stt() -> AsyncIterator[FasterWhisperSTT]:
+    engine = FasterWhisperSTT(max_batch=4)
+    await engine.load()
+    yield engine
+    await engine.close()
+
+
+async def text(stt: FasterWhisperSTT, name: str, options: TranscribeOptions, session: str) -> str:
+    return "".join([t async for t in stt.transcribe(fixture_f32(name), options, session)])
+
+
+async def alone(stt: FasterWhisperSTT, name: str, options: TranscribeOptions) -> str:
+    """Through the engine's ordinary (unbatched, streamed) path."""
+    stt.max_batch = 1
+    try:
+        return await text(stt, name, options, "alone")
+    finally:
+        stt.max_batch = 4
+
+
+async def test_a_batch_gives_each_session_the_transcript_it_gets_alone(stt: FasterWhisperSTT) -> None:
+    # Two prompt groups share the batch with two utterances of their own prompts.
+    options = {
+        "question_capital.wav": TranscribeOptions(),
+        "question_weather.wav": TranscribeOptions(),
+        "question_story.wav": TranscribeOptions(prompt="A bedtime story."),
+        "backchannel_yeah.wav": TranscribeOptions(phrases=["Yeah", "Contoso"]),
+    }
+    expected = [await alone(stt, name, options[name]) for name in SPEECH]
+    assert expected[:2] == [HEARD[n] for n in SPEECH[:2]]
+    sizes = record_batches(stt)
+    try:
+        got = await while_stt_is_held(4, lambda: [text(stt, n, options[n], f"s{i}") for i, n in enumerate(SPEECH)])
+    finally:
+        del stt._batch
+    assert sizes == [4]
+    assert got == expected
+
+
+async def test_max_batch_caps_a_batch_and_a_lone_utterance_runs_alone(stt: FasterWhisperSTT) -> None:
+    sizes = record_batches(stt)
+    try:
+        stt.max_batch = 3
+        got = await while_stt_is_held(4, lambda: [text(stt, n, TranscribeOptions(), f"s{i}")
+                                                  for i, n in enumerate(SPEECH)])
+        assert sizes == [3, 1]
+        assert got[:2] == [HEARD[n] for n in SPEECH[:2]]
+        # Nothing else waiting: a batch of one, at once.
+        assert await text(stt, SPEECH[0], TranscribeOptions(), "lone") == HEARD[SPEECH[0]]
+        assert sizes == [3, 1, 1]
+    finally:
+        stt.max_batch = 4
+        del stt._batch
+
+
+# ------------------------------------------------------------------ through the server
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerThread]:
+    srv = ServerThread(embedded_settings(stt={"max_batch": 2}, llm={"engine": "scripted"},
+                                         tts={"engine": "scripted"})).start(timeout=300)
+    yield srv
+    srv.stop()
+
+
+async def test_two_sessions_ending_together_each_get_their_own_transcript(server: ServerThread) -> None:
+    stt = server.app.state.livevox.engines.stt
+    assert isinstance(stt, FasterWhisperSTT) and stt.max_batch == 2
+    names = SPEECH[:2]
+    clients = [await RealtimeClient.connect(server.ws) for _ in names]
+    try:
+        for c, name in zip(clients, names, strict=True):
+            await c.update({"turn_detection": None, "input_audio_transcription": {"model": "whisper-1"}})
+            await c.append(fixture(name, 24000))
+        sizes = record_batches(stt)
+
+        async def commit(c: RealtimeClient) -> str:
+            await c.send({"type": "input_audio_buffer.commit"})
+            evs = await c.until("conversation.item.input_audio_transcription.completed", timeout=120)
+            return str(evs[-1]["transcript"])
+
+        got = await while_stt_is_held(2, lambda: [commit(c) for c in clients])
+        assert sizes == [2]
+        assert got == [HEARD[n] for n in names]
+    finally:
+        for c in clients:
+            await c.close()
