@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from held_worker import record_batches, while_held  # noqa: E402
 from livevox.core.executor import stage_executor  # noqa: E402
 from livevox.engines.base import TranscribeOptions  # noqa: E402
 from livevox.engines.whisper import FasterWhisperSTT  # noqa: E402
@@ -56,15 +56,6 @@ def machine() -> dict[str, Any]:
 
 async def one_round(stt: FasterWhisperSTT, audio: list[np.ndarray]) -> tuple[list[float], list[str]]:
     """All utterances queued behind a held worker, then released: each one's latency (s) and text."""
-    ex = stage_executor("stt")
-    busy, gate = threading.Event(), threading.Event()
-
-    def block() -> None:
-        busy.set()
-        gate.wait(60)
-
-    blocker = asyncio.ensure_future(ex.run("_bench_blocker", block))
-    await asyncio.to_thread(busy.wait, 60)
     done: list[float] = [0.0] * len(audio)
 
     async def one(i: int) -> str:
@@ -72,16 +63,9 @@ async def one_round(stt: FasterWhisperSTT, audio: list[np.ndarray]) -> tuple[lis
         done[i] = time.perf_counter()
         return text
 
-    tasks = [asyncio.ensure_future(one(i)) for i in range(len(audio))]
-    for _ in range(10000):  # each task queues its job when it first runs
-        if ex.pending() >= len(audio):
-            break
-        await asyncio.sleep(0.001)
-    start = time.perf_counter()
-    gate.set()
-    await blocker
-    texts = await asyncio.gather(*tasks)
-    return [d - start for d in done], list(texts)
+    texts, start = await while_held(stage_executor("stt"), len(audio),
+                                    lambda: [one(i) for i in range(len(audio))])
+    return [d - start for d in done], texts
 
 
 def stats(values: list[float]) -> dict[str, float]:
@@ -96,14 +80,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     stt = FasterWhisperSTT(threads=args.threads, encoder_window_s=args.encoder_window_s)
     await stt.load()
     await stt.warmup()
-    sizes: list[int] = []
-    batch = stt._batch
-
-    def recording(utts: list[Any]) -> list[Any]:
-        sizes.append(len(utts))
-        return batch(utts)
-
-    stt._batch = recording  # type: ignore[method-assign]
+    sizes = record_batches(stt)
     modes = (("sequential", 1), ("batched", max(args.counts)))
     for n in args.counts:
         audio = [fixture_f32(UTTERANCES[i % len(UTTERANCES)]) for i in range(n)]

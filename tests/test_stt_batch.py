@@ -11,14 +11,13 @@ while the utterances queue, and released once they all wait (`pending()`).
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
+from held_worker import record_batches, while_held
 from livevox.core.executor import stage_executor
 from livevox.engines.base import TranscribeOptions
 from livevox.engines.whisper import FasterWhisperSTT
@@ -34,41 +33,8 @@ HEARD = {
 }
 
 
-def record_batches(stt: FasterWhisperSTT) -> list[int]:
-    """The size of each batched call the engine makes from now on."""
-    sizes: list[int] = []
-    batch = stt._batch
-
-    def recording(utts: list[Any]) -> list[Any]:
-        sizes.append(len(utts))
-        return batch(utts)
-
-    stt._batch = recording  # type: ignore[method-assign]
-    return sizes
-
-
 async def while_stt_is_held(queued: int, start: Callable[[], list[Awaitable[Any]]]) -> list[Any]:
-    """Hold the STT worker, start the awaitables, release once `queued` jobs wait: their results."""
-    ex = stage_executor("stt")
-    busy, gate = threading.Event(), threading.Event()
-
-    def block() -> None:
-        busy.set()
-        gate.wait(60)
-
-    blocker = asyncio.ensure_future(ex.run("_test_blocker", block))
-    try:
-        assert await asyncio.to_thread(busy.wait, 60)
-        tasks = [asyncio.ensure_future(a) for a in start()]
-        for _ in range(1200):  # a condition, polled: the jobs are queued once their tasks ran
-            if ex.pending() >= queued:
-                break
-            await asyncio.sleep(0.05)
-        assert ex.pending() == queued
-    finally:
-        gate.set()
-        await blocker
-    return list(await asyncio.gather(*tasks))
+    return (await while_held(stage_executor("stt"), queued, start))[0]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
