@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 import pytest_asyncio
 
@@ -91,6 +92,35 @@ async def test_max_batch_caps_a_batch_and_a_lone_utterance_runs_alone(stt: Faste
     finally:
         stt.max_batch = 4
         del stt._batch
+
+
+async def test_an_utterance_transcribe_would_retry_hotter_is_decoded_alone(stt: FasterWhisperSTT) -> None:
+    # Twelve "yeah"s in a row: tiny.en's greedy decode repeats itself past transcribe's
+    # compression-ratio threshold, so transcribe retries at higher temperatures (sampling, so
+    # its text is not reproducible, alone or batched). In a batch, that one utterance goes
+    # through faster-whisper's own generate_segments; its batch mate keeps its greedy result.
+    yeahs = np.tile(fixture_f32("backchannel_yeah.wav"), 12)
+    model = stt._model
+    fallbacks: list[int] = []
+    generate_segments = model.generate_segments
+
+    def recording(features: Any, *args: Any) -> Any:
+        fallbacks.append(features.shape[-1])
+        return generate_segments(features, *args)
+
+    model.generate_segments = recording
+    try:
+        async def one(audio: np.ndarray, session: str) -> str:
+            return "".join([t async for t in stt.transcribe(audio, TranscribeOptions(), session)])
+
+        got = await while_stt_is_held(2, lambda: [one(fixture_f32(SPEECH[0]), "a"), one(yeahs, "b")])
+    finally:
+        del model.generate_segments
+    assert got[0] == HEARD[SPEECH[0]]
+    assert "yeah" in got[1].lower()
+    # transcribe_batch asks `transcribe` for each utterance's options (a call on a 3-frame blip
+    # that decodes nothing), then the one fallback: the twelve yeahs' features alone
+    assert fallbacks == [3, 3, len(yeahs) // 160 + 1]
 
 
 # ------------------------------------------------------------------ through the server

@@ -5,7 +5,9 @@ Each utterance's features are computed and padded to the engine's encoder window
 `generate` per group of utterances with the same prompt (language, initial prompt, hotwords),
 with `transcribe`'s own options. A result that `transcribe` would not accept at temperature 0
 (its fallback thresholds) is decoded again alone by faster-whisper's own `generate_segments` on
-its slice of the encoder output, so every utterance gets the transcript it would get alone.
+its slice of the encoder output, so every utterance gets the transcript it would get alone (the
+batch's encoder output is bit-identical to one utterance's; a fallback samples, so its text is no
+more reproducible alone than batched).
 
 Only an utterance that fits in one window (at most 30 s) with a known language is batchable;
 anything else goes through the engine's ordinary path.
