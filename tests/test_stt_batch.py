@@ -17,11 +17,14 @@ from typing import Any
 import numpy as np
 import pytest
 import pytest_asyncio
+from pydantic import ValidationError
 
 from held_worker import record_batches, while_held
 from livevox.core.executor import stage_executor
 from livevox.engines.base import TranscribeOptions
+from livevox.engines.registry import _one_stt
 from livevox.engines.whisper import FasterWhisperSTT
+from livevox.settings import STTSettings, load_settings
 from server_harness import ServerThread, embedded_settings
 from support_audio import fixture, fixture_f32
 from wsclient import RealtimeClient
@@ -156,3 +159,15 @@ async def test_two_sessions_ending_together_each_get_their_own_transcript(server
     finally:
         for c in clients:
             await c.close()
+
+
+def test_the_setting_reaches_the_engine_within_its_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVEVOX_STT__MAX_BATCH", "3")
+    settings = load_settings(None)
+    assert settings.stt.max_batch == 3
+    engine = _one_stt(settings.stt)
+    assert isinstance(engine, FasterWhisperSTT) and engine.max_batch == 3
+    assert STTSettings().max_batch == 1  # off by default (docs/benchmarks.md, "STT batching")
+    for bad in (0, 33):
+        with pytest.raises(ValidationError):
+            STTSettings(max_batch=bad)
