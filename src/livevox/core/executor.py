@@ -139,7 +139,7 @@ class FairExecutor:
                             if len(jobs) >= b.max_batch:
                                 break
                             head = self._queues[other][0]
-                            if (head.batch is not None and head.batch.key == b.key
+                            if (head.batch is not None and head.batch.key == b.key and head.batch.fn == b.fn
                                     and ranks[other] <= ranks[key]):
                                 jobs.append(self._pop(other))
                     return jobs
