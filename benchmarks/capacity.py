@@ -35,6 +35,9 @@ so it can carry waits over from the previous level).
 session for every question, so admission is exercised: beyond K turns at once a new session must
 be refused (503), never slowed. A refused question is counted, and the caller goes on.
 
+`--stt-max-batch K` sets `LIVEVOX_STT__MAX_BATCH` (STT batching: up to K callers' waiting
+utterances share one Whisper encoder call; docs/configuration.md).
+
 Machine (docs/benchmarks.md, "The machine"): 2 cores, 1 thread each (a Firecracker VM; the table
 there says AMD EPYC, /proc/cpuinfo said "Intel(R) Xeon(R) Processor" during the smoke runs of
 2026-12-02), 23.5 GiB RAM, no swap, Python 3.11.7. Duration: server start (5 s with the models
@@ -288,6 +291,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     env = dict(kv.split("=", 1) for kv in args.env)
     if args.max_turns_in_flight is not None:
         env["LIVEVOX_LIMITS__MAX_TURNS_IN_FLIGHT"] = str(args.max_turns_in_flight)
+    if args.stt_max_batch is not None:
+        env["LIVEVOX_STT__MAX_BATCH"] = str(args.stt_max_batch)
     info = machine()
     t_start = time.monotonic()
     server = ServerProcess("embedded", env).start()
@@ -319,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=120.0, help="seconds per level (turns start only within it)")
     ap.add_argument("--burst", type=int, default=0, help="N callers ending their questions together")
     ap.add_argument("--max-turns-in-flight", type=int, default=None)
+    ap.add_argument("--stt-max-batch", type=int, default=None, help="sets LIVEVOX_STT__MAX_BATCH")
     ap.add_argument("--turn-timeout", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--fixtures-only", action="store_true", help="only tests/fixtures/question_*.wav")

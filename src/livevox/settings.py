@@ -94,6 +94,9 @@ class STTSettings(_StageSettings):
     #: Whisper's encoder input for an utterance shorter than this (seconds); 30 is Whisper's own
     #: window. Shorter is faster (the encoder's cost grows with it); longer utterances use 30 s.
     encoder_window_s: float = Field(30.0, ge=1.0, le=30.0)
+    #: faster-whisper: up to this many sessions' waiting utterances share one encoder call (a lone
+    #: one never waits for company). 1 = off (docs/configuration.md, docs/benchmarks.md).
+    max_batch: int = Field(1, ge=1, le=32)
     #: engine = "openai": an OpenAI-compatible `/audio/transcriptions` endpoint.
     openai: OpenAISTTSettings | None = Field(None, validate_default=True)
     #: Engines tried in order when the one above fails (each a table like this one, without `fallback`).

@@ -10,6 +10,13 @@ seconds ahead of its playback.
 Each job's wait in the queue is observed per stage (`livevox_stage_queue_wait_seconds`), and a
 caller that sets `JOB_TIMINGS` gets (stage, queued, started, finished) of every job it submits.
 
+`run_batched` submits a job that may share one call with other sessions' jobs (STT: one encoder
+pass for several utterances). A worker that picks such a job also takes the heads of other
+sessions' queues that carry the same batch key and no worse a priority, up to `max_batch`; it
+never waits for company, so a lone job runs at once. Each job keeps its own result or
+exception, its own queue-wait observation and JobTiming; `livevox_stage_batch_size` counts how
+many jobs each batched call served.
+
 `stream_job` is the bridge the model engines share: it runs a blocking producer on a stage's
 executor and hands each item it emits to the event loop as soon as it exists.
 """
@@ -21,8 +28,8 @@ import collections
 import contextvars
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from prometheus_client import Histogram
@@ -36,6 +43,9 @@ NORMAL = 1
 QUEUE_WAIT_SECONDS = Histogram(
     "livevox_stage_queue_wait_seconds", "Time a model job waited for a worker, per stage.", ["stage"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+BATCH_SIZE = Histogram(
+    "livevox_stage_batch_size", "Jobs served by one batched model call, per stage.", ["stage"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32))
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +62,30 @@ class JobTiming:
 JOB_TIMINGS: contextvars.ContextVar[list[JobTiming] | None] = contextvars.ContextVar("job_timings", default=None)
 
 
+#: A batched call: the items of the jobs it serves, in; one result per item (an exception
+#: instance for an item that failed alone), out.
+BatchFn = Callable[[list[Any]], Sequence[Any]]
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What makes a job batchable: its key (jobs share a call only with the same key), the call,
+    its item, and how it reports back (`begin` returns False for a job nobody awaits any more)."""
+
+    key: Hashable
+    fn: BatchFn
+    item: Any
+    max_batch: int
+    begin: Callable[[float], bool]
+    end: Callable[[bool, Any, float], None]
+
+
 @dataclass(slots=True)
 class _Job:
     run: Callable[[], None]
     priority: Priority
     queued: float
+    batch: _Batch | None = field(default=None)
 
     def rank(self) -> int:
         p = self.priority
@@ -83,56 +112,132 @@ class FairExecutor:
                 self._threads.append(t)
                 t.start()
 
-    def _next_job(self) -> _Job | None:
+    def _pop(self, key: str) -> _Job:
+        q = self._queues[key]
+        job = q.popleft()
+        # Rotate: this session goes to the back of the line.
+        del self._queues[key]
+        if q:
+            self._queues[key] = q
+        return job
+
+    def _next_jobs(self) -> list[_Job] | None:
+        """The next job, with the batchable heads of other sessions' queues that may share its call."""
         with self._cond:
             while not self._closed:
                 if self._queues:
                     # The best-ranked head; among equals the first in line (round-robin).
-                    key = min(self._queues, key=lambda k: self._queues[k][0].rank())
-                    q = self._queues[key]
-                    job = q.popleft()
-                    # Rotate: this session goes to the back of the line.
-                    del self._queues[key]
-                    if q:
-                        self._queues[key] = q
-                    return job
+                    ranks = {k: q[0].rank() for k, q in self._queues.items()}
+                    key = min(ranks, key=ranks.__getitem__)
+                    job = self._pop(key)
+                    jobs = [job]
+                    b = job.batch
+                    if b is not None and b.max_batch > 1:
+                        # Company already waiting, in line order; never a worse-ranked job ahead
+                        # of better-ranked ones, and never waiting for more.
+                        for other in [k for k in self._queues if k != key]:
+                            if len(jobs) >= b.max_batch:
+                                break
+                            head = self._queues[other][0]
+                            if (head.batch is not None and head.batch.key == b.key and head.batch.fn == b.fn
+                                    and ranks[other] <= ranks[key]):
+                                jobs.append(self._pop(other))
+                    return jobs
                 self._cond.wait()
             return None
 
     def _worker(self) -> None:
-        while (job := self._next_job()) is not None:
-            job.run()
-            # Drop it now, not when the next job comes: its priority may hold a response (and
+        while (jobs := self._next_jobs()) is not None:
+            if jobs[0].batch is None:
+                jobs[0].run()
+            else:
+                self._run_batch([j.batch for j in jobs if j.batch is not None])
+            # Drop them now, not when the next job comes: a priority may hold a response (and
             # its session) that has ended.
-            del job
+            del jobs
+
+    def _run_batch(self, batch: list[_Batch]) -> None:
+        started = time.monotonic()
+        live = [b for b in batch if b.begin(started)]
+        if not live:
+            return
+        BATCH_SIZE.labels(self.name).observe(len(live))
+        try:
+            results = list(live[0].fn([b.item for b in live]))
+            if len(results) != len(live):
+                raise RuntimeError(f"batched {self.name} call gave {len(results)} results for {len(live)} jobs")
+        except BaseException as exc:  # every job of the call gets it
+            finished = time.monotonic()
+            for b in live:
+                b.end(False, exc, finished)
+            return
+        finished = time.monotonic()
+        for b, result in zip(live, results, strict=True):
+            if isinstance(result, BaseException):
+                b.end(False, result, finished)
+            else:
+                b.end(True, result, finished)
 
     async def run(self, key: str, fn: Callable[..., T], *args: Any, priority: Priority = NORMAL) -> T:
         """Run `fn(*args)` on a worker thread, queued behind `key`'s earlier jobs."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
-        sink = JOB_TIMINGS.get()
-        queued = time.monotonic()
+        fut, begin, end = self._reporting()
 
         def job() -> None:
-            if fut.cancelled():
+            if not begin(time.monotonic()):
                 return
-            started = time.monotonic()
-            self._wait.observe(started - queued)
-            self._recent.append(started - queued)
             try:
                 result = fn(*args)
             except BaseException as exc:  # delivered to the awaiting task
-                loop.call_soon_threadsafe(_set_exception, fut, exc)
+                end(False, exc, time.monotonic())
             else:
-                loop.call_soon_threadsafe(_set_result, fut, result)
-            finally:
-                if sink is not None:
-                    sink.append(JobTiming(self.name, queued, started, time.monotonic()))
+                end(True, result, time.monotonic())
 
+        return await self._submit(key, fut, _Job(job, priority, time.monotonic()))
+
+    async def run_batched(self, key: str, batch_key: Hashable, fn: BatchFn, item: Any, *,
+                          max_batch: int, priority: Priority = NORMAL) -> Any:
+        """`fn([item, ...])[i]` for this job's item, on a worker thread, queued behind `key`'s
+        earlier jobs; the call may also serve other sessions' waiting jobs with the same
+        `batch_key` (and the same `fn`), up to `max_batch` items. An exception instance in the
+        results is raised to that job's caller alone; an exception from `fn` to all of them."""
+        fut, begin, end = self._reporting()
+
+        def alone() -> None:  # never called: a batched job runs through _run_batch
+            raise AssertionError("batched job run alone")
+
+        job = _Job(alone, priority, time.monotonic(), _Batch(batch_key, fn, item, max_batch, begin, end))
+        return await self._submit(key, fut, job)
+
+    def _reporting(self) -> tuple[asyncio.Future[Any], Callable[[float], bool], Callable[[bool, Any, float], None]]:
+        """A job's future, and its two hooks for the worker: `begin(started)` (False: nobody
+        waits for it, skip it) observes its queue wait; `end(ok, value, finished)` delivers the
+        result or exception and records its JobTiming."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        sink = JOB_TIMINGS.get()
+        queued = time.monotonic()
+        started_at = [queued]
+
+        def begin(started: float) -> bool:
+            if fut.cancelled():
+                return False
+            started_at[0] = started
+            self._wait.observe(started - queued)
+            self._recent.append(started - queued)
+            return True
+
+        def end(ok: bool, value: Any, finished: float) -> None:
+            loop.call_soon_threadsafe(_set_result if ok else _set_exception, fut, value)
+            if sink is not None:
+                sink.append(JobTiming(self.name, queued, started_at[0], finished))
+
+        return fut, begin, end
+
+    async def _submit(self, key: str, fut: asyncio.Future[T], job: _Job) -> T:
         with self._cond:
             if self._closed:
                 raise RuntimeError(f"executor {self.name} is closed")
-            self._queues.setdefault(key, collections.deque()).append(_Job(job, priority, queued))
+            self._queues.setdefault(key, collections.deque()).append(job)
             self._cond.notify()
         return await fut
 

@@ -142,6 +142,7 @@ def _one_stt(s: STTSettings) -> STTEngine:
         compute_type=s.compute_type,
         threads=s.threads,
         encoder_window_s=s.encoder_window_s,
+        max_batch=s.max_batch,
     )
 
 

@@ -14,6 +14,7 @@ from ..core.audio import SESSION_RATE, Float32Array
 from ..core.executor import stage_executor, stream_job
 from .base import EngineError, TranscribeOptions
 from .model_files import whisper_model_dir
+from .whisper_batch import Utterance, batch_key, transcribe_batch
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,11 @@ class FasterWhisperSTT:
         compute_type: str = "int8",
         threads: int = 2,
         encoder_window_s: float = 30.0,
+        max_batch: int = 1,
     ) -> None:
         self._model_dir = model_dir
+        #: Utterances of this many sessions at most share one encoder call (whisper_batch.py); 1: off.
+        self.max_batch = max_batch
         self.window_frames = min(WHISPER_FRAMES, max(100, int(encoder_window_s * 100)))
         self.language = language
         self.beam_size = beam_size
@@ -125,20 +129,32 @@ class FasterWhisperSTT:
     async def close(self) -> None:
         self._model = None
 
-    def _produce(
-        self, audio: Float32Array, options: TranscribeOptions
-    ) -> Callable[[Callable[[str], None], threading.Event], None]:
-        model = self._model
-        if model is None:
+    def _loaded(self) -> Any:
+        if self._model is None:
             raise EngineError("stt", "stt_unavailable", "faster-whisper is not loaded")
+        return self._model
+
+    def _languages(self, options: TranscribeOptions) -> tuple[str | None, list[str]]:
+        """The language to transcribe in (None: detect), and the candidates to detect among."""
         language = options.language or (None if options.languages else self.language)
         if language:
             # Clients send BCP-47 ("en-US"); Whisper wants the bare code.
             language = language.split("-")[0].lower()
         candidates = [c.split("-")[0].lower() for c in options.languages]
-        if not model.model.is_multilingual:
+        if not self._loaded().model.is_multilingual:
             # *.en models take only "en" (faster-whisper would otherwise log a warning on every call).
             language, candidates = "en", []
+        return language, candidates
+
+    def _batch(self, utts: list[Utterance]) -> list[list[str] | BaseException]:
+        _window.frames = self.window_frames
+        return transcribe_batch(self._loaded(), utts)
+
+    def _produce(
+        self, audio: Float32Array, options: TranscribeOptions
+    ) -> Callable[[Callable[[str], None], threading.Event], None]:
+        model = self._loaded()
+        language, candidates = self._languages(options)
         hotwords = ", ".join(options.phrases) or None
 
         window = self.window_frames
@@ -171,10 +187,9 @@ class FasterWhisperSTT:
         audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
         if len(audio) < self.MIN_SECONDS * SESSION_RATE or float(np.max(np.abs(audio))) < self.SILENT_PEAK:
             return
-        produce = self._produce(audio, options)
         first = True
         try:
-            async for text in stream_job("stt", session_id, produce):
+            async for text in self._texts(audio, options, session_id):
                 # Whisper starts each segment with a space; the first one would lead the transcript.
                 yield text.lstrip() if first else text
                 first = False
@@ -182,3 +197,19 @@ class FasterWhisperSTT:
             raise
         except Exception as exc:
             raise EngineError("stt", "stt_error", f"faster-whisper failed: {exc}") from exc
+
+    async def _texts(self, audio: Float32Array, options: TranscribeOptions, session_id: str) -> AsyncIterator[str]:
+        """The segments' texts: batched with other sessions' waiting utterances when it can be
+        (the whole transcript at once), otherwise streamed segment by segment."""
+        language, candidates = self._languages(options)
+        key = batch_key(self._loaded(), audio, self.window_frames) if self.max_batch > 1 else None
+        if key is not None and language and not candidates:
+            utt = Utterance(audio, language, options.prompt or None, ", ".join(options.phrases) or None,
+                            self.beam_size)
+            texts = await stage_executor("stt").run_batched(session_id, key, self._batch, utt,
+                                                            max_batch=self.max_batch)
+            for text in texts:
+                yield text
+            return
+        async for text in stream_job("stt", session_id, self._produce(audio, options)):
+            yield text
