@@ -79,7 +79,10 @@ async def livevox_turn(server: ServerProcess, transport: str, mode: str, pcm: np
             "speech_end_to_audio_ms": r.after_speech_ms("response.audio.delta"),
             "speech_end_to_decision_ms": r.after_speech_ms("input_audio_buffer.speech_stopped"),
             "server_decision_to_audio_sent_ms": server_after, "user": r.user_transcript,
-            "agent": r.agent_transcript[:80], "errors": r.errors}
+            "agent": r.agent_transcript[:80], "errors": r.errors,
+            "server_stages_ms": {k: round(v, 1) for k, v in m.items()},
+            "server_jobs_ms": next((e.get("jobs") for _, e in r.events if e.get("type") == "livevox.turn.metrics"),
+                                   None)}
 
 
 async def cascade_turn(engines: Any, instructions: str, first_max_words: int, pcm: np.ndarray,
@@ -115,6 +118,18 @@ async def cascade_turn(engines: Any, instructions: str, first_max_words: int, pc
             "after_window_ms": (t3 - t0) * 1000, "user": text.strip(), "clause": clause}
 
 
+def _overrides(env: dict[str, str]) -> dict[str, Any]:
+    """LIVEVOX_LLM__THREADS=1 -> {"llm": {"threads": "1"}}: the cascade runs the server's settings."""
+    out: dict[str, Any] = {}
+    for key, value in env.items():
+        *path, leaf = key.removeprefix("LIVEVOX_").lower().split("__")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
 def _p(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return percentiles([r[key] for r in rows if r.get(key) is not None], (50, 90))
 
@@ -129,7 +144,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     info = machine()
     info["busy_cores_before"] = wait_quiet(args.wait_quiet)
     rows: list[dict[str, Any]] = []
-    server = ServerProcess("embedded").start()
+    env = dict(kv.split("=", 1) for kv in args.env)
+    server = ServerProcess("embedded", env).start()
     try:
         # Warm-up: one turn per transport, not counted.
         for transport in args.transports:
@@ -145,7 +161,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             print(json.dumps(row), flush=True)
     finally:
         server.stop()
-    settings = load_settings()
+    settings = load_settings(**_overrides(env))
     engines = await build_engines(settings)
     cascade: list[dict[str, Any]] = []
     try:
@@ -209,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wav", action="append", default=[])
     ap.add_argument("--transports", type=lambda v: v.split(","), default=["ws", "webrtc"])
     ap.add_argument("--modes", type=lambda v: v.split(","), default=list(MODES))
+    ap.add_argument("--env", action="append", default=[], metavar="K=V",
+                    help="server settings as environment (repeatable), applied to the cascade too")
     ap.add_argument("--wait-quiet", type=float, default=120)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("-v", "--verbose", action="store_true")

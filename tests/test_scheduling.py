@@ -25,7 +25,7 @@ from engine_standin import EngineStandIn
 from livevox.core.executor import JOB_TIMINGS, QUEUE_WAIT_SECONDS, FairExecutor, JobTiming
 from livevox.engine_settings import OpenAILLMSettings
 from livevox.engines.base import ChatRequest, TextDelta
-from livevox.engines.llamacpp import LlamaCppLLM, auto_parallel
+from livevox.engines.llamacpp import LlamaCppLLM, auto_parallel, auto_threads
 from livevox.engines.openai_llm import OpenAILLM
 from livevox.engines.scripted import ScriptedLLM
 from livevox.realtime.metrics import TurnTimings
@@ -253,3 +253,9 @@ def test_auto_parallel_follows_cores_and_model_size() -> None:
     assert auto_parallel(16, 100 << 20) == 8
     assert auto_parallel(16, 5 << 30) == 4  # a big GGUF: fewer slots
     assert LlamaCppLLM(parallel=None).parallel == auto_parallel(os.cpu_count() or 1, 0)
+
+
+def test_auto_threads_leave_cores_to_the_other_stages() -> None:
+    assert [auto_threads(c) for c in (1, 2, 3, 4, 16)] == [1, 1, 1, 2, 8]
+    assert LlamaCppLLM().threads == auto_threads(os.cpu_count() or 1)
+    assert LlamaCppLLM(threads=3).threads == 3

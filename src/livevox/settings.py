@@ -112,7 +112,10 @@ class LLMSettings(_StageSettings):
     #: Context of each slot: what one session's conversation may use. llama.cpp allocates
     #: n_ctx x parallel (SmolLM2-135M: ~23 KB of KV cache per token).
     n_ctx: int = Field(4096, ge=256)
-    threads: int = Field(2, ge=1)
+    #: llama.cpp threads. Empty: half the cores (at least 1), because llama.cpp's threads meet at
+    #: a barrier every layer and stall when another stage's thread takes one of their cores
+    #: (`engines/llamacpp.auto_threads`).
+    threads: int | None = Field(None, ge=1)
     #: llama.cpp slots: this many sessions generate at once (continuous batching). Empty: chosen
     #: from the machine and the model (`engines/llamacpp.auto_parallel`: 2 per core, 2-8; at most
     #: 4 for a GGUF over 4 GiB). 1 answers one session at a time.

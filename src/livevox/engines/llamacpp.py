@@ -62,6 +62,19 @@ def auto_parallel(cores: int, model_bytes: int) -> int:
     return min(slots, 4) if model_bytes > BIG_MODEL_BYTES else slots
 
 
+def auto_threads(cores: int) -> int:
+    """llama.cpp threads when `llm.threads` is not set: half the cores, at least one.
+
+    Its threads synchronise at every layer, so one of them preempted by another stage's thread
+    (Whisper, Piper, which run beside it in every turn: the first clause is synthesized while the
+    rest of the answer is generated) stalls the whole step. Measured on 2 cores with SmolLM2-135M
+    and one competing CPU-bound thread in the process: 2 threads fell from ~137 to 2-22 tokens/s
+    (a 60-token answer took over a minute in a WebSocket turn), 1 thread went from ~78 alone to
+    ~19-78 with it. CTranslate2 (Whisper) does not collapse this way and keeps its 2 threads.
+    """
+    return max(1, cores // 2)
+
+
 class LlamaCppLLM:
     """llama.cpp via xllamacpp. `parallel` > 1 gives that many slots that generate concurrently
     (continuous batching), each with `n_ctx` tokens of context; `n_batch` bounds the prompt tokens
@@ -74,7 +87,7 @@ class LlamaCppLLM:
         gguf_path: str | None = None,
         *,
         n_ctx: int = 4096,
-        threads: int = 2,
+        threads: int | None = None,
         max_tokens: int = 256,
         default_instructions: str = "",
         parallel: int | None = 1,
@@ -82,7 +95,7 @@ class LlamaCppLLM:
     ) -> None:
         self._gguf_path = gguf_path
         self.n_ctx = n_ctx
-        self.threads = threads
+        self.threads = threads or auto_threads(os.cpu_count() or 1)
         self.max_tokens = max_tokens
         self.default_instructions = default_instructions
         if parallel is None:
