@@ -112,6 +112,8 @@ class Level:
     waits: dict[str, list[float]] = field(default_factory=dict)
     cpu: list[float] = field(default_factory=list)
     load: list[dict[str, Any]] = field(default_factory=list)
+    #: Each turn's server marks (ms from its end of speech), for where a slow turn's time went.
+    marks: list[dict[str, float]] = field(default_factory=list)
 
 
 def _record(lv: Level, r: TurnResult) -> None:
@@ -125,6 +127,8 @@ def _record(lv: Level, r: TurnResult) -> None:
     elif status in ("completed", "incomplete"):
         lv.failures.append("no audio")
     ev = next((e for _, e in r.events if e["type"] == "livevox.turn.metrics"), None)
+    if ev and isinstance(ev.get("stages_ms"), dict):
+        lv.marks.append({k: round(float(v), 1) for k, v in ev["stages_ms"].items()})
     for job in (ev or {}).get("jobs") or []:
         with contextlib.suppress(KeyError, TypeError):
             lv.waits.setdefault(str(job["stage"]), []).append(float(job["started_ms"]) - float(job["queued_ms"]))
@@ -257,6 +261,9 @@ def summarize(lv: Level, ref_p50: float | None) -> dict[str, Any]:
                            "max": round(max(lv.cpu), 1) if lv.cpu else None},
         "turns_in_flight_max": max((int(s.get("turns_in_flight") or 0) for s in lv.load), default=None),
         "stages": stages,
+        "marks_p50_ms": {k: percentiles([m[k] for m in lv.marks if k in m])["p50"]
+                         for k in sorted({k for m in lv.marks for k in m})},
+        "turn_marks_ms": lv.marks,
     }
 
 

@@ -86,6 +86,8 @@ class STTSettings(_StageSettings):
     beam_size: int = Field(1, ge=1, le=10)
     compute_type: str = "int8"
     threads: int = Field(2, ge=1)
+    #: Transcriptions that run at once (CTranslate2 workers sharing one model, `threads` each).
+    workers: int = Field(1, ge=1, le=8)
     #: Audio after the (acoustic) end of speech that a turn's transcription covers. The quiet end
     #: of the last word lies there; the speculative transcription starts once it has arrived, on
     #: exactly the audio the committed turn is transcribed from. The rest of the silence is not

@@ -141,6 +141,7 @@ def _one_stt(s: STTSettings) -> STTEngine:
         beam_size=s.beam_size,
         compute_type=s.compute_type,
         threads=s.threads,
+        workers=s.workers,
         encoder_window_s=s.encoder_window_s,
         max_batch=s.max_batch,
     )

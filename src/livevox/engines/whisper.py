@@ -80,6 +80,7 @@ class FasterWhisperSTT:
         beam_size: int = 1,
         compute_type: str = "int8",
         threads: int = 2,
+        workers: int = 1,
         encoder_window_s: float = 30.0,
         max_batch: int = 1,
     ) -> None:
@@ -91,6 +92,7 @@ class FasterWhisperSTT:
         self.beam_size = beam_size
         self.compute_type = compute_type
         self.threads = threads
+        self.workers = max(1, workers)
         self.path: Path | None = None
         self._model: Any = None
 
@@ -112,12 +114,12 @@ class FasterWhisperSTT:
             device="cpu",
             compute_type=self.compute_type,
             cpu_threads=self.threads,
-            num_workers=1,
+            num_workers=self.workers,
             local_files_only=True,  # never reach for the Hugging Face hub
         )
 
     async def load(self) -> None:
-        await stage_executor("stt").run("_load", self._load)
+        await stage_executor("stt", self.workers).run("_load", self._load)
 
     async def warmup(self) -> None:
         # A second of quiet noise (not digital silence, which is short-circuited) runs one full decode.
