@@ -15,21 +15,25 @@ from livevox.core.executor import FairExecutor
 
 
 class Held:
-    """`ex`'s worker runs a blocking job until `release()`."""
+    """Every worker of `ex` runs a blocking job until `release()` (a stage may have several: the
+    STT stage has `stt.workers`); released together, the first to pick takes what it batches."""
 
     def __init__(self, ex: FairExecutor, timeout: float = 60.0) -> None:
         self.ex = ex
         self.timeout = timeout
-        self.busy, self.gate = threading.Event(), threading.Event()
+        self.gate = threading.Event()
+        self._busy = threading.Semaphore(0)
+        self._n = ex.workers
 
         def block() -> None:
-            self.busy.set()
+            self._busy.release()
             self.gate.wait(timeout)  # bounded, so a broken executor fails the test instead of hanging it
 
-        self.blocker = asyncio.ensure_future(ex.run("_held_blocker", block))
+        self.blocker = asyncio.gather(*(ex.run(f"_held_blocker{i}", block) for i in range(self._n)))
 
     async def hold(self) -> None:
-        assert await asyncio.to_thread(self.busy.wait, self.timeout)
+        for _ in range(self._n):
+            assert await asyncio.to_thread(self._busy.acquire, True, self.timeout)
 
     async def queued(self, n: int) -> None:
         """Until `n` jobs wait: a condition, polled (a job is queued once its task has run, or its

@@ -103,6 +103,11 @@ class FairExecutor:
         self._threads: list[threading.Thread] = []
         self.ensure_threads(threads)
 
+    @property
+    def workers(self) -> int:
+        with self._cond:
+            return len(self._threads)
+
     def ensure_threads(self, threads: int) -> None:
         """At least this many workers (an engine with more slots than the stage had asks for more)."""
         with self._cond:
