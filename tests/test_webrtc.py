@@ -615,6 +615,26 @@ async def test_agent_track_media_clock_silence_and_discard() -> None:
     track.stop()
 
 
+async def test_agent_track_starts_an_answer_without_waiting_for_the_tick() -> None:
+    """Audio that arrives while the track idles (sending silence) goes out in the frame being
+    waited for, not at the next 20 ms tick; the clock is re-anchored on it, so the answer's
+    frames keep their 20 ms spacing from there. While audio plays, the clock is not moved."""
+    track = AgentAudioTrack(AudioCodec("opus", 48000, 1))
+    await track.recv()  # anchors the clock: the next frame waits for its tick
+    waiting = asyncio.ensure_future(track.recv())
+    await asyncio.sleep(0)  # recv() is now waiting for the tick, idle
+    assert not waiting.done()
+    track.enqueue("resp_1", "item_1", tone(0.2, rate=24000))
+    await waiting
+    assert track.early_starts == 1 and track.audio_frames_sent == 1 and track.sent_ms("item_1") == 20
+    for _ in range(3):  # playing: paced by the clock, no early start
+        await track.recv()
+    track.enqueue("resp_1", "item_1", tone(0.2, rate=24000))
+    await track.recv()
+    assert track.early_starts == 1 and track.audio_frames_sent == 5
+    track.stop()
+
+
 def test_inbound_packets_in_order() -> None:
     class Packet:
         def __init__(self, seq: int) -> None:

@@ -2,7 +2,9 @@
 resamples it (soxr) to the negotiated codec's rate and hands the RTP sender one encoded 20 ms
 frame at a time, paced by a media clock: frame *n* leaves at `t0 + n * 20 ms`, so scheduling
 delays never accumulate (drift compensation); after a stall longer than `MAX_LAG` the clock is
-re-anchored instead of bursting. When the agent is quiet it sends silence. `discard()` empties the
+re-anchored instead of bursting. When the agent is quiet it sends silence, and audio that arrives
+then goes out at once, the clock re-anchored on it, instead of at the next 20 ms tick (a receiver's
+jitter buffer takes a packet up to one frame early as it takes jitter). `discard()` empties the
 queue at once (barge-in): the next frame is silence. It counts, per item, the samples actually
 sent, which is what `played_ms` (auto_truncate, conversation.item.truncate) uses.
 """
@@ -139,11 +141,13 @@ class AgentAudioTrack(MediaStreamTrack):
         self._t0: float | None = None
         self._n = -1
         self._last_release: float | None = None
+        self._wake: asyncio.Future[bool] | None = None  # an idle recv() waiting for its tick
         # counters (also exported as Prometheus metrics)
         self.frames_sent = 0
         self.audio_frames_sent = 0
         self.underrun_frames = 0
         self.clock_resets = 0
+        self.early_starts = 0  # responses whose first frame went before its tick
         self.max_jitter = 0.0
 
     # ------------------------------------------------------------ producer side (the session)
@@ -157,6 +161,8 @@ class AgentAudioTrack(MediaStreamTrack):
         pcm = rs.process(pcm24k.astype(np.int16, copy=False))
         if pcm.size:
             self._queue.append(_Chunk(response_id, item_id, pcm))
+            if self._wake is not None and not self._wake.done():
+                self._wake.set_result(True)
 
     def end(self, response_id: str, item_id: str) -> None:
         """No more audio for this item: flush its resampler and mark where the response ends."""
@@ -290,7 +296,12 @@ class AgentAudioTrack(MediaStreamTrack):
         else:
             deadline = self._t0 + self._n * FRAME_SECONDS
             wait = deadline - now
-            if wait > 0:
+            if wait > 0 and self._playing is None and not self._queue:
+                if await self._idle_wait(wait):  # audio came: it starts now, the clock follows it
+                    self._t0 = self._clock() - self._n * FRAME_SECONDS
+                    self._last_release = None
+                    self.early_starts += 1
+            elif wait > 0:
                 await asyncio.sleep(wait)
             elif -wait > MAX_LAG:
                 # The loop stalled: continue from now, without a burst of late frames.
@@ -313,6 +324,23 @@ class AgentAudioTrack(MediaStreamTrack):
         self.frames_sent += 1
         FRAMES_SENT.inc()
         return packet
+
+    async def _idle_wait(self, wait: float) -> bool:
+        """Sleep until the next tick, or until `enqueue` brings audio (True)."""
+        loop = asyncio.get_running_loop()
+        wake: asyncio.Future[bool] = loop.create_future()
+        self._wake = wake
+
+        def on_tick() -> None:
+            if not wake.done():
+                wake.set_result(False)
+
+        tick = loop.call_later(wait, on_tick)
+        try:
+            return await wake
+        finally:
+            tick.cancel()
+            self._wake = None
 
     def stop(self) -> None:
         self._queue.clear()
