@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -27,12 +28,26 @@ from .base import (
     overflow_from,
     warmup_request,
 )
-from .gguf_vocab import bpe_counter
+from .gguf_vocab import bpe_counter, tokenizer_metadata
 from .model_files import smollm2_gguf
 
 log = logging.getLogger(__name__)
 
 _FINISH_REASONS = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
+
+#: End-of-turn text signal (`end_of_turn_probability`): the user's words so far, in the ChatML
+#: template SmolLM2 (and Qwen) use, left open where the template would close the user's message.
+EOT_SYSTEM = "You are a helpful voice assistant."
+EOT_PROMPT = "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{text}"
+#: The next tokens that finish the user's message: the template's end token, and the
+#: punctuation that ends a sentence (the transcript's own final punctuation is removed first, so
+#: the model, not Whisper, says whether the words are finished).
+EOT_TOKENS = ("<|im_end|>",)
+EOT_PUNCTUATION = frozenset({".", "?", "!", "?!", "!?", "??", "!!", ".\"", "?\""})
+EOT_TOP_N = 20  # llama.cpp returns this many next-token candidates; absent ones count as 0
+#: Ahead of the stage's other jobs (NORMAL = 1): it is one short prefill, a speculative answer
+#: queued at the same moment waits for it by a few tens of ms.
+EOT_PRIORITY = 0
 
 
 class _LlamaError(Exception):
@@ -70,6 +85,7 @@ class LlamaCppLLM:
         self.embedded = gguf_path is None
         self._server: Any = None
         self._count: Callable[[str], int] | None = None
+        self._eot_ids: frozenset[int] = frozenset()
 
     @property
     def model_file(self) -> str:
@@ -93,6 +109,7 @@ class LlamaCppLLM:
         p.cache_prompt = True  # keeps the system prompt's KV between turns: TTFT ~60 ms
         self._server = xlc.Server(p)
         self._count = bpe_counter(self.path)
+        self._eot_ids = _end_token_ids(self.path)
 
     async def load(self) -> None:
         await stage_executor("llm", self._executor_threads()).run("_load", self._load)
@@ -118,6 +135,51 @@ class LlamaCppLLM:
         if message.get("tool_calls"):
             text += json.dumps(message["tool_calls"], ensure_ascii=False)
         return self._count(text) + MESSAGE_OVERHEAD_TOKENS
+
+    # ------------------------------------------------------------ end-of-turn text signal
+
+    @property
+    def end_of_turn_text(self) -> bool:
+        """The model has the ChatML end-of-message token, so `end_of_turn_probability` works."""
+        return bool(self._eot_ids)
+
+    def _eot_probe(self, prompt: str) -> float | None:
+        server = self._server
+        if server is None:
+            return None
+        out: list[Any] = []
+        body = {"prompt": prompt, "n_predict": 1, "n_probs": EOT_TOP_N, "temperature": 0, "stream": False,
+                "cache_prompt": True}
+        def keep(chunk: Any) -> bool:
+            out.append(chunk)
+            return False
+
+        result = server.handle_completions(body, keep)
+        chunks = result if result is not None else out
+        if isinstance(chunks, dict):
+            chunks = [chunks]
+        for chunk in chunks or ():
+            if not isinstance(chunk, dict) or "error" in chunk:
+                return None
+            for choice in chunk.get("choices") or ():
+                content = (choice.get("logprobs") or {}).get("content") or ()
+                if content:
+                    return end_probability(content[0].get("top_logprobs") or (), self._eot_ids)
+        return None
+
+    async def end_of_turn_probability(self, transcript: str, session_id: str) -> float | None:
+        """P(the user's message ends here) from the model's next-token distribution after
+        `transcript` (one prefill of the words, one step), or None if it cannot tell."""
+        text = eot_text(transcript)
+        if not self._eot_ids or not text:
+            return None
+        prompt = EOT_PROMPT.format(system=EOT_SYSTEM, text=text)
+        try:
+            return await stage_executor("llm", self._executor_threads()).run(
+                session_id, self._eot_probe, prompt, priority=EOT_PRIORITY)
+        except (ValueError, RuntimeError) as exc:
+            log.debug("llm: end-of-turn probe failed: %s", exc)
+            return None
 
     # ------------------------------------------------------------ request mapping
 
@@ -238,3 +300,32 @@ class LlamaCppLLM:
                 input_tokens=_estimate_tokens(prompt),
                 output_tokens=_estimate_tokens("".join(out_text)),
             )
+
+
+def eot_text(transcript: str) -> str:
+    """The transcript as the end-of-turn probe reads it: no final punctuation, no ChatML markup."""
+    text = transcript.replace("<|", "").replace("|>", "").strip()
+    return text.rstrip(" .,;:!?\u2026\"'").strip()
+
+
+def end_probability(top: Any, end_ids: frozenset[int]) -> float:
+    """The probability mass of the end tokens among llama.cpp's `top_logprobs` candidates."""
+    total = 0.0
+    for cand in top:
+        tok_id = cand.get("id")
+        if tok_id in end_ids or cand.get("token") in EOT_PUNCTUATION:
+            total += math.exp(float(cand.get("logprob", -math.inf)))
+    return min(1.0, total)
+
+
+def _end_token_ids(path: Path) -> frozenset[int]:
+    """Ids of the ChatML end-of-message token in the GGUF's vocabulary (empty: not ChatML)."""
+    try:
+        tokens = tokenizer_metadata(path).get("tokenizer.ggml.tokens") or []
+    except (OSError, ValueError) as exc:
+        log.warning("llm: no vocabulary from %s (%s); no end-of-turn text signal", path.name, exc)
+        return frozenset()
+    ids = frozenset(i for i, t in enumerate(tokens) if t in EOT_TOKENS)
+    if ids and "<|im_start|>" in tokens:
+        return ids
+    return frozenset()

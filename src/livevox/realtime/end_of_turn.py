@@ -81,6 +81,9 @@ AZURE_SEMANTIC_TIMEOUT_MS = 1000  # extra patience of azure_semantic_vad without
 FIRST_SCORE_MS = 200
 RESCORE_EVERY_MS = 300
 TRANSCRIPT_WAIT_MS = 100
+#: The weight of Smart Turn's score in the combined one (the LLM's gets the rest); see the
+#: calibration note in the module docstring.
+AUDIO_WEIGHT = 0.5
 
 #: Words an English sentence does not end on. Deliberately short: a false "dangling" only costs
 #: waiting to the cap. Prepositions can end a question ("What is it for?"), so a question mark
@@ -107,6 +110,25 @@ def dangling(transcript: str | None) -> bool:
     return ws[-1] in PREPOSITIONS and not _QUESTION_END.search(transcript)
 
 
+def wants_text(transcript: str | None) -> bool:
+    """Whether the LLM's end-of-turn probability can tell anything about `transcript`: not when
+    there are no words, when they are only fillers ("um"), or when they already dangle (the rules
+    have said incomplete; the probe is skipped, it costs an LLM job)."""
+    if not transcript or not transcript.strip():
+        return False
+    return not is_filler_only(transcript) and not dangling(transcript)
+
+
+def combined_score(audio: float | None, text: float | None, audio_weight: float = AUDIO_WEIGHT) -> float | None:
+    """One score from Smart Turn's P(complete) and the LLM's P(end of message): their weighted
+    mean when both are known, else whichever is known."""
+    if audio is None:
+        return text
+    if text is None:
+        return audio
+    return audio_weight * audio + (1.0 - audio_weight) * text
+
+
 @dataclass(frozen=True, slots=True)
 class TurnPolicyConfig:
     uses_model: bool
@@ -114,6 +136,8 @@ class TurnPolicyConfig:
     complete_ms: int
     cap_ms: int
     lexical: bool = False
+    text: bool = False  # combine the LLM's end-of-turn probability (when the engine gives one)
+    audio_weight: float = AUDIO_WEIGHT
     transcript_wait_ms: int = TRANSCRIPT_WAIT_MS
     first_score_ms: int = FIRST_SCORE_MS
     rescore_every_ms: int = RESCORE_EVERY_MS
@@ -156,14 +180,14 @@ def policy_config(td: dict[str, Any] | None) -> TurnPolicyConfig:
         if eou is not None:  # explicit EOU settings win over eagerness
             threshold = THRESHOLD_LEVELS.get(str(eou.get("threshold_level") or "default"), 0.5)
             cap = complete + int(eou.get("timeout_ms") or AZURE_SEMANTIC_TIMEOUT_MS)
-        return TurnPolicyConfig(True, threshold, complete, max(cap, complete), lexical=True)
+        return TurnPolicyConfig(True, threshold, complete, max(cap, complete), lexical=True, text=True)
     if kind in SEMANTIC_TYPES or eou is not None:
         level = str((eou or {}).get("threshold_level") or "default")
         threshold = THRESHOLD_LEVELS.get(level, 0.5)
         timeout = (eou or {}).get("timeout_ms")
         extra = int(timeout) if timeout is not None else AZURE_SEMANTIC_TIMEOUT_MS
         lexical = kind != "azure_semantic_vad_multilingual"
-        return TurnPolicyConfig(True, threshold, silence, silence + max(0, extra), lexical=lexical)
+        return TurnPolicyConfig(True, threshold, silence, silence + max(0, extra), lexical=lexical, text=lexical)
     return TurnPolicyConfig(False, 1.0, silence, silence)
 
 
@@ -196,6 +220,8 @@ class EndOfTurnPolicy:
         self.last_score: float | None = None
         self.transcript: str | None = None
         self.awaiting_transcript = False
+        self.text_score: float | None = None  # the LLM's P(end of message) for the transcript
+        self.awaiting_text = False
         self.scores: list[tuple[int, float]] = []  # (silence_ms, score), for logs and metrics
 
     def start(self) -> Decision:
@@ -211,11 +237,30 @@ class EndOfTurnPolicy:
         if self.cfg.lexical and self.transcript is None:
             self.awaiting_transcript = True
 
+    def expect_text(self) -> None:
+        """The LLM's end-of-turn probability for the coming transcript is on its way."""
+        if self.cfg.text and self.text_score is None:
+            self.awaiting_text = True
+
     def vetoed(self) -> bool:
         return self.cfg.lexical and dangling(self.transcript)
 
+    @property
+    def score(self) -> float | None:
+        """The combined score the decision compares with the threshold."""
+        text = self.text_score if self.cfg.text else None
+        return combined_score(self.last_score, text, self.cfg.audio_weight)
+
     def complete(self) -> bool:
-        return self.last_score is not None and self.last_score >= self.cfg.threshold and not self.vetoed()
+        score = self.score
+        return self.last_score is not None and score is not None and score >= self.cfg.threshold and not self.vetoed()
+
+    def on_text(self, silence_ms: int, text_score: float | None) -> Decision:
+        """The LLM's end-of-turn probability arrived (None: skipped or failed)."""
+        self.awaiting_text = False
+        if text_score is not None:
+            self.text_score = float(text_score)
+        return self.on_silence(silence_ms, None)
 
     def on_silence(self, silence_ms: int, score: float | None, transcript: str | None = None) -> Decision:
         """Update with a new score and/or the utterance's transcript (either may be None: time
@@ -232,12 +277,12 @@ class EndOfTurnPolicy:
         if silence_ms >= c.cap_ms:
             return Decision(True)
         if self.complete():
-            if self.awaiting_transcript and silence_ms >= c.complete_ms:
+            if (self.awaiting_transcript or self.awaiting_text) and silence_ms >= c.complete_ms:
                 # The words may still veto it; wait for them a little, not more.
                 deadline = c.complete_ms + c.transcript_wait_ms
                 if silence_ms < deadline:
                     return Decision(False, None, min(deadline, c.cap_ms))
-                self.awaiting_transcript = False
+                self.awaiting_transcript = self.awaiting_text = False
             if silence_ms >= c.complete_ms:
                 return Decision(True)
             # Complete: no need to score again, end once the short silence has passed.
