@@ -4,7 +4,8 @@ Silero finds the silence; this policy decides whether it ends the turn. `server_
 turn after `silence_duration_ms` of silence, whatever was said. The semantic modes ask Smart
 Turn v3.2 (`engines/smart_turn.py`) whether the utterance so far sounds finished:
 
-- **complete** (P(complete) >= threshold): the turn ends once the silence reaches `complete_ms`
+- **complete** (score >= threshold; the score is Smart Turn's P(complete), combined with the
+  LLM's end-of-turn probability once that is known, see below): the turn ends once the silence reaches `complete_ms`
   (normally `silence_duration_ms`, so a finished question is answered as fast as with
   `server_vad`);
 - **incomplete**: the policy keeps listening and rescoring every `rescore_every_ms`, and ends the
@@ -46,18 +47,42 @@ The session already transcribes the utterance speculatively when the silence sta
 transcript is known, an utterance that ends on a word that cannot end an English sentence ("for",
 "the", "my", "and", a trailing "um") is held as incomplete whatever the audio score. The veto
 only ever makes the policy wait (up to the cap); it never ends a turn sooner, and it is off for
-`azure_semantic_vad_multilingual`. When the caller has said a transcript is coming
-(`expect_transcript()`), a turn the audio calls complete waits for it at most
-`transcript_wait_ms` (100) past `complete_ms`, then ends without it.
+`azure_semantic_vad_multilingual`.
 
-Measured (benchmarks/turn_taking.py: 16 complete questions, 16 sentences with a 600-1200 ms
-pause, 12 backchannels; Piper and espeak-ng voices): server_vad cut off 16/16 paused sentences;
-azure_semantic_vad cut off 12/16 on the audio model alone (+19 ms median delay on complete
-ones) and 6-7/16 with the lexical veto (+7 to +19 ms when the speculative STT takes 340 ms;
-7/16 and +93 ms on a saturated box where it took 480 ms, the wait budget being the bound).
-Smart Turn scored most synthetic fragments 0.8-0.98 ("finished"). Synthetic pauses lack the
-lengthening and filled pauses of real hesitation, so human speech may fare differently
-(untested here: no human-speech corpus is available offline).
+**Text signal: the LLM (English modes).** The veto knows a few words; most unfinished fragments
+("my account number is four five", "set a timer for ten") end on ordinary words. So the policy
+also asks the LLM livevox runs how likely the transcript is a finished message: with llama.cpp
+(`engines/llamacpp.py`, the embedded SmolLM2 or any ChatML GGUF) the probability its chat template
+puts, right after the user's words (final punctuation removed), on `<|im_end|>` or on a
+sentence-ending punctuation token: one prefill of the words and one step, 25-55 ms on a quiet
+core; a remote OpenAI-compatible engine answers a one-token yes/no question and its `logprobs`
+give P(yes) (`engines/openai_llm.py`); without logprobs the policy keeps to Smart Turn and the
+rules. The probe is asked from the speculative transcript's own completion, on the LLM stage's
+executor at priority 0 (ahead of the speculative answer queued at the same moment), and skipped
+when the words tell already (no words, fillers only, a dangling last word) and in `server_vad`
+without `end_of_utterance_detection` and the multilingual mode. It reads the transcript the
+session speculates on, cut where the committed turn is cut (`TurnTaking.stt_cut`), so it sees the
+turn's whole last word.
+
+**Decision.** With both known, the score compared with the threshold is
+`AUDIO_WEIGHT * P_smart_turn + (1 - AUDIO_WEIGHT) * P_llm` (`combined_score`); before the LLM
+answers, Smart Turn's alone. A complete score still ends the turn at `complete_ms`, an
+incomplete one rescores the audio every `rescore_every_ms` (the text part stays) up to the cap.
+When the caller has said a transcript (`expect_transcript()`) or an LLM probability
+(`expect_text()`) is coming, a turn the audio calls complete waits for them at most
+`transcript_wait_ms` (100) past `complete_ms`, then ends without them. `threshold_level` and
+`eagerness` set the threshold on the combined score (0.3 / 0.5 / 0.7, as before), `timeout_ms`
+and the eagerness caps the patience.
+
+**Calibration** (`python benchmarks/turn_taking.py --calibrate --stt-ms 340 --probe-ms 40`): a
+grid of AUDIO_WEIGHT 0-1 by threshold 0.30-0.85 for `azure_semantic_vad`, replayed on the tuning
+split only (70 % of the sentences; the held-out 30 % never enter it), with the quiet-box STT
+(340 ms) and probe (40 ms) times. Smart Turn alone (weight 1) cuts off 23-30 % of the tuning
+paused sentences at any threshold; the LLM alone (weight 0) reaches 0-7 %, but from a threshold
+of 0.4 on it also holds back complete questions (median +512 ms or more). Weight 0.4 with threshold
+0.5 lies in the middle of a plateau: 6 % of the tuning paused sentences cut off from threshold
+0.45 to 0.55, +32 ms median extra delay on complete questions (12 % at 0.40, complete questions
+held at 0.60). That is the default, and it keeps the existing threshold levels.
 """
 
 from __future__ import annotations
@@ -83,7 +108,7 @@ RESCORE_EVERY_MS = 300
 TRANSCRIPT_WAIT_MS = 100
 #: The weight of Smart Turn's score in the combined one (the LLM's gets the rest); see the
 #: calibration note in the module docstring.
-AUDIO_WEIGHT = 0.5
+AUDIO_WEIGHT = 0.4
 
 #: Words an English sentence does not end on. Deliberately short: a false "dangling" only costs
 #: waiting to the cap. Prepositions can end a question ("What is it for?"), so a question mark
