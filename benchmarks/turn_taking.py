@@ -45,12 +45,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import synth as S
-from livevox.engines.llamacpp import EOT_PROMPT, EOT_SYSTEM, LlamaCppLLM, eot_text
+from livevox.engines.llamacpp import LlamaCppLLM
 from livevox.engines.piper.alignment import Timeline
 from livevox.engines.silero import FRAME_SAMPLES, SileroVAD
 from livevox.engines.smart_turn import SmartTurn
 from livevox.realtime.config import turn_defaults
-from livevox.realtime.end_of_turn import EndOfTurnPolicy, wants_text
+from livevox.realtime.end_of_turn import EndOfTurnPolicy, policy_config, wants_text
 from livevox.realtime.filler import is_filler_only
 from livevox.realtime.speech_segmenter import Paused, Resumed, SpeechSegmenter, SpeechStarted, SpeechStopped
 from livevox.realtime.turn_taking import FILLER_MAX_SAMPLES
@@ -345,8 +345,7 @@ class Runner:
             return None, 0.0, 0.0
         if transcript not in self._text:
             t0, c0 = time.perf_counter(), time.process_time()
-            text = eot_text(transcript)
-            p = self.llm._eot_probe(EOT_PROMPT.format(system=EOT_SYSTEM, text=text)) if text else None
+            p = self.llm.eot_job(transcript)
             self._text[transcript] = (p, (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000)
         return self._text[transcript]
 
@@ -536,12 +535,27 @@ def calibrate(runner: Runner, clips: list[Clip], probs: list[list[float]], mode:
         for t in GRID_THRESHOLDS:
             outs = [runner.run(c, p, td, {"audio_weight": w, "threshold": t}) for c, p in zip(sub, sp, strict=True)]
             r = summarize(sub, outs, base)
+            held = sum(1 for c, o, b in zip(sub, outs, base, strict=True)
+                       if c.kind == "complete" and o.ended_at is not None and b.ended_at is not None
+                       and o.ended_at - b.ended_at > RATE * 3 // 10)
+            n_complete = sum(c.kind == "complete" for c in sub)
             rows.append({"audio_weight": w, "threshold": t,
+                         "complete_held": round(held / n_complete, 3),
                          "paused_cut": r["paused"]["false_cutoff_rate"],
                          "complete_cut": r["complete"]["false_cutoff_rate"],
                          "extra_median_ms": r["complete"].get("extra_median_ms"),
                          "extra_p90_ms": r["complete"].get("extra_p90_ms")})
     return rows
+
+
+def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The calibration rule: the fewest paused sentences cut off plus complete ones held more
+    than 300 ms past server_vad (each counts as one error), among points whose median extra delay
+    on complete ones is at most 100 ms; ties go to the threshold nearest 0.5, then the larger
+    audio weight."""
+    ok = [r for r in rows if (r["extra_median_ms"] or 0) <= 100]
+    return min(ok, key=lambda r: (round(r["paused_cut"] + r["complete_held"], 3), abs(r["threshold"] - 0.5),
+                                  -r["audio_weight"]))
 
 
 def main() -> None:
@@ -582,21 +596,29 @@ def main() -> None:
     if not args.no_llm:
         llm = LlamaCppLLM()
         llm._load()
-        llm._eot_probe(EOT_PROMPT.format(system=EOT_SYSTEM, text="hello"))  # warm-up
+        llm.eot_job("Hello there.")  # warm-up
     runner = Runner(vad, turn, stt, llm)
     runner.probe_ms_fixed = args.probe_ms
     probs = [runner.probs(c.audio) for c in clips]
     results: dict[str, Any] = {"machine": machine()}
     stt_times = [t or None for t in args.stt_ms]
+    override: Any = lambda td: None  # noqa: E731
     if args.calibrate:
         runner.stt_ms_fixed = stt_times[0]
         rows = calibrate(runner, clips, probs, "azure_semantic_vad")
         results["calibration"] = {"stt_ms": stt_times[0] or "measured", "rows": rows}
-        print(f"audio_weight threshold  paused cut  complete cut  extra median / p90 ms "
+        print(f"audio_weight threshold  paused cut  complete held >300 ms  extra median / p90 ms "
               f"(tuning split, STT {stt_times[0] or 'measured'} ms)")
         for r in rows:
-            print(f"{r['audio_weight']:12.2f} {r['threshold']:9.2f}  {r['paused_cut']:10.0%}  {r['complete_cut']:12.0%}"
-                  f"  {r['extra_median_ms']!s:>6s} / {r['extra_p90_ms']!s}")
+            print(f"{r['audio_weight']:12.2f} {r['threshold']:9.2f}  {r['paused_cut']:10.0%}"
+                  f"  {r['complete_held']:20.0%}  {r['extra_median_ms']!s:>6s} / {r['extra_p90_ms']!s}")
+        results["calibration"]["chosen"] = best = choose(rows)
+        print(f"chosen: audio weight {best['audio_weight']}, threshold {best['threshold']}")
+        # The held-out figures below use it: that weight, and every mode's threshold moved by as
+        # much as the default's (0.5) moved.
+        shift = best["threshold"] - 0.5
+        override = lambda td: {"audio_weight": best["audio_weight"],  # noqa: E731
+                               "threshold": round(policy_config(td).threshold + shift, 3)}
     pick = [i for i, c in enumerate(clips) if args.split == "all" or c.held == (args.split == "held")]
     sub, sp = [clips[i] for i in pick], [probs[i] for i in pick]
     bc: dict[int, str] | None = None
@@ -611,7 +633,7 @@ def main() -> None:
             key = mode if len(stt_times) == 1 else f"{mode} @ STT {stt_ms or 'measured'}"
             keys.append(key)
             td = mode_config(mode)
-            outcomes = [runner.run(c, p, td) for c, p in zip(sub, sp, strict=True)]
+            outcomes = [runner.run(c, p, td, override(td)) for c, p in zip(sub, sp, strict=True)]
             results[key] = summarize(sub, outcomes, base, bc)
             if args.details:
                 for c, o in zip(sub, outcomes, strict=True):
@@ -627,6 +649,15 @@ def main() -> None:
     if runner.text_ms:
         results["llm_probe_ms"] = {"wall": _stats([w for w, _ in runner.text_ms]),
                                    "cpu": _stats([c for _, c in runner.text_ms])}
+    if stt is not None:
+        # Nothing is tuned on the backchannels, so their barge-in figure is also given over all 12.
+        every = [c for c in clips if c.kind == "backchannel"]
+        said = [transcribe(stt, c.audio[: c.speech_end + RATE // 2]) for c in every]
+        barge = [c.text for c, t in zip(every, said, strict=True)
+                 if c.speech_end - int(LEAD_S * RATE) >= FILLER_MAX_SAMPLES or not is_filler_only(t)]
+        results["false_barge_ins_all_backchannels"] = {"n": len(every), "barged_in": len(barge),
+                                                       "rate": round(len(barge) / len(every), 3), "which": barge,
+                                                       "transcripts": said}
     if bc is not None:
         results["backchannel_transcripts"] = {f"{sub[i].voice}: {sub[i].text}": t for i, t in bc.items()}
     results["split"] = args.split

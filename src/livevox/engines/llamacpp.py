@@ -40,8 +40,8 @@ _FINISH_REASONS = {"stop": "stop", "length": "length", "tool_calls": "tool_calls
 EOT_SYSTEM = "You are a helpful voice assistant."
 EOT_PROMPT = "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{text}"
 #: The next tokens that finish the user's message: the template's end token, and the
-#: punctuation that ends a sentence (the transcript's own final punctuation is removed first, so
-#: the model, not Whisper, says whether the words are finished).
+#: punctuation that ends a sentence (asked after the words with their final punctuation removed,
+#: so the model, not Whisper, says whether they are finished; see `eot_job`).
 EOT_TOKENS = ("<|im_end|>",)
 EOT_PUNCTUATION = frozenset({".", "?", "!", "?!", "!?", "??", "!!", ".\"", "?\""})
 EOT_TOP_N = 20  # llama.cpp returns this many next-token candidates; absent ones count as 0
@@ -143,17 +143,19 @@ class LlamaCppLLM:
         """The model has the ChatML end-of-message token, so `end_of_turn_probability` works."""
         return bool(self._eot_ids)
 
-    def _eot_probe(self, prompt: str) -> float | None:
+    def _next_tokens(self, prompt: str) -> list[dict[str, Any]] | None:
+        """llama.cpp's top next-token candidates after `prompt` (None: an error)."""
         server = self._server
         if server is None:
             return None
         out: list[Any] = []
-        body = {"prompt": prompt, "n_predict": 1, "n_probs": EOT_TOP_N, "temperature": 0, "stream": False,
-                "cache_prompt": True}
+
         def keep(chunk: Any) -> bool:
             out.append(chunk)
             return False
 
+        body = {"prompt": prompt, "n_predict": 1, "n_probs": EOT_TOP_N, "temperature": 0, "stream": False,
+                "cache_prompt": True}
         result = server.handle_completions(body, keep)
         chunks = result if result is not None else out
         if isinstance(chunks, dict):
@@ -164,19 +166,36 @@ class LlamaCppLLM:
             for choice in chunk.get("choices") or ():
                 content = (choice.get("logprobs") or {}).get("content") or ()
                 if content:
-                    return end_probability(content[0].get("top_logprobs") or (), self._eot_ids)
+                    return list(content[0].get("top_logprobs") or ())
         return None
+
+    def eot_job(self, transcript: str) -> float | None:
+        """The blocking probe (on the LLM executor): the larger of P(end token or sentence end)
+        after the words without their final punctuation, and P(end token) after the transcript
+        as Whisper punctuated it ("How far away is the moon?"). The second prompt shares the
+        first's prefix in llama.cpp's cache, so it costs a token or two more."""
+        bare = eot_text(transcript)
+        if not bare:
+            return None
+        top = self._next_tokens(EOT_PROMPT.format(system=EOT_SYSTEM, text=bare))
+        if top is None:
+            return None
+        p = end_probability(top, self._eot_ids)
+        said = transcript.replace("<|", "").replace("|>", "").strip()
+        if said != bare:
+            top2 = self._next_tokens(EOT_PROMPT.format(system=EOT_SYSTEM, text=said))
+            if top2 is not None:
+                p = max(p, end_probability(top2, self._eot_ids, punctuation=False))
+        return p
 
     async def end_of_turn_probability(self, transcript: str, session_id: str) -> float | None:
         """P(the user's message ends here) from the model's next-token distribution after
-        `transcript` (one prefill of the words, one step), or None if it cannot tell."""
-        text = eot_text(transcript)
-        if not self._eot_ids or not text:
+        `transcript` (`eot_job`), or None if it cannot tell."""
+        if not self._eot_ids or not eot_text(transcript):
             return None
-        prompt = EOT_PROMPT.format(system=EOT_SYSTEM, text=text)
         try:
             return await stage_executor("llm", self._executor_threads()).run(
-                session_id, self._eot_probe, prompt, priority=EOT_PRIORITY)
+                session_id, self.eot_job, transcript, priority=EOT_PRIORITY)
         except (ValueError, RuntimeError) as exc:
             log.debug("llm: end-of-turn probe failed: %s", exc)
             return None
@@ -308,12 +327,13 @@ def eot_text(transcript: str) -> str:
     return text.rstrip(" .,;:!?\u2026\"'").strip()
 
 
-def end_probability(top: Any, end_ids: frozenset[int]) -> float:
-    """The probability mass of the end tokens among llama.cpp's `top_logprobs` candidates."""
+def end_probability(top: Any, end_ids: frozenset[int], punctuation: bool = True) -> float:
+    """The probability mass of the end tokens (and, with `punctuation`, of the sentence-ending
+    punctuation) among llama.cpp's `top_logprobs` candidates."""
     total = 0.0
     for cand in top:
         tok_id = cand.get("id")
-        if tok_id in end_ids or cand.get("token") in EOT_PUNCTUATION:
+        if tok_id in end_ids or (punctuation and cand.get("token") in EOT_PUNCTUATION):
             total += math.exp(float(cand.get("logprob", -math.inf)))
     return min(1.0, total)
 
