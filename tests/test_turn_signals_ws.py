@@ -31,10 +31,13 @@ def server() -> Iterator[ServerThread]:
 async def test_a_dangling_for_waits_for_the_rest_of_the_sentence(server: ServerThread) -> None:
     # en-gb: with the en-us espeak voices Whisper tiny.en hears a trailing "for" as "for it."
     first = np.concatenate([silence(0.3), speak("I want to book a table for", "en-gb")])
-    rest_at_ms = (len(first) + int(1.0 * RATE)) * 1000 // RATE  # where "four people" starts
-    audio = np.concatenate([first, silence(1.0), speak("four people tomorrow night", "en-gb"), silence(2.5)])
+    rest_at_ms = (len(first) + int(1.2 * RATE)) * 1000 // RATE  # where "four people" starts
+    audio = np.concatenate([first, silence(1.2), speak("four people tomorrow night", "en-gb"), silence(3.0)])
     c = await RealtimeClient.connect(server.ws)
-    await c.update({"turn_detection": {"type": "azure_semantic_vad"},
+    # A 1 s short silence (so the cap is 2 s): the speculative transcript has over a second to come,
+    # a busy CPU's STT time included, before a finished-sounding fragment would end the turn. With
+    # server_vad at the same 1 s the 1.2 s pause ends the turn.
+    await c.update({"turn_detection": {"type": "azure_semantic_vad", "silence_duration_ms": 1000},
                     "input_audio_transcription": {"model": "whisper-1"}})
     await stream_realtime(c, audio)
     await c.until("response.done", timeout=60)
