@@ -35,7 +35,8 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+import wave
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +45,22 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import synth as S
+from livevox.engines.llamacpp import LlamaCppLLM
 from livevox.engines.piper.alignment import Timeline
 from livevox.engines.silero import FRAME_SAMPLES, SileroVAD
 from livevox.engines.smart_turn import SmartTurn
 from livevox.realtime.config import turn_defaults
-from livevox.realtime.end_of_turn import EndOfTurnPolicy
+from livevox.realtime.end_of_turn import EndOfTurnPolicy, policy_config, wants_text
 from livevox.realtime.filler import is_filler_only
 from livevox.realtime.speech_segmenter import Paused, Resumed, SpeechSegmenter, SpeechStarted, SpeechStopped
+from livevox.realtime.turn_taking import FILLER_MAX_SAMPLES
 
 RATE = 16000
 PRE_SPEECH = RATE // 2  # audio before speech start that Smart Turn sees (pipecat's 500 ms)
 LEAD_S, TAIL_S = 0.5, 5.0
 PAUSES_MS = (600, 800, 1000, 1200)
+#: Every 10 sentences, these 3 (by their index in their list) are held out: never used to tune.
+HELD_OUT = (2, 5, 8)
 
 COMPLETE = [
     "What is the weather like in Paris today?",
@@ -66,8 +71,33 @@ COMPLETE = [
     "What time does the pharmacy close tonight?",
     "Could you read me the latest news headlines?",
     "Remind me to call my mother on Sunday.",
+    "What is this button for?",
+    "Um, what time is it in Tokyo?",
+    "Turn off the lights in the kitchen.",
+    "How do I get to the train station from here?",
+    "Who won the football match last night?",
+    "Add milk and eggs to my shopping list.",
+    "Is it going to rain tomorrow morning?",
+    "Play some jazz music, please.",
+    "What's the capital of Australia?",
+    "Uh, can you repeat that?",
+    "Send a text to Anna saying I'll be late.",
+    "How many ounces are in a pound?",
+    "Where did I park my car?",
+    "Cancel my meeting at three o'clock.",
+    "What is my account balance?",
+    "Let me think, yes, the blue one.",
+    "Translate good morning into Spanish.",
+    "How far away is the moon?",
+    "Order a large pizza with mushrooms.",
+    "Call the nearest taxi company.",
+    "What should I cook for dinner tonight?",
+    "Yes, that sounds good to me.",
+    "My account number is four five six seven.",
+    "Book me a flight to London next Friday.",
 ]
-# (before the pause, after it)
+# (before the pause, after it). Pauses after function words and inside phrases, fillers before
+# and after the pause, and fragments that could pass for finished ("... four five").
 PAUSED = [
     ("I'd like to book a table for", "four people tomorrow night."),
     ("Can you remind me to call my", "dentist on Monday morning?"),
@@ -77,20 +107,54 @@ PAUSED = [
     ("Could you play some music by", "the Rolling Stones?"),
     ("Please send a message to", "my brother saying I'm running late."),
     ("How many calories are there in", "a slice of chocolate cake?"),
+    ("I need to, um", "cancel my order from yesterday."),
+    ("Can you tell me, uh", "how far the station is?"),
+    ("Let me think", "I would like the chicken salad."),
+    ("I want the", "um, the large pizza with olives."),
+    ("Set a timer for ten", "minutes please."),
+    ("The meeting is on", "Thursday afternoon at three."),
+    ("Could you find me a hotel near the", "conference center in Berlin?"),
+    ("I'm looking for a restaurant that", "serves vegetarian food."),
+    ("What's the best way to get from the airport to", "the city center?"),
+    ("Can you add a reminder to buy", "flowers for my wife?"),
+    ("I'd like to order a pizza", "with mushrooms and extra cheese."),
+    ("My phone number is five five five", "one two three four."),
+    ("Turn up the", "volume in the living room."),
+    ("How much does it cost to", "rent a car for a week?"),
+    ("Please move my appointment with", "doctor Smith to Friday."),
+    ("Um, I was wondering if", "you could help me with my homework."),
+    ("Is there a direct train from Paris to", "Amsterdam on Sunday?"),
+    ("Tell me about the history of", "the Roman empire."),
+    ("I think I'll have the, uh", "the tomato soup please."),
+    ("Could you check whether my package", "has been delivered yet?"),
+    ("Book a table at the Italian place on", "Main Street for eight."),
+    ("Send an email to my boss and", "tell her I'm sick today."),
+    ("What time does the", "museum open on Saturdays?"),
+    ("Can I pay with a", "credit card or only cash?"),
 ]
 BACKCHANNELS = ["Mm-hmm.", "Yeah.", "Uh-huh.", "Okay.", "Hmm.", "Yeah yeah."]
-ESPEAK_VOICES = ["en-us", "en-gb+f3", "en-us+m3", "en-gb"]
+ESPEAK_VOICES = ["en-us", "en-gb+f3", "en-us+m3", "en-gb", "en-us+f2", "en-gb-x-rp+m5"]
+#: Human speech that ships in Debian's pocketsphinx-testdata (`make apt-test`): read sentences
+#: from a LibriVox audiobook with their natural comma pauses, and digit and card strings.
+HUMAN_DIR = Path("/usr/share/pocketsphinx/test/data")
+HUMAN_MIN_PAUSE_MS = 250  # an inner silence at least this long (Silero) makes a clip "paused"
+
+
+def held_out(index: int) -> bool:
+    return index % 10 in HELD_OUT
 
 
 @dataclass
 class Clip:
-    kind: str  # complete | paused | backchannel
+    kind: str  # complete | paused | backchannel | human
     voice: str
     text: str
     audio: np.ndarray[Any, Any]
     speech_end: int  # sample where the utterance really ends
     pause: tuple[int, int] | None = None  # (start, end) samples of the inserted pause
     transcript: str = ""
+    held: bool = False  # in the held-out split
+    style: str = ""  # how it was made: piper-cut, espeak-break, espeak-long, human...
 
 
 @dataclass
@@ -99,12 +163,16 @@ class Outcome:
     speech_end_at: int | None  # where the detector says speech ended
     scores: list[tuple[int, float]] = field(default_factory=list)
     transcript: str = ""
+    text_score: float | None = None
+    cpu_ms: float = 0.0  # model CPU time spent on this clip's decisions (Smart Turn + LLM probe)
+    decisions: int = 0  # silences the policy decided on (pauses that started a decision)
 
 
 # ---------------------------------------------------------------- test set
 
 
-def _clip(kind: str, voice: str, text: str, parts: list[np.ndarray[Any, Any]], pause_ms: int | None) -> Clip:
+def _clip(kind: str, voice: str, text: str, parts: list[np.ndarray[Any, Any]], pause_ms: int | None,
+          held: bool = False, style: str = "") -> Clip:
     lead = S.silence(LEAD_S)
     if pause_ms is None:
         speech = S.trim(parts[0])
@@ -117,10 +185,14 @@ def _clip(kind: str, voice: str, text: str, parts: list[np.ndarray[Any, Any]], p
         audio = np.concatenate([lead, a, gap, b, S.silence(TAIL_S)])
         pause = (len(lead) + len(a), len(lead) + len(a) + len(gap))
         end = pause[1] + len(b)
-    rng = np.random.default_rng(len(text))
+    audio = _level(audio, len(text))
+    return Clip(kind, voice, text, audio, end, pause, held=held, style=style)
+
+
+def _level(audio: np.ndarray[Any, Any], seed: int) -> np.ndarray[Any, Any]:
+    rng = np.random.default_rng(seed)
     audio = S.scale_to_dbfs(audio.astype(np.float32), -26)
-    audio = (audio + rng.standard_normal(len(audio)).astype(np.float32) * 10 ** (-60 / 20)).astype(np.float32)
-    return Clip(kind, voice, text, audio, end, pause)
+    return (audio + rng.standard_normal(len(audio)).astype(np.float32) * 10 ** (-60 / 20)).astype(np.float32)
 
 
 def piper_split(before: str, after: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
@@ -140,28 +212,65 @@ def piper_split(before: str, after: str) -> tuple[np.ndarray[Any, Any], np.ndarr
     return S.to16k(audio[:cut], rate), S.to16k(audio[cut:], rate)
 
 
-def build_set() -> list[Clip]:
+def _espeak_paused(before: str, after: str, voice: str, lengthen: bool) -> list[np.ndarray[Any, Any]]:
+    """One espeak-ng rendering with an SSML break, split on the break (its silence is replaced
+    by an exact-length pause so the ground truth is known). `lengthen`: the last word before the
+    break is said slowly and higher (SSML prosody), as a hesitating speaker draws it out."""
+    if lengthen:
+        head, _, last = before.rpartition(" ")
+        before = f'{head} <prosody rate="35%" pitch="+15%">{last}</prosody>'
+    ssml = f'<speak>{before} <break time="1500ms"/> {after}</speak>'
+    return list(_split_on_silence(S.espeak_say(ssml, voice, ssml=True)))
+
+
+def build_set(human: bool = True) -> list[Clip]:
     clips: list[Clip] = []
     for i, text in enumerate(COMPLETE):
-        clips.append(_clip("complete", "piper", text, [S.piper_say(text)], None))
+        h = held_out(i)
+        clips.append(_clip("complete", "piper", text, [S.piper_say(text)], None, h, "piper"))
         v = ESPEAK_VOICES[i % len(ESPEAK_VOICES)]
-        clips.append(_clip("complete", v, text, [S.espeak_say(text, v)], None))
+        clips.append(_clip("complete", v, text, [S.espeak_say(text, v)], None, h, "espeak"))
     for i, (before, after) in enumerate(PAUSED):
+        h = held_out(i)
+        text = f"{before} ... {after}"
         pause_ms = PAUSES_MS[i % len(PAUSES_MS)]
-        clips.append(_clip("paused", "piper", f"{before} ... {after}", list(piper_split(before, after)), pause_ms))
+        clips.append(_clip("paused", "piper", text, list(piper_split(before, after)), pause_ms, h, "piper-cut"))
         v = ESPEAK_VOICES[i % len(ESPEAK_VOICES)]
-        # One espeak rendering with an SSML break, then split on the break (its silence is
-        # replaced by an exact-length pause so the ground truth is known).
-        pause_ms2 = PAUSES_MS[(i + 2) % len(PAUSES_MS)]
-        ssml = f'<speak>{before} <break time="1500ms"/> {after}</speak>'
-        full = S.espeak_say(ssml, v, ssml=True)
-        a, b = _split_on_silence(full)
-        clips.append(_clip("paused", v, f"{before} ... {after}", [a, b], pause_ms2))
+        clips.append(_clip("paused", v, text, _espeak_paused(before, after, v, False),
+                           PAUSES_MS[(i + 2) % len(PAUSES_MS)], h, "espeak-break"))
+        v2 = ESPEAK_VOICES[(i + 3) % len(ESPEAK_VOICES)]
+        clips.append(_clip("paused", v2, text, _espeak_paused(before, after, v2, True),
+                           PAUSES_MS[(i + 1) % len(PAUSES_MS)], h, "espeak-long"))
     for i, text in enumerate(BACKCHANNELS):
         v = ESPEAK_VOICES[i % len(ESPEAK_VOICES)]
-        clips.append(_clip("backchannel", v, text, [S.espeak_say(text, v)], None))
-        clips.append(_clip("backchannel", "piper", text, [S.piper_say(text)], None))
+        clips.append(_clip("backchannel", v, text, [S.espeak_say(text, v)], None, held_out(i), "espeak"))
+        clips.append(_clip("backchannel", "piper", text, [S.piper_say(text)], None, held_out(i + 1), "piper"))
+    if human:
+        clips += human_clips()
     return clips
+
+
+def human_clips() -> list[Clip]:
+    """Real speech from pocketsphinx-testdata, all held out (there is too little to tune on)."""
+    if not HUMAN_DIR.is_dir():
+        print(f"no human speech: {HUMAN_DIR} is missing (make apt-test installs pocketsphinx-testdata)")
+        return []
+    out: list[Clip] = []
+    files = sorted((HUMAN_DIR / "librivox").glob("*.wav")) + sorted((HUMAN_DIR / "cards").glob("*.wav"))
+    for f in [*files, *(HUMAN_DIR / n for n in ("goforward.raw", "numbers.raw", "something.raw"))]:
+        if f.suffix == ".raw":  # 16 kHz 16-bit mono, no header
+            x = np.frombuffer(f.read_bytes(), "<i2").astype(np.float32) / 32768.0
+        else:
+            with wave.open(str(f)) as w:
+                x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768.0
+                x = S.resample(x, w.getframerate())
+        # Their own leading silence is kept, the trailing one replaced by the usual tail.
+        speech = S.trim(x, 0.02)
+        start = int(np.argmax(np.abs(x) > 0.02))
+        audio = np.concatenate([S.silence(LEAD_S), x[start : start + len(speech)], S.silence(TAIL_S)])
+        out.append(Clip("human", "human", f.stem, _level(audio, len(f.stem)), int(LEAD_S * RATE) + len(speech),
+                        held=True, style="human"))
+    return out
 
 
 def _split_on_silence(x: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
@@ -186,33 +295,69 @@ def _split_on_silence(x: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], np
 
 
 class Runner:
-    def __init__(self, vad: SileroVAD, turn: SmartTurn, stt: Any | None) -> None:
+    """Runs the policy over a clip frame by frame, as `realtime.turn_taking` does; model results
+    (Smart Turn scores, transcripts, LLM probabilities) are cached, so many settings can be
+    replayed over the same clips (calibration) with each model's measured time and CPU cost."""
+
+    def __init__(self, vad: SileroVAD, turn: SmartTurn, stt: Any | None, llm: LlamaCppLLM | None) -> None:
         self.vad = vad
         self.turn = turn
         self.stt = stt
-        self.score_ms: list[float] = []
-        self.stt_ms: list[float] = []
+        self.llm = llm
         self.stt_ms_fixed: float | None = None
-        self._stt_cache: dict[tuple[int, int, int], tuple[str, float]] = {}
+        self.probe_ms_fixed: float | None = None  # with stt_ms_fixed: the LLM probe's time, assumed too
+        self._stt: dict[tuple[int, int, int], tuple[str, float]] = {}
+        self._score: dict[tuple[int, int, int], tuple[float, float, float]] = {}  # score, wall ms, cpu ms
+        self._text: dict[str, tuple[float | None, float, float]] = {}  # P(end), wall ms, cpu ms
+
+    @property
+    def score_ms(self) -> list[float]:
+        return [v[1] for v in self._score.values()]
+
+    @property
+    def stt_ms(self) -> list[float]:
+        return [v[1] for v in self._stt.values()]
+
+    @property
+    def text_ms(self) -> list[tuple[float, float]]:
+        return [(v[1], v[2]) for v in self._text.values()]
 
     def transcribe(self, clip: Clip, start: int, end: int) -> tuple[str, float]:
         """The speculative transcript the session starts at the pause, and how long it took (ms)."""
         key = (id(clip), start, end)
-        if key not in self._stt_cache:
+        if key not in self._stt:
             t0 = time.perf_counter()
             text = transcribe(self.stt, clip.audio[start:end])
-            ms = (time.perf_counter() - t0) * 1000
-            self.stt_ms.append(ms)
-            self._stt_cache[key] = (text, ms)
-        return self._stt_cache[key]
+            self._stt[key] = (text, (time.perf_counter() - t0) * 1000)
+        return self._stt[key]
+
+    def score(self, clip: Clip, start: int, end: int) -> tuple[float, float, float]:
+        key = (id(clip), start, end)
+        if key not in self._score:
+            c0 = time.process_time()
+            score = self.turn.score_sync(clip.audio[start:end])
+            self._score[key] = (score, self.turn.last_ms, (time.process_time() - c0) * 1000)
+        return self._score[key]
+
+    def text_score(self, transcript: str) -> tuple[float | None, float, float]:
+        """The LLM's P(end of message) for `transcript`, with its wall and CPU time (ms)."""
+        if self.llm is None:
+            return None, 0.0, 0.0
+        if transcript not in self._text:
+            t0, c0 = time.perf_counter(), time.process_time()
+            p = self.llm.eot_job(transcript)
+            self._text[transcript] = (p, (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000)
+        return self._text[transcript]
 
     def probs(self, audio: np.ndarray[Any, Any]) -> list[float]:
         s = self.vad.stream()
         n = len(audio) // FRAME_SAMPLES * FRAME_SAMPLES
         return s._run_frames(audio[:n].astype(np.float32))
 
-    def run(self, clip: Clip, probs: list[float], td: dict[str, Any]) -> Outcome:
+    def run(self, clip: Clip, probs: list[float], td: dict[str, Any], cfg: dict[str, Any] | None = None) -> Outcome:
         policy = EndOfTurnPolicy(td)
+        if cfg:  # calibration: other thresholds and weights
+            policy.cfg = replace(policy.cfg, **cfg)
         if not policy.uses_model:
             det = SpeechSegmenter(td, FRAME_SAMPLES)
             for ev in det.process(probs, 0):
@@ -225,7 +370,10 @@ class Runner:
         silence_start: int | None = None
         decision = None
         pending: tuple[int, str] | None = None  # (silence ms when the transcript is ready, text)
+        pending_text: tuple[int, float | None] | None = None  # (silence ms when P(end) is ready, it)
         lexical = policy.cfg.lexical and self.stt is not None
+        use_text = policy.cfg.text and lexical and self.llm is not None
+        cpu, decisions = 0.0, 0
         for i, p in enumerate(probs):
             at = i * FRAME_SAMPLES
             end = at + FRAME_SAMPLES
@@ -235,15 +383,28 @@ class Runner:
                 elif isinstance(ev, Paused):
                     silence_start = ev.end_sample
                     decision = policy.start()
+                    decisions += 1
+                    pending_text = None
                     if lexical and turn_start is not None:
                         # Speculative STT starts at the Paused event (as in the session).
                         text, stt_ms = self.transcribe(clip, max(0, turn_start), end)
                         if self.stt_ms_fixed is not None:
                             stt_ms = self.stt_ms_fixed
-                        pending = ((end - silence_start) * 1000 // RATE + int(stt_ms), text)
+                        ready = (end - silence_start) * 1000 // RATE + int(stt_ms)
+                        pending = (ready, text)
                         policy.expect_transcript()
+                        if use_text:
+                            policy.expect_text()
+                            if wants_text(text):
+                                ps, wall, cpu_ms = self.text_score(text)
+                                cpu += cpu_ms
+                                if self.stt_ms_fixed is not None and self.probe_ms_fixed is not None:
+                                    wall = self.probe_ms_fixed
+                                pending_text = (ready + int(wall), ps)
+                            else:  # skipped: known at once
+                                pending_text = (ready, None)
                 elif isinstance(ev, Resumed):
-                    silence_start, decision, pending = None, None, None
+                    silence_start, decision, pending, pending_text = None, None, None, None
                     policy.reset()
             if silence_start is None or decision is None or turn_start is None:
                 continue
@@ -252,23 +413,26 @@ class Runner:
             if pending is not None and silence_ms >= pending[0]:
                 decision = policy.on_silence(silence_ms, None, pending[1])
                 pending = None
+            if pending is None and pending_text is not None and silence_ms >= pending_text[0]:
+                decision = policy.on_text(silence_ms, pending_text[1])
+                pending_text = None
             while not decision.end_turn:
                 if decision.rescore_after_ms is not None and silence_ms >= decision.rescore_after_ms:
-                    audio = clip.audio[max(0, turn_start - PRE_SPEECH) : end]
-                    score = self.turn.score_sync(audio)
-                    self.score_ms.append(self.turn.last_ms)
+                    score, wall, cpu_ms = self.score(clip, max(0, turn_start - PRE_SPEECH), end)
+                    cpu += cpu_ms
                     before = decision
                     decision = policy.on_silence(silence_ms, score)
                     if decision.end_turn and before.end_at_ms is not None and silence_ms < before.end_at_ms:
-                        extra = int(self.turn.last_ms * RATE / 1000)  # the score decided: it cost time
+                        extra = int(wall * RATE / 1000)  # the score decided: it cost time
                     continue
                 if decision.end_at_ms is not None and silence_ms >= decision.end_at_ms:
                     decision = policy.on_silence(silence_ms, None)
                     continue
                 break
             if decision.end_turn:
-                return Outcome(end + extra, silence_start, policy.scores, policy.transcript or "")
-        return Outcome(None, None, policy.scores, policy.transcript or "")
+                return Outcome(end + extra, silence_start, policy.scores, policy.transcript or "",
+                               policy.text_score, cpu, decisions)
+        return Outcome(None, None, policy.scores, policy.transcript or "", policy.text_score, cpu, decisions)
 
 
 def mode_config(mode: str) -> dict[str, Any]:
@@ -283,34 +447,58 @@ def mode_config(mode: str) -> dict[str, Any]:
     return turn_defaults(td, "2026-07-15")
 
 
-def summarize(clips: list[Clip], outcomes: list[Outcome]) -> dict[str, Any]:
+def _cut(c: Clip, o: Outcome) -> bool:
+    """The turn ended before the utterance did (inside the pause, or a natural word gap)."""
+    return o.ended_at is not None and o.ended_at < c.speech_end
+
+
+def summarize(clips: list[Clip], outcomes: list[Outcome], base: list[Outcome] | None = None,
+              bc_transcripts: dict[int, str] | None = None) -> dict[str, Any]:
+    """Figures for one mode. `base`: server_vad at 500 ms on the same clips, for the extra delay."""
     def ms(x: int) -> float:
         return x * 1000 / RATE
 
     res: dict[str, Any] = {}
-    for kind in ("complete", "paused", "backchannel"):
+    for kind in ("complete", "paused", "human", "backchannel"):
         idx = [i for i, c in enumerate(clips) if c.kind == kind]
-        delays, cut, missed = [], 0, 0
+        if not idx:
+            continue
+        delays, extra, cut, missed = [], [], 0, 0
         for i in idx:
             c, o = clips[i], outcomes[i]
             if o.ended_at is None:
                 missed += 1
                 continue
-            if c.pause is not None and o.ended_at < c.pause[1]:
-                cut += 1
-                continue
-            if o.ended_at < c.speech_end:  # ended inside a natural word gap
+            if _cut(c, o):
                 cut += 1
                 continue
             delays.append(ms(o.ended_at - c.speech_end))
-        res[kind] = {
+            b = base[i] if base is not None else None
+            if b is not None and b.ended_at is not None and not _cut(c, b):
+                extra.append(ms(o.ended_at - b.ended_at))
+        r: dict[str, Any] = {
             "n": len(idx),
             "false_cutoffs": cut,
-            "false_cutoff_rate": round(cut / len(idx), 3) if idx else None,
+            "false_cutoff_rate": round(cut / len(idx), 3),
             "missed": missed,
             "median_delay_ms": round(statistics.median(delays)) if delays else None,
             "p90_delay_ms": round(float(np.percentile(delays, 90))) if delays else None,
         }
+        if extra:
+            r["extra_median_ms"] = round(statistics.median(extra))
+            r["extra_p90_ms"] = round(float(np.percentile(extra, 90)))
+        res[kind] = r
+    if bc_transcripts is not None:
+        # During an answer (remove_filler_words): a backchannel barges in when it is longer than
+        # a filler word, or its transcript (the speculative one the session has) is not filler-only.
+        idx = [i for i, c in enumerate(clips) if c.kind == "backchannel"]
+        barge = [i for i in idx if clips[i].speech_end - int(LEAD_S * RATE) >= FILLER_MAX_SAMPLES
+                 or not is_filler_only(bc_transcripts.get(i, ""))]
+        res["backchannel"]["false_barge_ins"] = len(barge)
+        res["backchannel"]["false_barge_in_rate"] = round(len(barge) / len(idx), 3) if idx else None
+    cpu = [o.cpu_ms / o.decisions for o in outcomes if o.decisions]
+    res["cpu_ms_per_decision"] = {"mean": round(statistics.fmean(cpu), 1) if cpu else 0.0,
+                                  "p90": round(float(np.percentile(cpu, 90)), 1) if cpu else 0.0}
     return res
 
 
@@ -328,69 +516,175 @@ def transcribe(model: Any, audio: np.ndarray[Any, Any]) -> str:
     return " ".join(s.text for s in parts).strip()
 
 
-def transcribe_backchannels(model: Any, clips: list[Clip]) -> None:
-    for c in clips:
-        if c.kind == "backchannel":
-            c.transcript = transcribe(model, c.audio[: c.speech_end + RATE // 2])
+# ---------------------------------------------------------------- calibration
+
+#: The grid searched on the tuning split (`--calibrate`).
+GRID_WEIGHTS = (0.0, 0.25, 0.4, 0.5, 0.6, 0.75, 1.0)
+GRID_THRESHOLDS = tuple(round(0.3 + 0.05 * k, 2) for k in range(12))
+
+
+def calibrate(runner: Runner, clips: list[Clip], probs: list[list[float]], mode: str) -> list[dict[str, Any]]:
+    """Every (audio weight, threshold) of the grid, replayed on the tuning split only."""
+    idx = [i for i, c in enumerate(clips) if not c.held and c.kind in ("complete", "paused")]
+    sub = [clips[i] for i in idx]
+    sp = [probs[i] for i in idx]
+    base = [runner.run(c, p, mode_config("server_vad")) for c, p in zip(sub, sp, strict=True)]
+    rows = []
+    td = mode_config(mode)
+    for w in GRID_WEIGHTS:
+        for t in GRID_THRESHOLDS:
+            outs = [runner.run(c, p, td, {"audio_weight": w, "threshold": t}) for c, p in zip(sub, sp, strict=True)]
+            r = summarize(sub, outs, base)
+            held = sum(1 for c, o, b in zip(sub, outs, base, strict=True)
+                       if c.kind == "complete" and o.ended_at is not None and b.ended_at is not None
+                       and o.ended_at - b.ended_at > RATE * 3 // 10)
+            n_complete = sum(c.kind == "complete" for c in sub)
+            rows.append({"audio_weight": w, "threshold": t,
+                         "complete_held": round(held / n_complete, 3),
+                         "paused_cut": r["paused"]["false_cutoff_rate"],
+                         "complete_cut": r["complete"]["false_cutoff_rate"],
+                         "extra_median_ms": r["complete"].get("extra_median_ms"),
+                         "extra_p90_ms": r["complete"].get("extra_p90_ms")})
+    return rows
+
+
+def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The calibration rule: the fewest paused sentences cut off plus complete ones held more
+    than 300 ms past server_vad (each counts as one error), among points whose median extra delay
+    on complete ones is at most 100 ms; ties go to the threshold nearest 0.5, then the larger
+    audio weight."""
+    ok = [r for r in rows if (r["extra_median_ms"] or 0) <= 100]
+    return min(ok, key=lambda r: (round(r["paused_cut"] + r["complete_held"], 3), abs(r["threshold"] - 0.5),
+                                  -r["audio_weight"]))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--modes", nargs="+", default=["server_vad", "azure_semantic_vad"])
+    ap.add_argument("--modes", nargs="+", default=[
+        "server_vad", "azure_semantic_vad", "azure_semantic_vad:low", "azure_semantic_vad:high",
+        "azure_semantic_vad_multilingual", "semantic_vad:high", "semantic_vad:medium", "semantic_vad:low"])
+    ap.add_argument("--split", choices=("held", "tune", "all"), default="held",
+                    help="which clips the figures are on (default: the held-out split)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--details", action="store_true", help="print every clip's outcome")
-    ap.add_argument("--stt-ms", type=float, help="assume this speculative STT time (ms) instead of the measured one")
+    ap.add_argument("--stt-ms", type=float, nargs="+", default=[0.0],
+                    help="assume this speculative STT time (ms) instead of the measured one (0: measured); "
+                         "several values: every mode at each, calibration at the first")
+    ap.add_argument("--probe-ms", type=float,
+                    help="with a fixed --stt-ms: assume the LLM probe takes this long (ms), not the measured time")
     ap.add_argument("--no-stt", action="store_true",
-                    help="no Whisper: no lexical veto in the semantic modes, no backchannel check")
+                    help="no Whisper: no lexical veto or text signal in the semantic modes, no backchannel check")
+    ap.add_argument("--no-llm", action="store_true", help="no LLM text signal (Smart Turn and the rules only)")
+    ap.add_argument("--no-human", action="store_true", help="leave out the pocketsphinx-testdata recordings")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="grid-search the audio weight and threshold of azure_semantic_vad on the tuning split")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
-    clips = build_set()
+    clips = build_set(human=not args.no_human)
+    n_held = sum(c.held for c in clips)
     print(f"test set: {len(clips)} clips "
           f"({sum(c.kind == 'complete' for c in clips)} complete, {sum(c.kind == 'paused' for c in clips)} paused, "
-          f"{sum(c.kind == 'backchannel' for c in clips)} backchannels), built in {time.perf_counter() - t0:.1f} s")
+          f"{sum(c.kind == 'backchannel' for c in clips)} backchannels, {sum(c.kind == 'human' for c in clips)} human;"
+          f" {n_held} held out), built in {time.perf_counter() - t0:.1f} s")
     vad = SileroVAD()
     vad._load()
     turn = SmartTurn()
     turn.load_sync()
     stt = None if args.no_stt else whisper()
-    runner = Runner(vad, turn, stt)
-    runner.stt_ms_fixed = args.stt_ms
+    llm = None
+    if not args.no_llm:
+        llm = LlamaCppLLM()
+        llm._load()
+        llm.eot_job("Hello there.")  # warm-up
+    runner = Runner(vad, turn, stt, llm)
+    runner.probe_ms_fixed = args.probe_ms
     probs = [runner.probs(c.audio) for c in clips]
-    results: dict[str, Any] = {}
-    for mode in args.modes:
-        td = mode_config(mode)
-        outcomes = [runner.run(c, p, td) for c, p in zip(clips, probs, strict=True)]
-        results[mode] = summarize(clips, outcomes)
-        if args.details:
-            for c, o in zip(clips, outcomes, strict=True):
-                end = "none" if o.ended_at is None else f"{(o.ended_at - c.speech_end) * 1000 // RATE:+d} ms"
-                sc = " ".join(f"{s:.2f}@{t}" for t, s in o.scores)
-                print(f"  {mode:22s} {c.kind:11s} {c.voice:9s} {end:>9s}  {sc:40s} {c.text}  [{o.transcript}]")
+    results: dict[str, Any] = {"machine": machine()}
+    stt_times = [t or None for t in args.stt_ms]
+    override: Any = lambda td: None  # noqa: E731
+    if args.calibrate:
+        runner.stt_ms_fixed = stt_times[0]
+        rows = calibrate(runner, clips, probs, "azure_semantic_vad")
+        results["calibration"] = {"stt_ms": stt_times[0] or "measured", "rows": rows}
+        print(f"audio_weight threshold  paused cut  complete held >300 ms  extra median / p90 ms "
+              f"(tuning split, STT {stt_times[0] or 'measured'} ms)")
+        for r in rows:
+            print(f"{r['audio_weight']:12.2f} {r['threshold']:9.2f}  {r['paused_cut']:10.0%}"
+                  f"  {r['complete_held']:20.0%}  {r['extra_median_ms']!s:>6s} / {r['extra_p90_ms']!s}")
+        results["calibration"]["chosen"] = best = choose(rows)
+        print(f"chosen: audio weight {best['audio_weight']}, threshold {best['threshold']}")
+        # The held-out figures below use it: that weight, and every mode's threshold moved by as
+        # much as the default's (0.5) moved.
+        shift = best["threshold"] - 0.5
+        override = lambda td: {"audio_weight": best["audio_weight"],  # noqa: E731
+                               "threshold": round(policy_config(td).threshold + shift, 3)}
+    pick = [i for i, c in enumerate(clips) if args.split == "all" or c.held == (args.split == "held")]
+    sub, sp = [clips[i] for i in pick], [probs[i] for i in pick]
+    bc: dict[int, str] | None = None
+    if stt is not None:  # the backchannel's transcript, as the session's speculation has it
+        bc = {i: transcribe(stt, c.audio[: c.speech_end + RATE // 2])
+              for i, c in enumerate(sub) if c.kind == "backchannel"}
+    base = [runner.run(c, p, mode_config("server_vad")) for c, p in zip(sub, sp, strict=True)]
+    keys = []
+    for stt_ms in stt_times:
+        runner.stt_ms_fixed = stt_ms
+        for mode in args.modes:
+            key = mode if len(stt_times) == 1 else f"{mode} @ STT {stt_ms or 'measured'}"
+            keys.append(key)
+            td = mode_config(mode)
+            outcomes = [runner.run(c, p, td, override(td)) for c, p in zip(sub, sp, strict=True)]
+            results[key] = summarize(sub, outcomes, base, bc)
+            if args.details:
+                for c, o in zip(sub, outcomes, strict=True):
+                    end = "none" if o.ended_at is None else f"{(o.ended_at - c.speech_end) * 1000 // RATE:+d} ms"
+                    sc = " ".join(f"{s:.2f}@{t}" for t, s in o.scores)
+                    ts = "-" if o.text_score is None else f"{o.text_score:.2f}"
+                    print(f"  {key:22s} {c.kind:11s} {c.style:12s} {c.voice:13s} {end:>9s} {sc:28s} text {ts:4s} "
+                          f"{c.text}  [{o.transcript}]")
     if runner.score_ms:
-        results["smart_turn_ms"] = {"calls": len(runner.score_ms),
-                                    "median": round(statistics.median(runner.score_ms), 1),
-                                    "p90": round(float(np.percentile(runner.score_ms, 90)), 1)}
+        results["smart_turn_ms"] = _stats(runner.score_ms)
     if runner.stt_ms:
-        results["speculative_stt_ms"] = {"calls": len(runner.stt_ms), "median": round(statistics.median(runner.stt_ms)),
-                                         "p90": round(float(np.percentile(runner.stt_ms, 90)))}
+        results["speculative_stt_ms"] = _stats(runner.stt_ms)
+    if runner.text_ms:
+        results["llm_probe_ms"] = {"wall": _stats([w for w, _ in runner.text_ms]),
+                                   "cpu": _stats([c for _, c in runner.text_ms])}
     if stt is not None:
-        transcribe_backchannels(stt, clips)
-        bc = [c for c in clips if c.kind == "backchannel"]
-        results["backchannel_filler"] = {
-            "n": len(bc),
-            "ignored_as_filler": sum(is_filler_only(c.transcript) for c in bc),
-            "transcripts": {f"{c.voice}: {c.text}": c.transcript for c in bc},
-        }
+        # Nothing is tuned on the backchannels, so their barge-in figure is also given over all 12.
+        every = [c for c in clips if c.kind == "backchannel"]
+        said = [transcribe(stt, c.audio[: c.speech_end + RATE // 2]) for c in every]
+        barge = [c.text for c, t in zip(every, said, strict=True)
+                 if c.speech_end - int(LEAD_S * RATE) >= FILLER_MAX_SAMPLES or not is_filler_only(t)]
+        results["false_barge_ins_all_backchannels"] = {"n": len(every), "barged_in": len(barge),
+                                                       "rate": round(len(barge) / len(every), 3), "which": barge,
+                                                       "transcripts": said}
+    if bc is not None:
+        results["backchannel_transcripts"] = {f"{sub[i].voice}: {sub[i].text}": t for i, t in bc.items()}
+    results["split"] = args.split
     print(json.dumps(results, indent=2))
-    print("\nmode                     complete: median/p90 ms   paused: cut-offs  median ms   backchannel median ms")
-    for mode in args.modes:
+    print(f"\n{args.split} split          complete: extra median/p90 ms   paused cut-offs   human cut-offs"
+          "   backchannel barge-ins   CPU ms/decision")
+    for mode in keys:
         r = results[mode]
-        print(f"{mode:24s} {r['complete']['median_delay_ms']!s:>8s} / {r['complete']['p90_delay_ms']!s:<8s}"
-              f"   {r['paused']['false_cutoffs']}/{r['paused']['n']} ({r['paused']['false_cutoff_rate']:.0%})"
-              f"   {r['paused']['median_delay_ms']!s:>6s}      {r['backchannel']['median_delay_ms']!s:>6s}")
+        pa, hu, b = r["paused"], r.get("human"), r["backchannel"]
+        human = f"{hu['false_cutoffs']}/{hu['n']}" if hu else "-"
+        print(f"{mode:46s} {r['complete'].get('extra_median_ms')!s:>6s} / {r['complete'].get('extra_p90_ms')!s:<6s}"
+              f"   {pa['false_cutoffs']}/{pa['n']} ({pa['false_cutoff_rate']:.0%})   {human:>8s}"
+              f"   {b.get('false_barge_ins', '-')}/{b['n']}   {r['cpu_ms_per_decision']['mean']}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def _stats(xs: list[float]) -> dict[str, Any]:
+    return {"calls": len(xs), "median": round(statistics.median(xs), 1), "p90": round(float(np.percentile(xs, 90)), 1)}
+
+
+def machine() -> dict[str, Any]:
+    import os
+    import platform
+
+    return {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+            "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from livevox.engines.smart_turn import (
 )
 from livevox.realtime.config import turn_defaults
 from livevox.realtime.echo import LATENCY_SAMPLES, DelayEstimator, EchoCanceller
-from livevox.realtime.end_of_turn import EndOfTurnPolicy, dangling, policy_config
+from livevox.realtime.end_of_turn import EndOfTurnPolicy, combined_score, dangling, policy_config, wants_text
 from livevox.realtime.filler import VOICE_LIVE_FILLERS, is_filler_only
 from livevox.realtime.noise import NoiseSuppressor, level_for
 from livevox.realtime.speech_segmenter import SpeechSegmenter, SpeechStarted
@@ -203,6 +203,115 @@ def test_lexical_veto_holds_unfinished_words() -> None:
     m.start()
     m.on_silence(200, 0.9, "Quiero reservar una mesa para")
     assert m.on_silence(500, None).end_turn
+
+
+def test_the_text_signal_is_combined_with_the_audio_score() -> None:
+    assert combined_score(None, None) is None
+    assert combined_score(0.8, None) == 0.8 and combined_score(None, 0.3) == 0.3
+    assert combined_score(0.9, 0.1, 0.5) == pytest.approx(0.5)
+    assert combined_score(0.9, 0.1, 1.0) == pytest.approx(0.9)  # weight 1: Smart Turn alone
+    td = {"type": "azure_semantic_vad", "silence_duration_ms": 500}
+    cfg = policy_config(td)
+    assert cfg.text and cfg.lexical
+    assert not policy_config({"type": "azure_semantic_vad_multilingual"}).text  # an English model
+    assert not policy_config({"type": "server_vad"}).text
+    # The audio says finished, the words (by the LLM) say not: the turn waits to the cap.
+    p = EndOfTurnPolicy(td)
+    p.start()
+    p.expect_transcript()
+    p.expect_text()
+    assert p.on_silence(200, 0.95).end_at_ms == 500  # complete so far, on the audio alone
+    d = p.on_silence(350, None, "My account number is four five.")
+    assert not d.end_turn and p.awaiting_text
+    d = p.on_silence(500, None)
+    assert not d.end_turn and d.end_at_ms == 600  # waits a little for the LLM, as for the words
+    d = p.on_text(520, 0.0)
+    assert not d.end_turn and p.score is not None and p.score < cfg.threshold
+    assert d.rescore_after_ms is not None  # still listening: a rescore may change the verdict
+    # Both say finished: ends at the short silence.
+    q = EndOfTurnPolicy(td)
+    q.start()
+    q.expect_transcript()
+    q.expect_text()
+    q.on_silence(200, 0.95)
+    q.on_silence(350, None, "What is the weather like in Paris today?")
+    assert q.on_text(380, 0.9).end_at_ms == 500
+    assert q.on_silence(500, None).end_turn
+    # The audio is unsure, the words are clearly finished: the text can tip it to complete.
+    r = EndOfTurnPolicy(td)
+    r.start()
+    r.on_silence(200, cfg.threshold - 0.05, "Tell me a joke about penguins.")
+    assert r.on_text(300, 1.0).end_at_ms == 500
+    # The LLM gave nothing (a remote engine without logprobs, a skipped probe): audio and rules.
+    u = EndOfTurnPolicy(td)
+    u.start()
+    u.expect_transcript()
+    u.expect_text()
+    u.on_silence(200, 0.95, "Tell me a joke about penguins.")
+    u.on_text(300, None)
+    assert u.on_silence(500, None).end_turn
+
+
+def test_the_llm_probe_is_skipped_when_the_words_tell_already() -> None:
+    assert wants_text("My account number is four five.")
+    assert not wants_text("I'd like to book a table for")  # dangling: the rules said incomplete
+    assert not wants_text("Um.") and not wants_text("") and not wants_text(None)
+
+
+async def test_turn_taking_asks_the_llm_only_for_words_it_cannot_judge() -> None:
+    import asyncio
+
+    from livevox.realtime.turn_taking import TurnTaking
+
+    asked: list[str] = []
+
+    async def probe(text: str, sid: str) -> float | None:
+        asked.append(text)
+        return 0.25
+
+    class Host:
+        id = "sess"
+
+    class Vad:
+        frame_samples = 512
+
+    for td in ({"type": "server_vad"}, {"type": "azure_semantic_vad"}):
+        tt = TurnTaking(Host(), None, Vad(), None, td, 100, probe)  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        futs = {}
+        for text in ("Set a timer for ten", "Book a table for", "Um."):
+            stt: asyncio.Future[str] = loop.create_future()
+            futs[text] = (stt, tt._text_signal(stt))
+            stt.set_result(text)
+        if td["type"] == "server_vad":
+            assert all(f is None for _, f in futs.values())
+            continue
+        got = {t: await f for t, (_, f) in futs.items() if f is not None}
+        assert got == {"Set a timer for ten": 0.25, "Book a table for": None, "Um.": None}
+    assert asked == ["Set a timer for ten"]
+    # Dropped before the transcript came: no probe at all.
+    tt = TurnTaking(Host(), None, Vad(), None, {"type": "azure_semantic_vad"}, 100, probe)  # type: ignore[arg-type]
+    stt = asyncio.get_running_loop().create_future()
+    fut = tt._text_signal(stt)
+    assert fut is not None
+    fut.cancel()
+    stt.set_result("What time is it?")
+    await asyncio.sleep(0)
+    assert asked == ["Set a timer for ten"]
+
+
+def test_end_probability_reads_llama_cpp_top_logprobs() -> None:
+    import math
+
+    from livevox.engines.llamacpp import end_probability, eot_text
+
+    top = [{"id": 2, "token": "", "logprob": math.log(0.5)}, {"id": 30, "token": ".", "logprob": math.log(0.2)},
+           {"id": 253, "token": " a", "logprob": math.log(0.1)}, {"id": 47, "token": "?", "logprob": math.log(0.1)}]
+    assert end_probability(top, frozenset({2})) == pytest.approx(0.8)
+    assert end_probability(top[2:3], frozenset({2})) == 0.0
+    assert eot_text("What is the weather like in Paris today?") == "What is the weather like in Paris today"
+    assert eot_text(" I'd like to book a table for... ") == "I'd like to book a table for"
+    assert eot_text("<|im_end|>hi.") == "im_endhi"
 
 
 # ================================================================ filler words

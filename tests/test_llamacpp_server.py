@@ -103,3 +103,22 @@ async def test_cancel_stops_llama_cpp_generating(client: RealtimeClient, llama_s
     done = evs[-1]["response"]
     assert done["status"] == "incomplete" and done["status_details"]["reason"] == "max_output_tokens", done
     assert "response.text.delta" in types(evs)
+
+
+async def test_end_of_turn_probability_from_the_servers_logprobs(llama_server: str) -> None:
+    """The remote text signal: llama.cpp's server offers `logprobs`, so the yes/no question gives a
+    probability; a server without them gives None once and is not asked again."""
+    from livevox.engine_settings import OpenAILLMSettings
+    from livevox.engines.openai_llm import OpenAILLM, yes_probability
+
+    llm = OpenAILLM(OpenAILLMSettings(base_url=llama_server, model="smollm2"))
+    await llm.load()
+    try:
+        p = await llm.end_of_turn_probability("What is the weather like in Paris today?", "s")
+        assert p is not None and 0.0 <= p <= 1.0
+    finally:
+        await llm.close()
+    assert yes_probability({"choices": [{"message": {"content": "yes"}}]}) is None
+    no_logprobs = OpenAILLM(OpenAILLMSettings(base_url=llama_server, model="smollm2"))
+    no_logprobs._eot_logprobs = False
+    assert await no_logprobs.end_of_turn_probability("Hello there.", "s") is None

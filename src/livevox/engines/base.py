@@ -233,6 +233,15 @@ class LLMEngine(Engine, Protocol):
         ...
 
 
+class EndOfTurnText(Protocol):
+    """An LLM that can say how likely the user's words so far are a finished turn (optional:
+    the end-of-turn policy falls back to its transcript rules without it)."""
+
+    async def end_of_turn_probability(self, transcript: str, session_id: str) -> float | None:
+        """P(the user's message ends after `transcript`), or None when the engine cannot tell."""
+        ...
+
+
 # ---------------------------------------------------------------- TTS
 
 

@@ -198,6 +198,12 @@ class FallbackLLM(_Chain[LLMEngine]):
     def count_tokens(self, message: dict[str, Any]) -> int:
         return max((e.count_tokens(message) for e in self._usable()), default=0)
 
+    async def end_of_turn_probability(self, transcript: str, session_id: str) -> float | None:
+        """The end-of-turn text signal of the member that would answer (None: it has none)."""
+        usable = self._usable()
+        probe = getattr(usable[0], "end_of_turn_probability", None) if usable else None
+        return await probe(transcript, session_id) if probe is not None else None
+
 
 class FallbackSTT(_Chain[STTEngine]):
     def __init__(self, engines: Sequence[STTEngine]) -> None:

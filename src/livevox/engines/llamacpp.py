@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -28,12 +29,26 @@ from .base import (
     overflow_from,
     warmup_request,
 )
-from .gguf_vocab import bpe_counter
+from .gguf_vocab import bpe_counter, tokenizer_metadata
 from .model_files import smollm2_gguf
 
 log = logging.getLogger(__name__)
 
 _FINISH_REASONS = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
+
+#: End-of-turn text signal (`end_of_turn_probability`): the user's words so far, in the ChatML
+#: template SmolLM2 (and Qwen) use, left open where the template would close the user's message.
+EOT_SYSTEM = "You are a helpful voice assistant."
+EOT_PROMPT = "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{text}"
+#: The next tokens that finish the user's message: the template's end token, and the
+#: punctuation that ends a sentence (asked after the words with their final punctuation removed,
+#: so the model, not Whisper, says whether they are finished; see `eot_job`).
+EOT_TOKENS = ("<|im_end|>",)
+EOT_PUNCTUATION = frozenset({".", "?", "!", "?!", "!?", "??", "!!", ".\"", "?\""})
+EOT_TOP_N = 20  # llama.cpp returns this many next-token candidates; absent ones count as 0
+#: Ahead of the stage's other jobs (NORMAL = 1): it is one short prefill, a speculative answer
+#: queued at the same moment waits for it by a few tens of ms.
+EOT_PRIORITY = 0
 
 
 class _LlamaError(Exception):
@@ -70,7 +85,7 @@ def auto_threads(cores: int) -> int:
     rest of the answer is generated) stalls the whole step. Measured on 2 cores with SmolLM2-135M
     and one competing CPU-bound thread in the process: 2 threads fell from ~137 to 2-22 tokens/s
     (a 60-token answer took over a minute in a WebSocket turn), 1 thread went from ~78 alone to
-    ~19-78 with it. CTranslate2 (Whisper) does not collapse this way and keeps its 2 threads.
+    ~19-78 with it. CTranslate2 (Whisper) does not collapse this way.
     """
     return max(1, cores // 2)
 
@@ -107,6 +122,7 @@ class LlamaCppLLM:
         self.embedded = gguf_path is None
         self._server: Any = None
         self._count: Callable[[str], int] | None = None
+        self._eot_ids: frozenset[int] = frozenset()
 
     @property
     def model_file(self) -> str:
@@ -131,6 +147,7 @@ class LlamaCppLLM:
         p.cache_prompt = True  # keeps the system prompt's KV between turns: TTFT ~60 ms
         self._server = xlc.Server(p)
         self._count = bpe_counter(self.path)
+        self._eot_ids = _end_token_ids(self.path)
 
     async def load(self) -> None:
         await stage_executor("llm", self._executor_threads()).run("_load", self._load)
@@ -155,6 +172,70 @@ class LlamaCppLLM:
         if message.get("tool_calls"):
             text += json.dumps(message["tool_calls"], ensure_ascii=False)
         return self._count(text) + MESSAGE_OVERHEAD_TOKENS
+
+    # ------------------------------------------------------------ end-of-turn text signal
+
+    @property
+    def end_of_turn_text(self) -> bool:
+        """The model has the ChatML end-of-message token, so `end_of_turn_probability` works."""
+        return bool(self._eot_ids)
+
+    def _next_tokens(self, prompt: str) -> list[dict[str, Any]] | None:
+        """llama.cpp's top next-token candidates after `prompt` (None: an error)."""
+        server = self._server
+        if server is None:
+            return None
+        out: list[Any] = []
+
+        def keep(chunk: Any) -> bool:
+            out.append(chunk)
+            return False
+
+        body = {"prompt": prompt, "n_predict": 1, "n_probs": EOT_TOP_N, "temperature": 0, "stream": False,
+                "cache_prompt": True}
+        result = server.handle_completions(body, keep)
+        chunks = result if result is not None else out
+        if isinstance(chunks, dict):
+            chunks = [chunks]
+        for chunk in chunks or ():
+            if not isinstance(chunk, dict) or "error" in chunk:
+                return None
+            for choice in chunk.get("choices") or ():
+                content = (choice.get("logprobs") or {}).get("content") or ()
+                if content:
+                    return list(content[0].get("top_logprobs") or ())
+        return None
+
+    def eot_job(self, transcript: str) -> float | None:
+        """The blocking probe (on the LLM executor): the larger of P(end token or sentence end)
+        after the words without their final punctuation, and P(end token) after the transcript
+        as Whisper punctuated it ("How far away is the moon?"). The second prompt shares the
+        first's prefix in llama.cpp's cache, so it costs a token or two more."""
+        bare = eot_text(transcript)
+        if not bare:
+            return None
+        top = self._next_tokens(EOT_PROMPT.format(system=EOT_SYSTEM, text=bare))
+        if top is None:
+            return None
+        p = end_probability(top, self._eot_ids)
+        said = transcript.replace("<|", "").replace("|>", "").strip()
+        if said != bare:
+            top2 = self._next_tokens(EOT_PROMPT.format(system=EOT_SYSTEM, text=said))
+            if top2 is not None:
+                p = max(p, end_probability(top2, self._eot_ids, punctuation=False))
+        return p
+
+    async def end_of_turn_probability(self, transcript: str, session_id: str) -> float | None:
+        """P(the user's message ends here) from the model's next-token distribution after
+        `transcript` (`eot_job`), or None if it cannot tell."""
+        if not self._eot_ids or not eot_text(transcript):
+            return None
+        try:
+            return await stage_executor("llm", self._executor_threads()).run(
+                session_id, self.eot_job, transcript, priority=EOT_PRIORITY)
+        except (ValueError, RuntimeError) as exc:
+            log.debug("llm: end-of-turn probe failed: %s", exc)
+            return None
 
     # ------------------------------------------------------------ request mapping
 
@@ -275,3 +356,33 @@ class LlamaCppLLM:
                 input_tokens=_estimate_tokens(prompt),
                 output_tokens=_estimate_tokens("".join(out_text)),
             )
+
+
+def eot_text(transcript: str) -> str:
+    """The transcript as the end-of-turn probe reads it: no final punctuation, no ChatML markup."""
+    text = transcript.replace("<|", "").replace("|>", "").strip()
+    return text.rstrip(" .,;:!?\u2026\"'").strip()
+
+
+def end_probability(top: Any, end_ids: frozenset[int], punctuation: bool = True) -> float:
+    """The probability mass of the end tokens (and, with `punctuation`, of the sentence-ending
+    punctuation) among llama.cpp's `top_logprobs` candidates."""
+    total = 0.0
+    for cand in top:
+        tok_id = cand.get("id")
+        if tok_id in end_ids or (punctuation and cand.get("token") in EOT_PUNCTUATION):
+            total += math.exp(float(cand.get("logprob", -math.inf)))
+    return min(1.0, total)
+
+
+def _end_token_ids(path: Path) -> frozenset[int]:
+    """Ids of the ChatML end-of-message token in the GGUF's vocabulary (empty: not ChatML)."""
+    try:
+        tokens = tokenizer_metadata(path).get("tokenizer.ggml.tokens") or []
+    except (OSError, ValueError) as exc:
+        log.warning("llm: no vocabulary from %s (%s); no end-of-turn text signal", path.name, exc)
+        return frozenset()
+    ids = frozenset(i for i, t in enumerate(tokens) if t in EOT_TOKENS)
+    if ids and "<|im_start|>" in tokens:
+        return ids
+    return frozenset()

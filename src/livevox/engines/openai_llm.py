@@ -12,8 +12,10 @@ llama.cpp's server, another livevox with `--role engine`), streamed over SSE.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +38,13 @@ from .base import (
 from .openai_http import Deadlines, OpenAIEndpoint, OpenAIEngine
 
 log = logging.getLogger(__name__)
+
+#: The end-of-turn question a remote chat model answers with one token; its `top_logprobs` give
+#: P(yes) / (P(yes) + P(no)). A chat endpoint cannot continue the user's message, so the template's
+#: end token is out of reach; this is the same signal asked in words.
+EOT_JUDGE = ("You listen to a voice assistant's user. Below is what they said so far, before a short "
+             "silence. Have they finished what they wanted to say? Answer only yes or no.")
+EOT_TIMEOUT_S = 0.6  # the policy waits for the signal a moment only; later it is of no use
 
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
            "content_filter": "stop", "eos": "stop"}
@@ -92,6 +101,7 @@ class OpenAILLM(OpenAIEngine):
         self.max_tokens = max_tokens
         self.default_instructions = default_instructions
         self.endpoint = OpenAIEndpoint("llm", settings, "chat/completions")
+        self._eot_logprobs: bool | None = None  # whether the server gave logprobs (None: not tried)
 
     @property
     def model_file(self) -> str:
@@ -102,6 +112,35 @@ class OpenAILLM(OpenAIEngine):
 
     def count_tokens(self, message: dict[str, Any]) -> int:
         return estimate_message_tokens(message)
+
+    async def end_of_turn_probability(self, transcript: str, session_id: str) -> float | None:
+        """P(the user finished) from the server's `logprobs` of a one-token yes/no answer, or None
+        (no logprobs offered: the policy keeps to Smart Turn and its transcript rules; a server
+        that answered once without them is not asked again)."""
+        if self._eot_logprobs is False or not transcript.strip():
+            return None
+        s = self.settings
+        body: dict[str, Any] = {"messages": [{"role": "system", "content": EOT_JUDGE},
+                                             {"role": "user", "content": transcript.strip()}],
+                                "stream": False, "logprobs": True, "top_logprobs": 10, "temperature": 0,
+                                s.max_tokens_param: 1}
+        if s.model:
+            body["model"] = s.model
+        try:
+            async with asyncio.timeout(EOT_TIMEOUT_S):
+                deadlines = Deadlines("llm", s)
+                async with self.endpoint.request(deadlines, json=body) as response:
+                    raw = await self.endpoint.read(deadlines, _whole(response))
+            data = json.loads(raw)
+        except (EngineError, TimeoutError, ValueError) as exc:
+            log.debug("llm: end-of-turn question to %s failed: %s", self.endpoint.where, exc)
+            return None
+        p = yes_probability(data)
+        if p is None and self._eot_logprobs is None:
+            log.info("llm: %s gives no logprobs; end of turn uses Smart Turn and the transcript rules",
+                     self.endpoint.where)
+        self._eot_logprobs = p is not None
+        return p
 
     async def warmup(self) -> None:
         if not self.settings.warmup:
@@ -315,6 +354,25 @@ def _overflow(exc: EngineError) -> EngineError | None:
     # Only the engine's words: the "HTTP 400 from host:port/path: " prefix has numbers of its own.
     _, _, said = exc.message.partition(": ")
     return overflow_from("llm", said or exc.message)
+
+
+def yes_probability(completion: Any) -> float | None:
+    """P(yes) / (P(yes) + P(no)) from a chat.completion's first-token `top_logprobs` (None if it
+    has none, or neither answer is among them)."""
+    try:
+        content = completion["choices"][0]["logprobs"]["content"]
+        top = content[0]["top_logprobs"] if content else []
+    except (KeyError, IndexError, TypeError):
+        return None
+    yes = no = 0.0
+    for cand in top:
+        word = str(cand.get("token", "")).strip().lower()
+        p = math.exp(float(cand.get("logprob", -math.inf)))
+        if word == "yes":
+            yes += p
+        elif word == "no":
+            no += p
+    return yes / (yes + no) if yes + no > 0 else None
 
 
 async def _whole(response: httpx.Response) -> AsyncIterator[bytes]:

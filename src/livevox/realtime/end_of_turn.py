@@ -4,7 +4,8 @@ Silero finds the silence; this policy decides whether it ends the turn. `server_
 turn after `silence_duration_ms` of silence, whatever was said. The semantic modes ask Smart
 Turn v3.2 (`engines/smart_turn.py`) whether the utterance so far sounds finished:
 
-- **complete** (P(complete) >= threshold): the turn ends once the silence reaches `complete_ms`
+- **complete** (score >= threshold; the score is Smart Turn's P(complete), combined with the
+  LLM's end-of-turn probability once that is known, see below): the turn ends once the silence reaches `complete_ms`
   (normally `silence_duration_ms`, so a finished question is answered as fast as with
   `server_vad`);
 - **incomplete**: the policy keeps listening and rescoring every `rescore_every_ms`, and ends the
@@ -46,18 +47,45 @@ The session already transcribes the utterance speculatively when the silence sta
 transcript is known, an utterance that ends on a word that cannot end an English sentence ("for",
 "the", "my", "and", a trailing "um") is held as incomplete whatever the audio score. The veto
 only ever makes the policy wait (up to the cap); it never ends a turn sooner, and it is off for
-`azure_semantic_vad_multilingual`. When the caller has said a transcript is coming
-(`expect_transcript()`), a turn the audio calls complete waits for it at most
-`transcript_wait_ms` (100) past `complete_ms`, then ends without it.
+`azure_semantic_vad_multilingual`.
 
-Measured (benchmarks/turn_taking.py: 16 complete questions, 16 sentences with a 600-1200 ms
-pause, 12 backchannels; Piper and espeak-ng voices): server_vad cut off 16/16 paused sentences;
-azure_semantic_vad cut off 12/16 on the audio model alone (+19 ms median delay on complete
-ones) and 6-7/16 with the lexical veto (+7 to +19 ms when the speculative STT takes 340 ms;
-7/16 and +93 ms on a saturated box where it took 480 ms, the wait budget being the bound).
-Smart Turn scored most synthetic fragments 0.8-0.98 ("finished"). Synthetic pauses lack the
-lengthening and filled pauses of real hesitation, so human speech may fare differently
-(untested here: no human-speech corpus is available offline).
+**Text signal: the LLM (English modes).** The veto knows a few words; most unfinished fragments
+("my account number is four five", "set a timer for ten") end on ordinary words. So the policy
+also asks the LLM livevox runs how likely the transcript is a finished message: with llama.cpp
+(`engines/llamacpp.py`, the embedded SmolLM2 or any ChatML GGUF) the probability its chat template
+puts, right after the user's words (final punctuation removed), on `<|im_end|>` or on a
+sentence-ending punctuation token: one prefill of the words and one step, 25-55 ms on a quiet
+core; a remote OpenAI-compatible engine answers a one-token yes/no question and its `logprobs`
+give P(yes) (`engines/openai_llm.py`); without logprobs the policy keeps to Smart Turn and the
+rules. The probe is asked from the speculative transcript's own completion, on the LLM stage's
+executor at priority 0 (ahead of the speculative answer queued at the same moment), and skipped
+when the words tell already (no words, fillers only, a dangling last word) and in `server_vad`
+without `end_of_utterance_detection` and the multilingual mode. It reads the transcript the
+session speculates on, cut where the committed turn is cut (`TurnTaking.stt_cut`), so it sees the
+turn's whole last word.
+
+**Decision.** With both known, the score compared with the threshold is
+`AUDIO_WEIGHT * P_smart_turn + (1 - AUDIO_WEIGHT) * P_llm` (`combined_score`); before the LLM
+answers, Smart Turn's alone. A complete score still ends the turn at `complete_ms`, an
+incomplete one rescores the audio every `rescore_every_ms` (the text part stays) up to the cap.
+When the caller has said a transcript (`expect_transcript()`) or an LLM probability
+(`expect_text()`) is coming, a turn the audio calls complete waits for them at most
+`transcript_wait_ms` (100) past `complete_ms`, then ends without them. `threshold_level` and
+`eagerness` set the threshold on the combined score (0.3 / 0.5 / 0.7, as before), `timeout_ms`
+and the eagerness caps the patience.
+
+**Calibration** (`python benchmarks/turn_taking.py --calibrate --stt-ms 340 --probe-ms 40`): a
+grid of AUDIO_WEIGHT (0, 0.25, 0.4, 0.5, 0.6, 0.75, 1) by threshold (0.30-0.85 in 0.05 steps) for
+`azure_semantic_vad`, replayed on the tuning split only (70 % of the sentences: 46 complete
+questions, 69 paused sentences), with the quiet-box STT (340 ms) and probe (40 ms) times. Each
+point counts the paused sentences cut off and the complete questions held more than 300 ms past
+`server_vad`; the rule (`choose`) takes the fewest of both together among the points whose median
+extra delay on complete questions is at most 100 ms, ties to the threshold nearest 0.5. Smart
+Turn alone (weight 1) cuts off 28 % at threshold 0.5 and holds 22 % of complete questions; the
+LLM alone (weight 0) cuts off 9 % there but holds 35 %. The pick, weight 0.25 at threshold 0.5:
+9 % cut off, 22 % held, +32 ms median extra: as many complete questions held as by Smart Turn
+alone, a third of its cut-offs. Threshold 0.5 keeps the threshold levels (0.3 / 0.5 / 0.7) and
+the eagerness table above. Held-out figures: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -81,6 +109,9 @@ AZURE_SEMANTIC_TIMEOUT_MS = 1000  # extra patience of azure_semantic_vad without
 FIRST_SCORE_MS = 200
 RESCORE_EVERY_MS = 300
 TRANSCRIPT_WAIT_MS = 100
+#: The weight of Smart Turn's score in the combined one (the LLM's gets the rest); see the
+#: calibration note in the module docstring.
+AUDIO_WEIGHT = 0.25
 
 #: Words an English sentence does not end on. Deliberately short: a false "dangling" only costs
 #: waiting to the cap. Prepositions can end a question ("What is it for?"), so a question mark
@@ -107,6 +138,25 @@ def dangling(transcript: str | None) -> bool:
     return ws[-1] in PREPOSITIONS and not _QUESTION_END.search(transcript)
 
 
+def wants_text(transcript: str | None) -> bool:
+    """Whether the LLM's end-of-turn probability can tell anything about `transcript`: not when
+    there are no words, when they are only fillers ("um"), or when they already dangle (the rules
+    have said incomplete; the probe is skipped, it costs an LLM job)."""
+    if not transcript or not transcript.strip():
+        return False
+    return not is_filler_only(transcript) and not dangling(transcript)
+
+
+def combined_score(audio: float | None, text: float | None, audio_weight: float = AUDIO_WEIGHT) -> float | None:
+    """One score from Smart Turn's P(complete) and the LLM's P(end of message): their weighted
+    mean when both are known, else whichever is known."""
+    if audio is None:
+        return text
+    if text is None:
+        return audio
+    return audio_weight * audio + (1.0 - audio_weight) * text
+
+
 @dataclass(frozen=True, slots=True)
 class TurnPolicyConfig:
     uses_model: bool
@@ -114,6 +164,8 @@ class TurnPolicyConfig:
     complete_ms: int
     cap_ms: int
     lexical: bool = False
+    text: bool = False  # combine the LLM's end-of-turn probability (when the engine gives one)
+    audio_weight: float = AUDIO_WEIGHT
     transcript_wait_ms: int = TRANSCRIPT_WAIT_MS
     first_score_ms: int = FIRST_SCORE_MS
     rescore_every_ms: int = RESCORE_EVERY_MS
@@ -156,14 +208,14 @@ def policy_config(td: dict[str, Any] | None) -> TurnPolicyConfig:
         if eou is not None:  # explicit EOU settings win over eagerness
             threshold = THRESHOLD_LEVELS.get(str(eou.get("threshold_level") or "default"), 0.5)
             cap = complete + int(eou.get("timeout_ms") or AZURE_SEMANTIC_TIMEOUT_MS)
-        return TurnPolicyConfig(True, threshold, complete, max(cap, complete), lexical=True)
+        return TurnPolicyConfig(True, threshold, complete, max(cap, complete), lexical=True, text=True)
     if kind in SEMANTIC_TYPES or eou is not None:
         level = str((eou or {}).get("threshold_level") or "default")
         threshold = THRESHOLD_LEVELS.get(level, 0.5)
         timeout = (eou or {}).get("timeout_ms")
         extra = int(timeout) if timeout is not None else AZURE_SEMANTIC_TIMEOUT_MS
         lexical = kind != "azure_semantic_vad_multilingual"
-        return TurnPolicyConfig(True, threshold, silence, silence + max(0, extra), lexical=lexical)
+        return TurnPolicyConfig(True, threshold, silence, silence + max(0, extra), lexical=lexical, text=lexical)
     return TurnPolicyConfig(False, 1.0, silence, silence)
 
 
@@ -196,6 +248,8 @@ class EndOfTurnPolicy:
         self.last_score: float | None = None
         self.transcript: str | None = None
         self.awaiting_transcript = False
+        self.text_score: float | None = None  # the LLM's P(end of message) for the transcript
+        self.awaiting_text = False
         self.scores: list[tuple[int, float]] = []  # (silence_ms, score), for logs and metrics
 
     def start(self) -> Decision:
@@ -211,11 +265,30 @@ class EndOfTurnPolicy:
         if self.cfg.lexical and self.transcript is None:
             self.awaiting_transcript = True
 
+    def expect_text(self) -> None:
+        """The LLM's end-of-turn probability for the coming transcript is on its way."""
+        if self.cfg.text and self.text_score is None:
+            self.awaiting_text = True
+
     def vetoed(self) -> bool:
         return self.cfg.lexical and dangling(self.transcript)
 
+    @property
+    def score(self) -> float | None:
+        """The combined score the decision compares with the threshold."""
+        text = self.text_score if self.cfg.text else None
+        return combined_score(self.last_score, text, self.cfg.audio_weight)
+
     def complete(self) -> bool:
-        return self.last_score is not None and self.last_score >= self.cfg.threshold and not self.vetoed()
+        score = self.score
+        return self.last_score is not None and score is not None and score >= self.cfg.threshold and not self.vetoed()
+
+    def on_text(self, silence_ms: int, text_score: float | None) -> Decision:
+        """The LLM's end-of-turn probability arrived (None: skipped or failed)."""
+        self.awaiting_text = False
+        if text_score is not None:
+            self.text_score = float(text_score)
+        return self.on_silence(silence_ms, None)
 
     def on_silence(self, silence_ms: int, score: float | None, transcript: str | None = None) -> Decision:
         """Update with a new score and/or the utterance's transcript (either may be None: time
@@ -232,12 +305,12 @@ class EndOfTurnPolicy:
         if silence_ms >= c.cap_ms:
             return Decision(True)
         if self.complete():
-            if self.awaiting_transcript and silence_ms >= c.complete_ms:
+            if (self.awaiting_transcript or self.awaiting_text) and silence_ms >= c.complete_ms:
                 # The words may still veto it; wait for them a little, not more.
                 deadline = c.complete_ms + c.transcript_wait_ms
                 if silence_ms < deadline:
                     return Decision(False, None, min(deadline, c.cap_ms))
-                self.awaiting_transcript = False
+                self.awaiting_transcript = self.awaiting_text = False
             if silence_ms >= c.complete_ms:
                 return Decision(True)
             # Complete: no need to score again, end once the short silence has passed.

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,7 +32,7 @@ from ..core import audio as audio_codec
 from ..core.audio import SESSION_RATE, last_loud_sample, speech_tail_end
 from ..core.ids import new_id
 from ..engines.base import TurnEngine, VADStream
-from .end_of_turn import Decision, EndOfTurnPolicy
+from .end_of_turn import Decision, EndOfTurnPolicy, wants_text
 from .filler import is_filler_only
 from .input_audio import InputAudio
 from .metrics import TurnTimings
@@ -54,12 +55,19 @@ class Speculation:
     response: ResponseRun | None
     conv_version: int
     heard: tuple[int, int]  # the transcribed audio: clock sample of its start, and its length
+    eot: asyncio.Future[float | None] | None = None  # the LLM's end-of-turn probability, if asked
+
+
+#: The LLM's end-of-turn text signal: (transcript, session id) -> P(end of message) or None.
+TextProbe = Callable[[str, str], Awaitable[float | None]]
 
 
 async def discard(spec: Speculation | None) -> None:
     """Drop a speculation without a trace: its response, and its transcription if still running."""
     if spec is None:
         return
+    if spec.eot is not None and not spec.eot.done():
+        spec.eot.cancel()  # cancels the probe too, or drops it from the LLM queue
     if spec.response is not None:
         await spec.response.discard()
     if not spec.stt.done():
@@ -96,8 +104,9 @@ class TurnHost(Protocol):
 
 class TurnTaking:
     def __init__(self, host: TurnHost, audio: InputAudio, vad: VADStream, turn_model: TurnEngine,
-                 turn_detection: dict[str, Any] | None, tail_ms: int) -> None:
+                 turn_detection: dict[str, Any] | None, tail_ms: int, text_probe: TextProbe | None = None) -> None:
         self.host = host
+        self._text_probe = text_probe
         self.audio = audio
         self._vad = vad
         self._model = turn_model
@@ -204,6 +213,8 @@ class TurnTaking:
         if self.policy.awaiting_transcript and spec is not None and spec.stt.done():
             text = "" if spec.stt.cancelled() or spec.stt.exception() else spec.stt.result()
             decision = self.policy.on_silence(silence_ms, None, text)
+        if self.policy.awaiting_text and spec is not None and spec.eot is not None and spec.eot.done():
+            decision = self.policy.on_text(silence_ms, None if spec.eot.cancelled() else spec.eot.result())
         while not decision.end_turn:
             if decision.rescore_after_ms is not None and silence_ms >= decision.rescore_after_ms:
                 audio = self.audio.take(self.audio.start)
@@ -256,8 +267,39 @@ class TurnTaking:
         with (self.timings or TurnTimings()).recording():  # the STT job is the turn's
             stt = asyncio.ensure_future(self.host.transcribe_text(audio))
         self.policy.expect_transcript()
+        eot = self._text_signal(stt)  # before the speculative answer, so its LLM job queues first
         self.spec = Speculation(stt, self.host.speculate(stt), self.host.conversation_version(),
-                                (self.audio.start, audio.size))
+                                (self.audio.start, audio.size), eot)
+
+    def _text_signal(self, stt: asyncio.Future[str]) -> asyncio.Future[float | None] | None:
+        """The LLM's end-of-turn probability of the speculative transcript, asked as soon as the
+        transcript exists, or None when the mode does not use it. Skipped (result None, no LLM
+        job) when the words tell already: nothing said, only fillers, a dangling last word."""
+        probe = self._text_probe
+        if probe is None or not (self.policy.uses_model and self.policy.cfg.text):
+            return None
+        result: asyncio.Future[float | None] = asyncio.get_running_loop().create_future()
+
+        def settle(task: asyncio.Future[float | None]) -> None:
+            if not result.done():
+                result.set_result(None if task.cancelled() or task.exception() is not None else task.result())
+
+        def on_transcript(done: asyncio.Future[str]) -> None:
+            if result.done():  # dropped meanwhile
+                return
+            text = None if done.cancelled() or done.exception() is not None else done.result()
+            if not wants_text(text):
+                result.set_result(None)
+                return
+            assert text is not None
+            # Created in the transcript's own callback, ahead of the speculative response's wake-up.
+            task = asyncio.ensure_future(probe(text, self.host.id))
+            task.add_done_callback(settle)
+            result.add_done_callback(lambda _: task.cancel())
+
+        stt.add_done_callback(on_transcript)
+        self.policy.expect_text()
+        return result
 
     async def drop_speculation(self) -> None:
         spec, self.spec = self.spec, None
