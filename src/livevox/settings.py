@@ -41,6 +41,9 @@ class TurnSettings(BaseModel):
     #: A Smart Turn v3 ONNX file; empty means the one carried by the pinned `pipecat-ai` wheel.
     model_path: str | None = None
     threads: int = Field(1, ge=1)
+    #: How long past the short silence a turn that sounds complete waits for the speculative
+    #: transcript and the text signal before it ends without them (realtime/end_of_turn.py).
+    transcript_wait_ms: int = Field(100, ge=0, le=10000)
 
 
 def _needs_table(engine: str, table: str, value: Any, info: ValidationInfo) -> Any:

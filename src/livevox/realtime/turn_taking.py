@@ -32,7 +32,7 @@ from ..core import audio as audio_codec
 from ..core.audio import SESSION_RATE, last_loud_sample, speech_tail_end
 from ..core.ids import new_id
 from ..engines.base import TurnEngine, VADStream
-from .end_of_turn import Decision, EndOfTurnPolicy, wants_text
+from .end_of_turn import TRANSCRIPT_WAIT_MS, Decision, EndOfTurnPolicy, wants_text
 from .filler import is_filler_only
 from .input_audio import InputAudio
 from .metrics import TurnTimings
@@ -104,7 +104,8 @@ class TurnHost(Protocol):
 
 class TurnTaking:
     def __init__(self, host: TurnHost, audio: InputAudio, vad: VADStream, turn_model: TurnEngine,
-                 turn_detection: dict[str, Any] | None, tail_ms: int, text_probe: TextProbe | None = None) -> None:
+                 turn_detection: dict[str, Any] | None, tail_ms: int, text_probe: TextProbe | None = None,
+                 transcript_wait_ms: int = TRANSCRIPT_WAIT_MS) -> None:
         self.host = host
         self._text_probe = text_probe
         self.audio = audio
@@ -112,7 +113,7 @@ class TurnTaking:
         self._model = turn_model
         self._tail_ms = tail_ms
         self.turn_detection = turn_detection
-        self.policy = EndOfTurnPolicy(turn_detection)
+        self.policy = EndOfTurnPolicy(turn_detection, transcript_wait_ms=transcript_wait_ms)
         self.detector = SpeechSegmenter(self._detector_cfg(turn_detection), vad.frame_samples)
         self.detector.acoustic_end = self._acoustic_end
         # semantic end of turn: where the current silence began, and the policy's plan for it
