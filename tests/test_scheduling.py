@@ -134,6 +134,21 @@ async def test_a_turns_tts_jobs_are_in_its_latency_event(piper_server: ServerThr
         await c.close()
 
 
+def test_the_turn_limit_defaults_to_the_embedded_llms_slots() -> None:
+    """Unset, `limits.max_turns_in_flight` is the embedded llama.cpp's slot count (turns beyond it
+    would wait for a slot); with the scripted (or a remote) LLM there is no default limit."""
+    srv = ServerThread(scripted_settings(llm={"engine": "llamacpp", "parallel": 3, "n_ctx": 512})).start(timeout=300)
+    try:
+        assert httpx.get(f"{srv.http}/readyz").json()["load"]["max_turns_in_flight"] == 3
+    finally:
+        srv.stop()
+    srv = ServerThread(scripted_settings()).start()
+    try:
+        assert httpx.get(f"{srv.http}/readyz").json()["load"]["max_turns_in_flight"] is None
+    finally:
+        srv.stop()
+
+
 async def test_readyz_shows_the_load_and_admission_refuses_when_saturated() -> None:
     srv = ServerThread(scripted_settings(limits={"max_turns_in_flight": 1})).start()
     try:

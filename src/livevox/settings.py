@@ -198,7 +198,8 @@ class Limits(BaseModel):
     max_sessions: int = Field(500, ge=1)
     #: Responses being generated at once, across sessions, beyond which a new session is refused
     #: (503, `session_limit_reached`) rather than slowing everyone: the box is saturated.
-    #: Unset: no such limit (docs/configuration.md).
+    #: Unset: the embedded llama.cpp's slot count (`llm.parallel`; 4 on 2 cores), since turns beyond
+    #: it wait for a slot (docs/benchmarks.md, "Capacity"); no limit with a remote LLM.
     max_turns_in_flight: int | None = Field(None, ge=1)
     #: Close a session after this long with no client frame (seconds).
     idle_timeout_seconds: float = Field(600.0, gt=0)

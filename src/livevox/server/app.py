@@ -49,7 +49,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> Starlette:
                                 "sessions": len(state.sessions),
                                 # the load now: answers being generated, and each stage's queue
                                 "load": {"turns_in_flight": turns_in_flight(),
-                                         "max_turns_in_flight": settings.limits.max_turns_in_flight,
+                                         "max_turns_in_flight": state.turn_limit(),
                                          "stages": stage_loads()}}
         if state.engines is not None:
             # What the start-up rehearsal ran, at which sizes, in how long (None: not yet).

@@ -109,12 +109,21 @@ class LivevoxState:
         if needs == "session" and len(self.sessions) >= limit:
             return error_body(503, "session_limit_reached", f"The server holds its maximum of {limit} "
                               "sessions (limits.max_sessions).", "server_error")
-        busy = self.settings.limits.max_turns_in_flight
+        busy = self.turn_limit()
         if needs == "session" and busy is not None and turns_in_flight() >= busy:
             return error_body(503, "session_limit_reached", f"The server is answering {turns_in_flight()} "
                               f"turns at once, its limit (limits.max_turns_in_flight); try again shortly.",
                               "server_error")
         return None
+
+    def turn_limit(self) -> int | None:
+        """`limits.max_turns_in_flight`, or by default the embedded LLM's slots (None: no limit)."""
+        if self.settings.limits.max_turns_in_flight is not None:
+            return self.settings.limits.max_turns_in_flight
+        from ..engines.llamacpp import LlamaCppLLM
+
+        llm = self.engines.llm if self.engines is not None else None
+        return llm.parallel if isinstance(llm, LlamaCppLLM) else None
 
     # ------------------------------------------------------------ sessions
 
