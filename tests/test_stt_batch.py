@@ -120,7 +120,8 @@ async def test_an_utterance_transcribe_would_retry_hotter_is_decoded_alone(stt: 
     finally:
         del model.generate_segments
     assert got[0] == HEARD[SPEECH[0]]
-    assert "yeah" in got[1].lower()
+    # got[1] is sampled (the retry runs hot), so its words vary run to run, and may be none:
+    # only its routing is checked, below (CI once heard "" where this test had always seen "yeah").
     # transcribe_batch asks `transcribe` for each utterance's options (a call on a 3-frame blip
     # that decodes nothing), then the one fallback: the twelve yeahs' features alone
     assert fallbacks == [3, 3, len(yeahs) // 160 + 1]
