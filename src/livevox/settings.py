@@ -89,10 +89,11 @@ class STTSettings(_StageSettings):
     beam_size: int = Field(1, ge=1, le=10)
     compute_type: str = "int8"
     #: Threads per transcription, and transcriptions that run at once (CTranslate2 workers
-    #: sharing one model). Two one-thread workers on 2 cores: a burst of 4 callers had its last
-    #: transcript ~500 ms sooner than with one two-thread worker, and a lone caller's transcript,
-    #: computed during the silence window, is still ready at the end-of-turn decision.
-    threads: int = Field(1, ge=1)
+    #: sharing one model). Two workers on 2 cores: a burst of 4 callers is transcribed two at a
+    #: time instead of in a queue (its last transcript ~500 ms sooner), and 2 threads each keep a
+    #: lone caller's speculative transcript ready at the end-of-turn decision (with 1 thread it
+    #: came 50-85 ms after it). CTranslate2 shares the cores without stalling (docs/benchmarks.md).
+    threads: int = Field(2, ge=1)
     workers: int = Field(2, ge=1, le=8)
     #: Audio after the (acoustic) end of speech that a turn's transcription covers. The quiet end
     #: of the last word lies there; the speculative transcription starts once it has arrived, on
@@ -131,7 +132,7 @@ class LLMSettings(_StageSettings):
     #: Prompt tokens llama.cpp evaluates per step, shared by every slot. A long prompt is
     #: prefilled in chunks of this size, and the slots that are decoding get a token between the
     #: chunks: prefill never stalls another session's answer for more than one chunk.
-    n_batch: int = Field(256, ge=32, le=8192)
+    n_batch: int = Field(128, ge=32, le=8192)
     #: Cap on tokens per response when the client asks for "inf".
     max_tokens: int = Field(256, ge=1)
     #: `session.truncation = "auto"`: when the conversation overflows the context, the oldest

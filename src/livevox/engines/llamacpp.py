@@ -106,7 +106,7 @@ class LlamaCppLLM:
         max_tokens: int = 256,
         default_instructions: str = "",
         parallel: int | None = 1,
-        n_batch: int = 256,
+        n_batch: int = 128,
     ) -> None:
         self._gguf_path = gguf_path
         self.n_ctx = n_ctx

@@ -79,7 +79,7 @@ class FasterWhisperSTT:
         language: str | None = "en",
         beam_size: int = 1,
         compute_type: str = "int8",
-        threads: int = 1,
+        threads: int = 2,
         workers: int = 2,
         encoder_window_s: float = 30.0,
         max_batch: int = 1,
