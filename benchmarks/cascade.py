@@ -36,7 +36,7 @@ import numpy as np
 import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency import FIXTURES, ServerProcess, machine, percentiles, wait_quiet
+from latency import FIXTURES, ServerProcess, machine, percentiles, wait_quiet, write_report
 from livevox.client.call import RealtimeCall, TurnResult, load_wav, speech_bounds
 from livevox.client.webrtc import WebRTCCall
 from livevox.engines.base import ChatRequest, SynthesisOptions, TextDelta, TranscribeOptions
@@ -233,9 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rep = asyncio.run(run(args))
     print_report(rep)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rep, indent=1))
+    write_report(args.json, rep)
     return 0
 
 

@@ -97,6 +97,13 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "loadavg_1m_at_start": round(load[0], 2)}
 
 
+def write_report(path: Path | None, report: dict[str, Any]) -> None:
+    """A benchmark's JSON report, if asked for (`--json`)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1))
+
+
 def busy_cpu_seconds() -> float:
     """CPU seconds spent by the whole machine (all cores, all processes) so far."""
     t = psutil.cpu_times()

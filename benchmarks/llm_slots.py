@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency import machine
+from latency import machine, write_report
 from livevox.engines.base import ChatRequest, TextDelta
 from livevox.engines.llamacpp import LlamaCppLLM
 
@@ -173,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     rep = asyncio.run(run(args))
     m = rep["machine"]
     print(f"machine: {m['nproc']} x {m['cpu']}, load {m['loadavg_1m_at_start']} -> {m['loadavg_1m_at_end']}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rep, indent=1))
+    write_report(args.json, rep)
     return 0
 
 
