@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -118,18 +119,6 @@ async def cascade_turn(engines: Any, instructions: str, first_max_words: int, pc
             "after_window_ms": (t3 - t0) * 1000, "user": text.strip(), "clause": clause}
 
 
-def _overrides(env: dict[str, str]) -> dict[str, Any]:
-    """LIVEVOX_LLM__THREADS=1 -> {"llm": {"threads": "1"}}: the cascade runs the server's settings."""
-    out: dict[str, Any] = {}
-    for key, value in env.items():
-        *path, leaf = key.removeprefix("LIVEVOX_").lower().split("__")
-        node = out
-        for part in path:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
-
-
 def _p(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return percentiles([r[key] for r in rows if r.get(key) is not None], (50, 90))
 
@@ -161,7 +150,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             print(json.dumps(row), flush=True)
     finally:
         server.stop()
-    settings = load_settings(**_overrides(env))
+    os.environ.update(env)  # the cascade reads the server's settings the way the server did
+    settings = load_settings()
     engines = await build_engines(settings)
     cascade: list[dict[str, Any]] = []
     try:
@@ -177,7 +167,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     print(json.dumps(c), flush=True)
     finally:
         await engines.close()
-    info["loadavg_1m_at_end"] = round(__import__("os").getloadavg()[0], 2)
+    info["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     base = statistics.median(c["after_window_ms"] for c in cascade)
     summary: dict[str, Any] = {"cascade": {k: percentiles([c[k] for c in cascade], (50, 90))
                                            for k in ("stt_ms", "llm_first_clause_ms", "tts_first_audio_ms",

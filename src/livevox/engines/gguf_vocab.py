@@ -51,10 +51,10 @@ def tokenizer_metadata(path: Path) -> dict[str, Any]:
     return out
 
 
-def bpe_counter(path: Path) -> Callable[[str], int] | None:
-    """A function giving the number of tokens of a text, or None for tokenizers it cannot rebuild."""
+def bpe_counter(meta: dict[str, Any], name: str) -> Callable[[str], int] | None:
+    """A function giving the number of tokens of a text, from a GGUF's `tokenizer_metadata`
+    (`name`: the file's, for the log), or None for tokenizers it cannot rebuild."""
     try:
-        meta = tokenizer_metadata(path)
         if meta.get("tokenizer.ggml.model") != "gpt2":
             return None
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -71,8 +71,8 @@ def bpe_counter(path: Path) -> Callable[[str], int] | None:
         specials = [t for t, kind in zip(tokens, meta.get("tokenizer.ggml.token_type", []), strict=False)
                     if kind in (3, 4)]
         tok.add_special_tokens(specials)
-    except (OSError, ValueError, KeyError, ImportError, struct.error) as exc:
-        log.warning("llm: no tokenizer from %s (%s); token counts are estimated", path.name, exc)
+    except (ValueError, KeyError, ImportError) as exc:
+        log.warning("llm: no tokenizer from %s (%s); token counts are estimated", name, exc)
         return None
 
     def count(text: str) -> int:

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import struct
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -67,7 +68,7 @@ BIG_MODEL_BYTES = 4 << 30
 def auto_parallel(cores: int, model_bytes: int) -> int:
     """Slots when `llm.parallel` is not set: 2 per core (2-8), at most 4 for a model over 4 GiB.
 
-    Measured on 2 cores with SmolLM2-135M (docs/benchmarks.md, "LLM slots"): four streams at once
+    Measured on 2 cores with SmolLM2-135M (docs/benchmarks.md, "Threads, slots and workers"): four streams at once
     ran at ~43 tokens/s each against ~155 alone, so batching adds little throughput on a model this
     small, but every stream has its first token within ~50 ms instead of queueing behind whole
     answers, and 43 tokens/s is still ~10x faster than speech. Larger models are memory-bound on a
@@ -146,8 +147,14 @@ class LlamaCppLLM:
         p.cpuparams_batch.n_threads = self.threads
         p.cache_prompt = True  # keeps the system prompt's KV between turns: TTFT ~60 ms
         self._server = xlc.Server(p)
-        self._count = bpe_counter(self.path)
-        self._eot_ids = _end_token_ids(self.path)
+        try:  # one read of the GGUF's vocabulary, for token counts and the end-of-turn token
+            meta = tokenizer_metadata(self.path)
+        except (OSError, ValueError, struct.error) as exc:
+            log.warning("llm: no vocabulary from %s (%s); token counts are estimated, and there is "
+                        "no end-of-turn text signal", self.path.name, exc)
+            meta = {}
+        self._count = bpe_counter(meta, self.path.name)
+        self._eot_ids = _end_token_ids(meta)
 
     async def load(self) -> None:
         await stage_executor("llm", self._executor_threads()).run("_load", self._load)
@@ -375,13 +382,9 @@ def end_probability(top: Any, end_ids: frozenset[int], punctuation: bool = True)
     return min(1.0, total)
 
 
-def _end_token_ids(path: Path) -> frozenset[int]:
-    """Ids of the ChatML end-of-message token in the GGUF's vocabulary (empty: not ChatML)."""
-    try:
-        tokens = tokenizer_metadata(path).get("tokenizer.ggml.tokens") or []
-    except (OSError, ValueError) as exc:
-        log.warning("llm: no vocabulary from %s (%s); no end-of-turn text signal", path.name, exc)
-        return frozenset()
+def _end_token_ids(meta: dict[str, Any]) -> frozenset[int]:
+    """Ids of the ChatML end-of-message token in a GGUF's vocabulary (empty: not ChatML)."""
+    tokens = meta.get("tokenizer.ggml.tokens") or []
     ids = frozenset(i for i, t in enumerate(tokens) if t in EOT_TOKENS)
     if ids and "<|im_start|>" in tokens:
         return ids
