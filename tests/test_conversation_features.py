@@ -34,7 +34,7 @@ from livevox.engines.smart_turn import (
 from livevox.realtime.config import turn_defaults
 from livevox.realtime.echo import LATENCY_SAMPLES, DelayEstimator, EchoCanceller
 from livevox.realtime.end_of_turn import EndOfTurnPolicy, combined_score, dangling, policy_config, wants_text
-from livevox.realtime.filler import VOICE_LIVE_FILLERS, is_filler_only
+from livevox.realtime.filler import VOICE_LIVE_FILLERS, is_backchannel, is_filler_only
 from livevox.realtime.noise import NoiseSuppressor, level_for
 from livevox.realtime.speech_segmenter import SpeechSegmenter, SpeechStarted
 from support_audio import espeak, fixture_f32, to_float
@@ -331,6 +331,28 @@ def test_fillers(text: str) -> None:
 ])
 def test_not_fillers(text: str) -> None:
     assert not is_filler_only(text)
+
+
+@pytest.mark.parametrize("text", [
+    "Mm-hmm.", "Okay.", "OK", "Oh, okay.", "I see.", "Right, right.", "Got it.", "All right.", "Alright!",
+    "Uh-huh, sure.", "Wow.", "Yeah, I see.",
+])
+def test_backchannels(text: str) -> None:
+    assert is_backchannel(text)
+
+
+@pytest.mark.parametrize("text", [
+    "", "[BLANK_AUDIO]", "Yes.", "No.", "Stop.", "Wait.", "Okay, book it.", "Right, the other one.", "I",
+    "See.", "Okay okay okay okay okay.", "Got 4.", "Hold on.", "Sure, at six.",
+])
+def test_not_backchannels(text: str) -> None:
+    assert not is_backchannel(text)
+
+
+def test_backchannels_are_configurable() -> None:
+    assert not is_backchannel("Okay.", ())  # an empty list: fillers only, as Voice Live documents
+    assert is_backchannel("Mm-hmm.", ())
+    assert is_backchannel("Makes sense.", ("makes sense",))
 
 
 # ================================================================ noise suppression

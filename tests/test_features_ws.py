@@ -79,24 +79,47 @@ async def test_paused_sentence_cut_off_only_without_semantic_vad(server: ServerT
 # ------------------------------------------------------------------ filler words
 
 
-@pytest.mark.parametrize("remove", [True, False])
-async def test_backchannel_during_answer(server: ServerThread, remove: bool) -> None:
+async def said_over_an_answer(server: ServerThread, td: dict[str, Any], audio: np.ndarray,
+                              interrupts: bool) -> None:
+    """The agent answers at length; `audio` is said over it. It either interrupts the answer and
+    becomes the user's turn, or the answer completes and no turn is committed."""
     ScriptedLLM.reply = "Here is a long answer that keeps going for a while, " * 6
     ScriptedLLM.token_delay = 0.08
     c = await RealtimeClient.connect(server.ws)
-    await c.update({"turn_detection": {"type": "azure_semantic_vad", "remove_filler_words": remove}})
+    await c.update({"turn_detection": td})
     await c.send({"type": "response.create"})
     await c.until("response.audio.delta", timeout=20)
-    await stream_realtime(c, np.concatenate([fixture("backchannel_yeah.wav", RATE), silence(1.5)]))
+    await stream_realtime(c, np.concatenate([audio, silence(1.5)]))
     evs = await c.until("response.done", timeout=30)
     seq = types(c.events)
     assert "input_audio_buffer.speech_started" in seq
-    if remove:
+    if interrupts:
+        assert evs[-1]["response"]["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
+        await c.until("input_audio_buffer.committed", timeout=10)  # the interruption is the user's turn
+    else:
         assert evs[-1]["response"]["status"] == "completed"
         assert "input_audio_buffer.committed" not in seq  # neither a barge-in nor a turn
-    else:
-        assert evs[-1]["response"]["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
     await c.close()
+
+
+@pytest.mark.parametrize("remove", [True, False])
+async def test_backchannel_during_answer(server: ServerThread, remove: bool) -> None:
+    await said_over_an_answer(server, {"type": "azure_semantic_vad", "remove_filler_words": remove},
+                              fixture("backchannel_yeah.wav", RATE), interrupts=not remove)
+
+
+@pytest.mark.parametrize(("said", "voice", "interrupts"), [
+    ("Okay.", "en-gb", False),  # an acknowledgement alone (turn.backchannels)
+    ("Hmm.", "en-us+f2", False),  # tiny.en heard "Emm..." without the over-answer prompt
+    ("I see.", "en-us+m3", False),
+    ("Stop.", "en-us", True),
+    ("No, the other one.", "en-gb", True),
+    ("Okay, book it.", "en-us", True),  # more than an acknowledgement: a turn
+])
+async def test_over_the_answer_backchannels_and_interruptions(server: ServerThread, said: str, voice: str,
+                                                             interrupts: bool) -> None:
+    await said_over_an_answer(server, {"type": "server_vad", "remove_filler_words": True},
+                              np.concatenate([silence(0.3), speak(said, voice)]), interrupts)
 
 
 # ------------------------------------------------------------------ echo cancellation

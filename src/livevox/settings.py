@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from .engine_settings import OpenAILLMSettings, OpenAISTTSettings, OpenAITTSSettings, VoiceMapSettings
+from .realtime.filler import DEFAULT_BACKCHANNELS
 
 
 class VADSettings(BaseModel):
@@ -44,6 +45,10 @@ class TurnSettings(BaseModel):
     #: How long past the short silence a turn that sounds complete waits for the speculative
     #: transcript and the text signal before it ends without them (realtime/end_of_turn.py).
     transcript_wait_ms: int = Field(100, ge=0, le=10000)
+    #: With `remove_filler_words`: acknowledgements that, said alone (with or without fillers)
+    #: over the agent's answer, neither interrupt it nor become a turn (realtime/filler.py).
+    #: Empty: fillers only, as Voice Live documents it.
+    backchannels: list[str] = Field(default_factory=lambda: list(DEFAULT_BACKCHANNELS), max_length=200)
 
 
 def _needs_table(engine: str, table: str, value: Any, info: ValidationInfo) -> Any:

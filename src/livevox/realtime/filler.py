@@ -8,6 +8,16 @@ becomes a user turn. Whisper spells these sounds many ways ("Mm-hmm.", "Uh-huh?"
 Deliberately *not* fillers: "yes", "no", "okay", "right", "sure", "stop", "wait". They are short
 but carry meaning ("okay, book it", "no, the other one"), and treating them as fillers would
 make the agent ignore a real answer or interruption.
+
+livevox goes one step further while the agent speaks (`is_backchannel`): an acknowledgement
+said *alone*, with or without fillers ("Okay.", "Oh, I see.", "Right, right."), is a listener's
+backchannel too (the configurable `turn.backchannels`). Anything more ("okay, book it") is a
+turn, and "yes", "no", "stop", "wait" are never on the list: they answer or interrupt.
+
+Whisper tiny.en spells a lone hum as a word ("Hmm." -> "Emm.", "Boom."; "Mm-hmm." -> "them").
+`BACKCHANNEL_PROMPT` is the decoder prompt for an utterance made over the agent's answer: with
+it Whisper writes the sounds as fillers, and real words ("Stop.", "Hold on.", "No, the other
+one.") as before (measured in docs/benchmarks.md, "Turn-taking").
 """
 
 from __future__ import annotations
@@ -38,6 +48,14 @@ _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 #: The documented Voice Live English filler words (for reference and tests).
 VOICE_LIVE_FILLERS = ("ah", "umm", "mm", "uh", "huh", "oh", "yeah", "hmm")
 
+#: Acknowledgements that, said alone over the agent's answer, do not interrupt it (`turn.backchannels`).
+DEFAULT_BACKCHANNELS = ("okay", "ok", "alright", "all right", "right", "sure", "i see", "got it", "gotcha",
+                        "wow", "cool", "great", "nice", "yep", "yup", "aha", "exactly", "true", "indeed")
+#: A backchannel is short: more words than this is a turn, whatever they are.
+BACKCHANNEL_MAX_WORDS = 4
+#: Whisper's prompt for speech over the agent's answer: it keeps the sounds of listening as fillers.
+BACKCHANNEL_PROMPT = "Mm-hmm. Uh-huh. Hmm. Okay."
+
 
 def words(transcript: str) -> list[str]:
     """Lower-cased words of a transcript, without punctuation or non-speech annotations."""
@@ -60,3 +78,27 @@ def is_filler_only(transcript: str) -> bool:
         return False
     found = words(transcript)
     return bool(found) and all(is_filler_word(w) for w in found)
+
+
+def is_backchannel(transcript: str, acknowledgements: tuple[str, ...] = DEFAULT_BACKCHANNELS) -> bool:
+    """True when `transcript` is only fillers and acknowledgements, at most
+    `BACKCHANNEL_MAX_WORDS` words: "Mm-hmm.", "Oh, okay.", "I see.", "Right, right.".
+
+    An empty transcript is no backchannel (as in `is_filler_only`); digits are content.
+    """
+    if any(ch.isdigit() for ch in _ANNOTATION.sub(" ", transcript)):
+        return False
+    found = words(transcript)
+    if not found or len(found) > BACKCHANNEL_MAX_WORDS:
+        return False
+    phrases = [tuple(words(a)) for a in acknowledgements]
+    i = 0
+    while i < len(found):
+        if is_filler_word(found[i]):
+            i += 1
+            continue
+        match = next((p for p in phrases if p and tuple(found[i:i + len(p)]) == p), None)
+        if match is None:
+            return False
+        i += len(match)
+    return True

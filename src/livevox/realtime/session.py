@@ -85,7 +85,8 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
         self.audio = InputAudio(self.id, self.config["input_audio_sampling_rate"], self.limits.max_input_buffer_seconds)
         self.turns = TurnTaking(self, self.audio, engines.vad.stream(), engines.turn, self.config["turn_detection"],
                                 settings.stt.tail_ms, getattr(engines.llm, "end_of_turn_probability", None),
-                                transcript_wait_ms=settings.turn.transcript_wait_ms)
+                                transcript_wait_ms=settings.turn.transcript_wait_ms,
+                                backchannels=tuple(settings.turn.backchannels))
         self._playback: dict[str, tuple[float, float]] = {}  # item -> (first send time, ms sent)
         self.idle = IdleTimeout(self, self.turns, self.audio)
         self._handlers: dict[str, Handler] = {

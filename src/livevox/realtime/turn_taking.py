@@ -5,7 +5,8 @@
 end-of-turn model in the semantic modes), and decides, in this order of events:
 
 - `speech_started`: the user speaks. Over an audible answer that is a barge-in, at once, or
-  (`remove_filler_words`) once the utterance is known to be more than "mm-hmm";
+  (`remove_filler_words`) once the utterance is known to be more than a backchannel ("mm-hmm",
+  "okay");
 - a pause: speculation starts. The turn's audio up to the end of speech plus `stt.tail_ms` is
   transcribed, and a gated response may start computing; nothing is visible yet. Silence is
   counted from the acoustic end of speech (the VAD's probability falls later than the sound);
@@ -33,7 +34,7 @@ from ..core.audio import SESSION_RATE, last_loud_sample, speech_tail_end
 from ..core.ids import new_id
 from ..engines.base import TurnEngine, VADStream
 from .end_of_turn import TRANSCRIPT_WAIT_MS, Decision, EndOfTurnPolicy, wants_text
-from .filler import is_filler_only
+from .filler import DEFAULT_BACKCHANNELS, is_backchannel
 from .input_audio import InputAudio
 from .metrics import TurnTimings
 from .response import ResponseRun
@@ -91,7 +92,9 @@ class TurnHost(Protocol):
 
     async def barge_in(self, auto_truncate: bool) -> None: ...
 
-    async def transcribe_text(self, audio: npt.NDArray[np.int16]) -> str: ...
+    async def transcribe_text(self, audio: npt.NDArray[np.int16], *, over_answer: bool = False) -> str:
+        """The transcript of `audio`; `over_answer`: said while the agent's answer plays."""
+        ...
 
     def speculate(self, stt: asyncio.Future[str]) -> ResponseRun | None:
         """Start a gated response on the transcript `stt` will give, or None (create_response
@@ -105,8 +108,10 @@ class TurnHost(Protocol):
 class TurnTaking:
     def __init__(self, host: TurnHost, audio: InputAudio, vad: VADStream, turn_model: TurnEngine,
                  turn_detection: dict[str, Any] | None, tail_ms: int, text_probe: TextProbe | None = None,
-                 transcript_wait_ms: int = TRANSCRIPT_WAIT_MS) -> None:
+                 transcript_wait_ms: int = TRANSCRIPT_WAIT_MS,
+                 backchannels: tuple[str, ...] = DEFAULT_BACKCHANNELS) -> None:
         self.host = host
+        self._backchannels = backchannels
         self._text_probe = text_probe
         self.audio = audio
         self._vad = vad
@@ -266,7 +271,7 @@ class TurnTaking:
         if audio.size == 0:
             return
         with (self.timings or TurnTimings()).recording():  # the STT job is the turn's
-            stt = asyncio.ensure_future(self.host.transcribe_text(audio))
+            stt = asyncio.ensure_future(self.host.transcribe_text(audio, over_answer=self._barge_pending))
         self.policy.expect_transcript()
         eot = self._text_signal(stt)  # before the speculative answer, so its LLM job queues first
         self.spec = Speculation(stt, self.host.speculate(stt), self.host.conversation_version(),
@@ -318,8 +323,8 @@ class TurnTaking:
                               "audio_end_ms": ev.decision_sample * 1000 // SESSION_RATE, "item_id": item_id})
         if self._barge_pending:
             self._barge_pending = False
-            if await self._only_fillers():
-                # "mm-hmm" while the agent talks: no barge-in and no turn.
+            if await self._backchannel():
+                # "mm-hmm", "okay" while the agent talks: no barge-in and no turn.
                 await self.drop_speculation()
                 self.audio.clear()
                 return
@@ -330,7 +335,7 @@ class TurnTaking:
             spec = None
         await self.host.commit_turn(item_id, spec, timings, self.stt_end(ev.end_sample))
 
-    async def _only_fillers(self) -> bool:
+    async def _backchannel(self) -> bool:
         spec = self.spec
         if spec is not None:
             try:
@@ -338,8 +343,8 @@ class TurnTaking:
             except Exception:
                 return False
         else:
-            text = await self.host.transcribe_text(self.audio.take(self.audio.start))
-        return is_filler_only(text)
+            text = await self.host.transcribe_text(self.audio.take(self.audio.start), over_answer=True)
+        return is_backchannel(text, self._backchannels)
 
     # ------------------------------------------------------------ the client's own buffer events
 

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import binascii
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from ...core.audio import SESSION_RATE
 from ...core.errors import ProtocolError
 from ...engines.base import EngineError
 from ..conversation import ConversationItem
+from ..filler import BACKCHANNEL_PROMPT
 from ..metrics import TurnTimings
 from ..response_request import response_params
 from ..transcription_options import transcribe_options
@@ -119,8 +121,10 @@ class InputAudioEvents(SessionParts):
         else:
             await self._start_response(response_params(self.config, {}), None, timings)
 
-    async def transcribe_text(self, audio: npt.NDArray[np.int16]) -> str:
+    async def transcribe_text(self, audio: npt.NDArray[np.int16], *, over_answer: bool = False) -> str:
         opts = transcribe_options(self.config.get("input_audio_transcription"), self.settings.stt.language)
+        if over_answer and not opts.prompt:  # the client's own prompt wins
+            opts = replace(opts, prompt=BACKCHANNEL_PROMPT)
         pieces = []
         async for piece in self.engines.stt.transcribe(audio_codec.to_float(audio), opts, self.id):
             pieces.append(piece)
