@@ -249,12 +249,18 @@ def build_set(human: bool = True) -> list[Clip]:
         v2 = ESPEAK_VOICES[(i + 3) % len(ESPEAK_VOICES)]
         clips.append(_clip("paused", v2, text, _espeak_paused(before, after, v2, True),
                            PAUSES_MS[(i + 1) % len(PAUSES_MS)], h, "espeak-long"))
+    clips += backchannel_clips()
+    if human:
+        clips += human_clips()
+    return clips
+
+
+def backchannel_clips() -> list[Clip]:
+    clips = []
     for i, text in enumerate(BACKCHANNELS):
         v = ESPEAK_VOICES[i % len(ESPEAK_VOICES)]
         clips.append(_clip("backchannel", v, text, [S.espeak_say(text, v)], None, held_out(i), "espeak"))
         clips.append(_clip("backchannel", "piper", text, [S.piper_say(text)], None, held_out(i + 1), "piper"))
-    if human:
-        clips += human_clips()
     return clips
 
 
@@ -500,8 +506,7 @@ def summarize(clips: list[Clip], outcomes: list[Outcome], base: list[Outcome] | 
         # During an answer (remove_filler_words): a backchannel barges in when it is longer than
         # a filler word, or its transcript (the speculative one the session has) is not filler-only.
         idx = [i for i, c in enumerate(clips) if c.kind == "backchannel"]
-        barge = [i for i in idx if clips[i].speech_end - int(LEAD_S * RATE) >= FILLER_MAX_SAMPLES
-                 or not is_backchannel(bc_transcripts.get(i, ""))]
+        barge = [i for i in idx if would_barge_in(clips[i].speech_end - int(LEAD_S * RATE), bc_transcripts.get(i, ""))]
         res["backchannel"]["false_barge_ins"] = len(barge)
         res["backchannel"]["false_barge_in_rate"] = round(len(barge) / len(idx), 3) if idx else None
     cpu = [o.cpu_ms / o.decisions for o in outcomes if o.decisions]
@@ -528,7 +533,12 @@ def barges_in(model: Any, audio: np.ndarray[Any, Any], speech_samples: int) -> t
     """What the session does with an utterance over its answer (`remove_filler_words`): it barges
     in when the speech outlasts a filler word or its transcript is more than a backchannel."""
     said = transcribe(model, audio, BACKCHANNEL_PROMPT)
-    return speech_samples >= FILLER_MAX_SAMPLES or not is_backchannel(said), said
+    return would_barge_in(speech_samples, said), said
+
+
+def would_barge_in(speech_samples: int, said: str) -> bool:
+    """The session's rule (realtime/turn_taking.py) for speech over its answer, heard as `said`."""
+    return speech_samples >= FILLER_MAX_SAMPLES or not is_backchannel(said)
 
 
 def over_answer(model: Any) -> dict[str, Any]:
@@ -622,7 +632,7 @@ def main() -> None:
     if args.over_answer:
         model = whisper()
         oa = over_answer(model)
-        old = [c for c in build_set(human=False) if c.kind == "backchannel"]
+        old = backchannel_clips()
         first = [barges_in(model, c.audio[: c.speech_end + RATE // 2], c.speech_end - int(LEAD_S * RATE))
                  for c in old]
         which = [f"{c.voice}: {c.text} -> {t!r}" for c, (b, t) in zip(old, first, strict=True) if b]
@@ -706,7 +716,7 @@ def main() -> None:
         every = [c for c in clips if c.kind == "backchannel"]
         said = [transcribe(stt, c.audio[: c.speech_end + RATE // 2], BACKCHANNEL_PROMPT) for c in every]
         barge = [c.text for c, t in zip(every, said, strict=True)
-                 if c.speech_end - int(LEAD_S * RATE) >= FILLER_MAX_SAMPLES or not is_backchannel(t)]
+                 if would_barge_in(c.speech_end - int(LEAD_S * RATE), t)]
         results["false_barge_ins_all_backchannels"] = {"n": len(every), "barged_in": len(barge),
                                                        "rate": round(len(barge) / len(every), 3), "which": barge,
                                                        "transcripts": said}
