@@ -21,7 +21,6 @@ from pydantic_settings import (
 )
 
 from .engine_settings import OpenAILLMSettings, OpenAISTTSettings, OpenAITTSSettings, VoiceMapSettings
-from .realtime.filler import DEFAULT_BACKCHANNELS
 
 
 class VADSettings(BaseModel):
@@ -30,6 +29,12 @@ class VADSettings(BaseModel):
     engine: Literal["silero", "scripted"] = "silero"
     #: A Silero ONNX file; empty means the one carried by the pinned `silero-vad` wheel.
     model_path: str | None = None
+
+
+#: Acknowledgements that, said alone over the agent's answer, do not interrupt it
+#: (`turn.backchannels`; matched by realtime/filler.py's `is_backchannel`).
+DEFAULT_BACKCHANNELS = ("okay", "ok", "alright", "all right", "right", "sure", "i see", "got it", "gotcha",
+                        "wow", "cool", "great", "nice", "yep", "yup", "aha", "exactly", "true", "indeed")
 
 
 class TurnSettings(BaseModel):

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import re
 
+from ..settings import DEFAULT_BACKCHANNELS
+
 # One pattern per filler sound; repeated letters ("ummm", "hmmm", "ahhh") are common in Whisper.
 _FILLER_PATTERNS = (
     r"a+h+",  # ah, ahh, aah
@@ -48,9 +50,6 @@ _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 #: The documented Voice Live English filler words (for reference and tests).
 VOICE_LIVE_FILLERS = ("ah", "umm", "mm", "uh", "huh", "oh", "yeah", "hmm")
 
-#: Acknowledgements that, said alone over the agent's answer, do not interrupt it (`turn.backchannels`).
-DEFAULT_BACKCHANNELS = ("okay", "ok", "alright", "all right", "right", "sure", "i see", "got it", "gotcha",
-                        "wow", "cool", "great", "nice", "yep", "yup", "aha", "exactly", "true", "indeed")
 #: A backchannel is short: more words than this is a turn, whatever they are.
 BACKCHANNEL_MAX_WORDS = 4
 #: Whisper's prompt for speech over the agent's answer: it keeps the sounds of listening as fillers.

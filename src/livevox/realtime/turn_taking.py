@@ -33,8 +33,9 @@ from ..core import audio as audio_codec
 from ..core.audio import SESSION_RATE, last_loud_sample, speech_tail_end
 from ..core.ids import new_id
 from ..engines.base import TurnEngine, VADStream
+from ..settings import DEFAULT_BACKCHANNELS
 from .end_of_turn import TRANSCRIPT_WAIT_MS, Decision, EndOfTurnPolicy, wants_text
-from .filler import DEFAULT_BACKCHANNELS, is_backchannel
+from .filler import is_backchannel
 from .input_audio import InputAudio
 from .metrics import TurnTimings
 from .response import ResponseRun
