@@ -31,6 +31,9 @@ and the `/readyz` `load` samples, 1 s apart (max `turns_in_flight`; per stage th
 in one sample and the largest `wait_ms_max`, which is the worst of the executor's last 100 waits,
 so it can carry waits over from the previous level).
 
+A caller whose session is refused (503: `limits.max_sessions`, by default 6 with the embedded
+LLM on 2 cores) counts one refusal and calls again 6-15 s later, as long as the level lasts.
+
 `--max-turns-in-flight K` sets `LIVEVOX_LIMITS__MAX_TURNS_IN_FLIGHT`; callers then open a fresh
 session for every question, so admission is exercised: beyond K turns at once a new session must
 be refused (503), never slowed. A refused question is counted, and the caller goes on.
@@ -165,8 +168,6 @@ async def _caller(idx: int, url: str, qs: list[Question], end_at: float, lv: Lev
     rng = random.Random(args.seed * 1000 + lv.n * 100 + idx)
     fresh = args.max_turns_in_flight is not None
     call = None if fresh else await _open(url, lv)
-    if call is None and not fresh:
-        return
     try:
         first = True
         while True:
@@ -176,7 +177,7 @@ async def _caller(idx: int, url: str, qs: list[Question], end_at: float, lv: Lev
             if time.monotonic() + gap + q.pcm.size / 24000 > end_at:
                 return
             await asyncio.sleep(gap)
-            if fresh:
+            if call is None:  # a fresh session per question, or a caller refused who calls again
                 call = await _open(url, lv)
                 if call is None:
                     continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -36,6 +37,30 @@ async def test_session_limit_503_then_recovers() -> None:
         c = await RealtimeClient.connect(srv.ws)
         await c.close()
         await b.close()
+    finally:
+        srv.stop()
+
+
+async def test_concurrent_handshakes_cannot_pass_the_session_limit_together() -> None:
+    """Sixty clients dial at once, on both WebSocket doors, against a limit of 3: exactly 3 get
+    in, each refused one gets 503 `session_limit_reached`; the place is counted before the upgrade."""
+    srv = ServerThread(scripted_settings(limits={"max_sessions": 3})).start()
+    paths = ["/voice-live/realtime?model=x", "/voice-live/realtime/calls?model=x"] * 30
+
+    async def dial(path: str) -> websockets.ClientConnection | int:
+        try:
+            return await websockets.connect(srv.ws + path, open_timeout=10)
+        except websockets.InvalidStatus as exc:
+            assert b"session_limit_reached" in exc.response.body
+            return exc.response.status_code
+
+    try:
+        results = await asyncio.gather(*(dial(p) for p in paths))
+        admitted = [r for r in results if not isinstance(r, int)]
+        assert len(admitted) == 3 and sorted(r for r in results if isinstance(r, int)) == [503] * 57
+        for ws in admitted:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "session.created"
+            await ws.close()
     finally:
         srv.stop()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import threading
 import time
@@ -20,6 +21,7 @@ import httpx
 import numpy as np
 import pytest
 import websockets
+import websockets.sync.client
 
 from engine_standin import EngineStandIn
 from livevox.core.executor import JOB_TIMINGS, QUEUE_WAIT_SECONDS, FairExecutor, JobTiming
@@ -134,17 +136,36 @@ async def test_a_turns_tts_jobs_are_in_its_latency_event(piper_server: ServerThr
         await c.close()
 
 
-def test_the_turn_limit_defaults_to_the_embedded_llms_slots() -> None:
+def test_the_admission_limits_default_to_the_embedded_llms_slots() -> None:
     """Unset, `limits.max_turns_in_flight` is the embedded llama.cpp's slot count (turns beyond it
-    would wait for a slot); with the scripted (or a remote) LLM there is no default limit."""
-    srv = ServerThread(scripted_settings(llm={"engine": "llamacpp", "parallel": 3, "n_ctx": 512})).start(timeout=300)
+    would wait for a slot) and `limits.max_sessions` 1.5 sessions per slot, and the session beyond
+    it is refused; with the scripted (or a remote) LLM there is no turn limit and 500 sessions."""
+    srv = ServerThread(scripted_settings(llm={"engine": "llamacpp", "parallel": 2, "n_ctx": 512})).start(timeout=300)
     try:
-        assert httpx.get(f"{srv.http}/readyz").json()["load"]["max_turns_in_flight"] == 3
+        load = httpx.get(f"{srv.http}/readyz").json()["load"]
+        assert (load["max_turns_in_flight"], load["max_sessions"], load["sessions"]) == (2, 3, 0)
+        url = srv.ws + "/voice-live/realtime?model=x"
+        with contextlib.ExitStack() as held:
+            for _ in range(2):
+                held.enter_context(websockets.sync.client.connect(url))
+            with websockets.sync.client.connect(url):
+                assert httpx.get(f"{srv.http}/readyz").json()["load"]["sessions"] == 3
+                with pytest.raises(websockets.InvalidStatus) as info:
+                    websockets.sync.client.connect(url)
+                assert info.value.response.status_code == 503
+                assert json.loads(info.value.response.body)["error"]["code"] == "session_limit_reached"
+                assert b"limits.max_sessions" in info.value.response.body
+            deadline = time.monotonic() + 10  # the server notices the close, then admits again
+            while httpx.get(f"{srv.http}/readyz").json()["load"]["sessions"] > 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with websockets.sync.client.connect(url) as ws:
+                assert json.loads(ws.recv(timeout=10))["type"] == "session.created"
     finally:
         srv.stop()
     srv = ServerThread(scripted_settings()).start()
     try:
-        assert httpx.get(f"{srv.http}/readyz").json()["load"]["max_turns_in_flight"] is None
+        load = httpx.get(f"{srv.http}/readyz").json()["load"]
+        assert (load["max_turns_in_flight"], load["max_sessions"]) == (None, 500)
     finally:
         srv.stop()
 

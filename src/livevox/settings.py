@@ -205,8 +205,11 @@ class Limits(BaseModel):
     max_input_buffer_seconds: float = Field(300.0, gt=0)
     #: Items kept per conversation.
     max_items: int = Field(1000, ge=1)
-    #: Concurrent sessions per process. Over it: HTTP 503 before the upgrade.
-    max_sessions: int = Field(500, ge=1)
+    #: Concurrent sessions per process. Over it: HTTP 503 (`session_limit_reached`) before the
+    #: upgrade. Unset: 500, or with the embedded llama.cpp LLM 1.5 sessions per slot (6 on 2 cores),
+    #: the most callers the capacity benchmark answered within 3x the single-caller latency
+    #: (docs/benchmarks.md, "Capacity"); the embedded engines share this box's CPU.
+    max_sessions: int | None = Field(None, ge=1)
     #: Responses being generated at once, across sessions, beyond which a new session is refused
     #: (503, `session_limit_reached`) rather than slowing everyone: the box is saturated.
     #: Unset: the embedded llama.cpp's slot count (`llm.parallel`; 4 on 2 cores), since turns beyond

@@ -48,7 +48,9 @@ def create_app(settings: Settings, engines: Engines | None = None) -> Starlette:
         body: dict[str, Any] = {"ready": state.ready, "role": settings.role, "engines": engines,
                                 "sessions": len(state.sessions),
                                 # the load now: answers being generated, and each stage's queue
-                                "load": {"turns_in_flight": turns_in_flight(),
+                                "load": {"sessions": len(state.sessions),
+                                         "max_sessions": state.session_limit(),
+                                         "turns_in_flight": turns_in_flight(),
                                          "max_turns_in_flight": state.turn_limit(),
                                          "stages": stage_loads()}}
         if state.engines is not None:

@@ -21,7 +21,8 @@ def session_request(ws: WebSocket) -> SessionRequest:
 
 
 async def admit(ws: WebSocket, state: LivevoxState) -> bool:
-    """Authenticate and check capacity before the upgrade; refuse with a JSON HTTP error."""
+    """Authenticate and check capacity before the upgrade; refuse with a JSON HTTP error. Admitted,
+    the door counts its session (`state.track`) before it next awaits."""
     refusal = state.refusal(ws.headers, ws.query_params)
     if refusal is not None:
         await ws.send_denial_response(refusal)
@@ -32,11 +33,12 @@ async def admit(ws: WebSocket, state: LivevoxState) -> bool:
 async def serve_realtime(ws: WebSocket, state: LivevoxState) -> None:
     if not await admit(ws, state):
         return
-    await ws.accept(subprotocol=chosen_subprotocol(ws.headers))
+    # Counted before the first await: concurrent handshakes cannot all pass the same free place.
     transport = WebSocketTransport(ws)
     session = state.new_session(session_request(ws), transport)
     release = state.track(session, "websocket")
     try:
+        await ws.accept(subprotocol=chosen_subprotocol(ws.headers))
         await session.start()
         await read_frames(ws, session.handle_frame, transport)
     finally:

@@ -31,6 +31,9 @@ from .auth import AUTH_MESSAGE, is_authorized, wants_beta
 
 log = logging.getLogger("livevox.server")
 
+#: `limits.max_sessions` when unset and the LLM is not the embedded one (engines elsewhere).
+REMOTE_MAX_SESSIONS = 500
+
 async def load_engines(settings: Settings) -> Engines:
     """The engines, loaded, warmed and rehearsed with the realtime layer's input DSP as well."""
     return await build_engines(settings, INPUT_REHEARSAL)
@@ -96,7 +99,7 @@ class LivevoxState:
                 needs: Literal["session", "engines", "key"] = "session") -> JSONResponse | None:
         """Why this request may not proceed, or None: 401 without a valid key; then, unless it
         `needs` only the key (a hangup, a side-band join), 503 while the engines are not ready;
-        then, for a new session, 503 at `limits.max_sessions`."""
+        then, for a new session, 503 at the session limit or the turn limit."""
         if not is_authorized(self.settings.api_keys, headers, query):
             return error_body(401, "invalid_api_key", AUTH_MESSAGE)
         if needs == "key":
@@ -105,10 +108,10 @@ class LivevoxState:
             why = "; ".join(self.engines.not_ready()) if self.engines is not None else "loading"
             return error_body(503, "engines_loading", f"The engines are not ready ({why}); see /readyz.",
                               "server_error")
-        limit = self.settings.limits.max_sessions
+        limit = self.session_limit()
         if needs == "session" and len(self.sessions) >= limit:
             return error_body(503, "session_limit_reached", f"The server holds its maximum of {limit} "
-                              "sessions (limits.max_sessions).", "server_error")
+                              "sessions (limits.max_sessions); try again shortly.", "server_error")
         busy = self.turn_limit()
         if needs == "session" and busy is not None and turns_in_flight() >= busy:
             return error_body(503, "session_limit_reached", f"The server is answering {turns_in_flight()} "
@@ -116,10 +119,20 @@ class LivevoxState:
                               "server_error")
         return None
 
+    def session_limit(self) -> int:
+        """`limits.max_sessions`, or by default 1.5 per embedded LLM slot (500 with a remote LLM)."""
+        if self.settings.limits.max_sessions is not None:
+            return self.settings.limits.max_sessions
+        slots = self._embedded_slots()
+        return REMOTE_MAX_SESSIONS if slots is None else max(1, slots * 3 // 2)
+
     def turn_limit(self) -> int | None:
         """`limits.max_turns_in_flight`, or by default the embedded LLM's slots (None: no limit)."""
         if self.settings.limits.max_turns_in_flight is not None:
             return self.settings.limits.max_turns_in_flight
+        return self._embedded_slots()
+
+    def _embedded_slots(self) -> int | None:
         from ..engines.llamacpp import LlamaCppLLM
 
         llm = self.engines.llm if self.engines is not None else None

@@ -98,11 +98,11 @@ def _sdp_create_handler(call: RtcCall, session: RealtimeSession) -> Callable[[di
 async def serve_voicelive_call(ws: WebSocket, state: LivevoxState) -> None:
     if not await admit(ws, state):
         return
-    await ws.accept(subprotocol=chosen_subprotocol(ws.headers))
-    control = WebSocketTransport(ws)
+    control = WebSocketTransport(ws)  # counted (in _new_call) before the first await, as realtime_ws
     call, session = _new_call(state, "voicelive", lambda c: WebRTCTransport(c, control), session_request(ws))
     session.extra_handlers["rtc.call.sdp.create"] = _sdp_create_handler(call, session)
     try:
+        await ws.accept(subprotocol=chosen_subprotocol(ws.headers))
         await session.start()
         await read_frames(ws, session.handle_frame, control)
     finally:
@@ -192,6 +192,11 @@ async def create_openai_call(request: Request, state: LivevoxState) -> Response:
     except CallSetupError as err:
         CALL_ERRORS_TOTAL.labels(err.code).inc()
         return error_body(err.status, err.code, err.message, err.type, err.param)
+    # Again after reading the body: other calls may have taken the free places meanwhile, and
+    # from here to _new_call nothing awaits.
+    refusal = state.refusal(request.headers, request.query_params)
+    if refusal is not None:
+        return refusal
     model = (session_cfg or {}).get("model") or request.query_params.get("model") or "gpt-realtime"
     call, session = _new_call(state, "openai", WebRTCTransport, SessionRequest(
         path=request.url.path, headers=request.headers, query=request.query_params,
