@@ -25,6 +25,10 @@ def server() -> Iterator[ServerThread]:
     srv.stop()
 
 
+#: A spoken turn that ended normally: "incomplete" is an answer cut at max_output_tokens.
+FINISHED = ("completed", "incomplete")
+
+
 @pytest.fixture(scope="module")
 def question() -> np.ndarray:
     pcm = fixture("question_capital.wav", 24000)
@@ -33,7 +37,8 @@ def question() -> np.ndarray:
 
 async def test_voicelive_sdk_spoken_turn(server: ServerThread, question: np.ndarray) -> None:
     seq, user, transcript, audio, response = await voicelive_sdk_turn(server.http, "test-key", question)
-    assert response.status == "completed"
+    # "incomplete": the demo LLM's sampled answer can run to llm.max_tokens (256); the turn still worked.
+    assert response.status in FINISHED, response.status
     assert seq[:2] == ["session.created", "session.updated"]
     check_turn(server, seq, user, audio, transcript)
 
@@ -68,7 +73,7 @@ async def test_openai_sdk_spoken_turn(server: ServerThread, question: np.ndarray
             elif t in ("response.audio_transcript.done", "response.output_audio_transcript.done"):
                 transcript = ev.transcript
             elif t == "response.done":
-                assert ev.response.status == "completed"
+                assert ev.response.status in FINISHED, ev.response.status
                 break
     if not beta:
         ga = {"response.audio.delta": "response.output_audio.delta",
