@@ -124,7 +124,7 @@ class LivevoxState:
         if self.settings.limits.max_sessions is not None:
             return self.settings.limits.max_sessions
         slots = self._embedded_slots()
-        return REMOTE_MAX_SESSIONS if slots is None else max(1, slots * 3 // 2)
+        return REMOTE_MAX_SESSIONS if slots is None else slots * 3 // 2  # 1 slot: 1 session
 
     def turn_limit(self) -> int | None:
         """`limits.max_turns_in_flight`, or by default the embedded LLM's slots (None: no limit)."""
