@@ -335,7 +335,7 @@ def test_not_fillers(text: str) -> None:
 
 @pytest.mark.parametrize("text", [
     "Mm-hmm.", "Okay.", "OK", "Oh, okay.", "I see.", "Right, right.", "Got it.", "All right.", "Alright!",
-    "Uh-huh, sure.", "Wow.", "Yeah, I see.",
+    "Uh-huh, sure.", "Wow.", "Yeah, I see.", "And Mm-hmm.", "So, okay.",
 ])
 def test_backchannels(text: str) -> None:
     assert is_backchannel(text)
@@ -343,7 +343,8 @@ def test_backchannels(text: str) -> None:
 
 @pytest.mark.parametrize("text", [
     "", "[BLANK_AUDIO]", "Yes.", "No.", "Stop.", "Wait.", "Okay, book it.", "Right, the other one.", "I",
-    "See.", "Okay okay okay okay okay.", "Got 4.", "Hold on.", "Sure, at six.",
+    "See.", "Okay okay okay okay okay.", "Got 4.", "Hold on.", "Sure, at six.", "And?", "So.", "And stop.",
+    "So, the other one.",
 ])
 def test_not_backchannels(text: str) -> None:
     assert not is_backchannel(text)

@@ -22,9 +22,9 @@ RATE = 24000
 INTERRUPT_AT = 4.0  # seconds into echo_call's microphone where the interruption starts
 
 
-def speak(text: str, voice: str = "en-us") -> np.ndarray:
-    """espeak-ng speech at 24 kHz, 140 wpm (the fixtures' pace)."""
-    return espeak(text, voice, wpm=140, rate=RATE)
+def speak(text: str, voice: str = "en-us", wpm: int = 140) -> np.ndarray:
+    """espeak-ng speech at 24 kHz, by default 140 wpm (the fixtures' pace)."""
+    return espeak(text, voice, wpm=wpm, rate=RATE)
 
 
 async def stream_realtime(c: RealtimeClient, pcm: np.ndarray, chunk_ms: int = 40) -> None:
@@ -112,6 +112,7 @@ async def test_backchannel_during_answer(server: ServerThread, remove: bool) -> 
     ("Okay.", "en-gb", False),  # an acknowledgement alone (turn.backchannels)
     ("Hmm.", "en-us+f2", False),  # tiny.en heard "Emm..." without the over-answer prompt
     ("I see.", "en-us+m3", False),
+    ("Oh, okay.", "en-gb+f1", False),  # about 1 s: once barged in for its length alone
     ("Stop.", "en-us", True),
     ("No, the other one.", "en-gb", True),
     ("Okay, book it.", "en-us", True),  # more than an acknowledgement: a turn

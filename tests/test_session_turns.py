@@ -104,10 +104,24 @@ async def test_a_backchannel_with_remove_filler_words_leaves_the_answer_playing(
     assert "input_audio_buffer.committed" not in t  # neither a barge-in nor a turn
 
 
+async def test_a_two_word_backchannel_is_not_too_long_to_be_one() -> None:
+    # "Oh, okay." at 140 wpm lasts about a second: its length, counted from the speech (not from
+    # the prefix padding before it), is within turn.backchannel_max_ms, so its words decide.
+    s, transport, item = await answer_waiting_to_play(remove_filler_words=True)
+    ScriptedSTT.script(["Oh, okay."])
+    await feed(s, speech(1.0))
+    assert transport.discarded == []
+    await feed(s, silence(0.8))
+    await settle(s)
+    assert transport.discarded == [] and transport.pending_audio() == item
+    assert "input_audio_buffer.committed" not in transport.types()
+
+
 async def test_a_real_interruption_with_remove_filler_words_barges_in() -> None:
     s, transport, item = await answer_waiting_to_play(remove_filler_words=True)
-    await feed(s, speech(1.2))  # longer than any filler word: barge-in before the turn ends
+    await feed(s, speech(1.5))  # longer than any backchannel: barge-in before the turn ends
     assert transport.discarded == [item]
+    assert "input_audio_buffer.committed" not in transport.types()  # it is still speaking
 
 
 async def test_truncate_is_clamped_to_what_the_transport_played() -> None:

@@ -127,6 +127,43 @@ async def test_an_utterance_transcribe_would_retry_hotter_is_decoded_alone(stt: 
     assert fallbacks == [3, 3, len(yeahs) // 160 + 1]
 
 
+async def test_a_greedy_utterance_is_never_retried_hotter(stt: FasterWhisperSTT) -> None:
+    # Speech over the agent's answer is transcribed greedy (TranscribeOptions.greedy): the twelve
+    # yeahs that transcribe would retry at higher temperatures keep their temperature-0 result,
+    # alone and in a batch, so the same audio always gives the same words.
+    yeahs = np.tile(fixture_f32("backchannel_yeah.wav"), 12)
+    model = stt._model
+    temperatures: list[tuple[float, ...]] = []
+    generate_with_fallback = model.generate_with_fallback
+
+    def recording(encoder_output: Any, prompt: Any, tokenizer: Any, options: Any) -> Any:
+        temperatures.append(tuple(options.temperatures))
+        return generate_with_fallback(encoder_output, prompt, tokenizer, options)
+
+    model.generate_with_fallback = recording
+    greedy = TranscribeOptions(greedy=True)
+    try:
+        async def one(audio: np.ndarray, options: TranscribeOptions, session: str) -> str:
+            return "".join([t async for t in stt.transcribe(audio, options, session)])
+
+        stt.max_batch = 1
+        try:
+            first = await one(yeahs, greedy, "alone")
+            again = await one(yeahs, greedy, "alone")
+            await one(yeahs, TranscribeOptions(), "alone")  # the ordinary path may go hotter
+        finally:
+            stt.max_batch = 4
+        batched = await while_stt_is_held(2, lambda: [one(fixture_f32(SPEECH[0]), greedy, "a"),
+                                                      one(yeahs, greedy, "b")])
+    finally:
+        del model.generate_with_fallback
+    assert first == again == batched[1]
+    assert batched[0] == HEARD[SPEECH[0]]
+    assert temperatures[:2] == [(0.0,), (0.0,)]
+    assert len(temperatures[2]) > 1  # faster-whisper's fallback temperatures
+    assert all(t == (0.0,) for t in temperatures[3:])
+
+
 # ------------------------------------------------------------------ through the server
 
 

@@ -54,6 +54,10 @@ class TurnSettings(BaseModel):
     #: over the agent's answer, neither interrupt it nor become a turn (realtime/filler.py).
     #: Empty: fillers only, as Voice Live documents it.
     backchannels: list[str] = Field(default_factory=lambda: list(DEFAULT_BACKCHANNELS), max_length=200)
+    #: With `remove_filler_words`: speech over the answer that lasts longer than this is no
+    #: backchannel and barges in at once, without waiting for its transcript. A two-word
+    #: acknowledgement ("Oh, okay.") runs to about 0.95 s at 160 words per minute.
+    backchannel_max_ms: int = Field(1200, ge=0, le=10000)
 
 
 def _needs_table(engine: str, table: str, value: Any, info: ValidationInfo) -> Any:

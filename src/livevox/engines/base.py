@@ -144,6 +144,10 @@ class TranscribeOptions:
     #: Words and phrases to favour (Voice Live `phrase_list`).
     phrases: tuple[str, ...] = ()
     model: str | None = None
+    #: Decode at temperature 0 only, with no sampled retry when the result looks unsure: for a
+    #: short sound over the agent's answer, a retry at a higher temperature turns a hum into
+    #: invented words ("Mm-hmm." -> "And then them.", docs/benchmarks.md).
+    greedy: bool = False
 
     def hint_text(self) -> str | None:
         """The prompt and the phrases as one text, for engines with a single prompt field."""

@@ -160,6 +160,7 @@ class FasterWhisperSTT:
         hotwords = ", ".join(options.phrases) or None
 
         window = self.window_frames
+        greedy: dict[str, Any] = {"temperature": 0.0} if options.greedy else {}
 
         def produce(emit: Callable[[str], None], stop: threading.Event) -> None:
             _window.frames = window
@@ -173,6 +174,7 @@ class FasterWhisperSTT:
                 vad_filter=False,  # our own VAD already cut the turn
                 without_timestamps=True,
                 condition_on_previous_text=False,
+                **greedy,
             )
             # `segments` is lazy: each next() decodes more, so stop between segments.
             for seg in segments:
@@ -207,7 +209,7 @@ class FasterWhisperSTT:
         key = batch_key(self._loaded(), audio, self.window_frames) if self.max_batch > 1 else None
         if key is not None and language and not candidates:
             utt = Utterance(audio, language, options.prompt or None, ", ".join(options.phrases) or None,
-                            self.beam_size)
+                            self.beam_size, options.greedy)
             texts = await stage_executor("stt").run_batched(session_id, key, self._batch, utt,
                                                             max_batch=self.max_batch)
             for text in texts:

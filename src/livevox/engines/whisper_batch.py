@@ -33,6 +33,7 @@ class Utterance:
     prompt: str | None
     hotwords: str | None
     beam_size: int
+    greedy: bool = False  # temperature 0 only (TranscribeOptions.greedy)
 
 
 def content_frames(model: Any, audio: Float32Array) -> int:
@@ -56,7 +57,7 @@ def _options(model: Any, utt: Utterance) -> Any:
         np.zeros(model.feature_extractor.hop_length * 2, dtype=np.float32),
         language=utt.language, initial_prompt=utt.prompt, hotwords=utt.hotwords,
         beam_size=utt.beam_size, vad_filter=False, without_timestamps=True,
-        condition_on_previous_text=False)
+        condition_on_previous_text=False, **({"temperature": 0.0} if utt.greedy else {}))
     return info.transcription_options
 
 
@@ -84,10 +85,10 @@ def transcribe_batch(model: Any, utts: list[Utterance]) -> list[list[str] | Base
         prompt = model.get_prompt(tokenizer, previous, without_timestamps=True, prefix=None,
                                   hotwords=u.hotwords)
         context.append((tokenizer, options))
-        groups.setdefault((u.beam_size, *prompt), []).append(i)
+        groups.setdefault((u.beam_size, u.greedy, *prompt), []).append(i)
 
     out: list[list[str] | BaseException] = [[] for _ in utts]
-    for (_beam, *prompt), idx in groups.items():
+    for (_beam, _greedy, *prompt), idx in groups.items():
         tokenizer, options = context[idx[0]]
         try:
             results = model.model.generate(

@@ -54,6 +54,8 @@ VOICE_LIVE_FILLERS = ("ah", "umm", "mm", "uh", "huh", "oh", "yeah", "hmm")
 BACKCHANNEL_MAX_WORDS = 4
 #: Whisper's prompt for speech over the agent's answer: it keeps the sounds of listening as fillers.
 BACKCHANNEL_PROMPT = "Mm-hmm. Uh-huh. Hmm. Okay."
+#: A continuer may lead a backchannel ("And mm-hmm.", "So, okay."); alone it is none.
+LEADING_CONTINUERS = frozenset({"and", "so"})
 
 
 def words(transcript: str) -> list[str]:
@@ -81,7 +83,8 @@ def is_filler_only(transcript: str) -> bool:
 
 def is_backchannel(transcript: str, acknowledgements: tuple[str, ...] = DEFAULT_BACKCHANNELS) -> bool:
     """True when `transcript` is only fillers and acknowledgements, at most
-    `BACKCHANNEL_MAX_WORDS` words: "Mm-hmm.", "Oh, okay.", "I see.", "Right, right.".
+    `BACKCHANNEL_MAX_WORDS` words, perhaps after a leading continuer: "Mm-hmm.", "Oh, okay.",
+    "I see.", "Right, right.", "And mm-hmm.".
 
     An empty transcript is no backchannel (as in `is_filler_only`); digits are content.
     """
@@ -90,6 +93,8 @@ def is_backchannel(transcript: str, acknowledgements: tuple[str, ...] = DEFAULT_
     found = words(transcript)
     if not found or len(found) > BACKCHANNEL_MAX_WORDS:
         return False
+    if len(found) > 1 and found[0] in LEADING_CONTINUERS:
+        found = found[1:]
     phrases = [tuple(words(a)) for a in acknowledgements]
     i = 0
     while i < len(found):

@@ -86,7 +86,8 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
         self.turns = TurnTaking(self, self.audio, engines.vad.stream(), engines.turn, self.config["turn_detection"],
                                 settings.stt.tail_ms, getattr(engines.llm, "end_of_turn_probability", None),
                                 transcript_wait_ms=settings.turn.transcript_wait_ms,
-                                backchannels=tuple(settings.turn.backchannels))
+                                backchannels=tuple(settings.turn.backchannels),
+                                backchannel_max_ms=settings.turn.backchannel_max_ms)
         self._playback: dict[str, tuple[float, float]] = {}  # item -> (first send time, ms sent)
         self.idle = IdleTimeout(self, self.turns, self.audio)
         self._handlers: dict[str, Handler] = {

@@ -18,6 +18,7 @@ from ..core.audio import SESSION_RATE
 @dataclass(slots=True)
 class SpeechStarted:
     start_sample: int  # includes prefix padding
+    onset_sample: int = 0  # where the VAD first heard the speech (no padding)
 
 
 @dataclass(slots=True)
@@ -100,7 +101,7 @@ class SpeechSegmenter:
                     if self._speech_samples >= max(self.min_speech, self.frame):
                         self.speaking = True
                         self._silence_start = None
-                        events.append(SpeechStarted(max(0, self._run_start - self.prefix)))
+                        events.append(SpeechStarted(max(0, self._run_start - self.prefix), self._run_start))
                 elif p < self.neg_threshold:
                     self._run_start = None
                     self._speech_samples = 0

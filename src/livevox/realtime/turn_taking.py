@@ -41,8 +41,9 @@ from .metrics import TurnTimings
 from .response import ResponseRun
 from .speech_segmenter import Paused, Resumed, SpeechSegmenter, SpeechStarted, SpeechStopped
 
-#: remove_filler_words: speech longer than this is no filler word, and barges in at once.
-FILLER_MAX_SAMPLES = 900 * SESSION_RATE // 1000
+#: remove_filler_words: speech longer than this is no backchannel, and barges in at once
+#: (`turn.backchannel_max_ms`).
+BACKCHANNEL_MAX_MS = 1200
 #: The end-of-turn model hears at most the utterance's last 8 s.
 TURN_MODEL_SAMPLES = 8 * SESSION_RATE
 #: The acoustic end of speech is found relative to the loudest sound of the last 10 s.
@@ -110,9 +111,11 @@ class TurnTaking:
     def __init__(self, host: TurnHost, audio: InputAudio, vad: VADStream, turn_model: TurnEngine,
                  turn_detection: dict[str, Any] | None, tail_ms: int, text_probe: TextProbe | None = None,
                  transcript_wait_ms: int = TRANSCRIPT_WAIT_MS,
-                 backchannels: tuple[str, ...] = DEFAULT_BACKCHANNELS) -> None:
+                 backchannels: tuple[str, ...] = DEFAULT_BACKCHANNELS,
+                 backchannel_max_ms: int = BACKCHANNEL_MAX_MS) -> None:
         self.host = host
         self._backchannels = backchannels
+        self._backchannel_max = backchannel_max_ms * SESSION_RATE // 1000
         self._text_probe = text_probe
         self.audio = audio
         self._vad = vad
@@ -126,6 +129,7 @@ class TurnTaking:
         self._silence_start: int | None = None
         self._decision: Decision | None = None
         self._speech_start = 0
+        self._speech_onset = 0
         self._barge_pending = False  # remove_filler_words: barge-in waits to hear what was said
         self._frame_tail = np.zeros(0, np.int16)  # audio short of a whole VAD frame
         self._frame_tail_start = 0
@@ -206,8 +210,8 @@ class TurnTaking:
                 await self._speech_stopped(ev)
         now = first + n
         if (self._barge_pending and self.detector.speaking and not self.detector.in_pause
-                and now - self._speech_start >= FILLER_MAX_SAMPLES):
-            await self._barge_in_now()  # too long to be a filler word
+                and now - self._speech_onset >= self._backchannel_max):
+            await self._barge_in_now()  # too long to be a backchannel
         if self._decision is not None and self._silence_start is not None:
             await self._semantic_step(now)
 
@@ -246,6 +250,7 @@ class TurnTaking:
         self.speech_item = new_id("item")
         self.speech_started_at = time.monotonic()
         self._speech_start = ev.start_sample
+        self._speech_onset = ev.onset_sample  # a backchannel's length counts from here, not the padding
         self.timings = TurnTimings()
         self.policy.reset()
         self._silence_start, self._decision = None, None

@@ -123,8 +123,8 @@ class InputAudioEvents(SessionParts):
 
     async def transcribe_text(self, audio: npt.NDArray[np.int16], *, over_answer: bool = False) -> str:
         opts = transcribe_options(self.config.get("input_audio_transcription"), self.settings.stt.language)
-        if over_answer and not opts.prompt:  # the client's own prompt wins
-            opts = replace(opts, prompt=BACKCHANNEL_PROMPT)
+        if over_answer:  # a short sound while the agent talks: no sampled retry; the client's prompt wins
+            opts = replace(opts, prompt=opts.prompt or BACKCHANNEL_PROMPT, greedy=True)
         pieces = []
         async for piece in self.engines.stt.transcribe(audio_codec.to_float(audio), opts, self.id):
             pieces.append(piece)
