@@ -8,17 +8,21 @@
 One `python -m livevox serve` with the embedded engines (Silero, Smart Turn, faster-whisper
 tiny.en, llama.cpp SmolLM2, Piper) runs in its own process on 127.0.0.1 (`latency.ServerProcess`).
 At each level N, N callers each open their own Voice Live session (server_vad, input
-transcription, pcm16 24 kHz, `livevox-latency-events`) and, at a random moment 6-15 s after the
-previous answer (seeded: `--seed`), speak a question picked at random from a small varied set
-(the tests' espeak-ng fixtures `tests/fixtures/question_*.wav` plus prompts of
+transcription, pcm16 24 kHz, `livevox-latency-events`) and speak a question picked at random from
+a small varied set (the tests' espeak-ng fixtures `tests/fixtures/question_*.wav` plus prompts of
 `speech_set.PROMPTS` rendered once with espeak-ng in `speech_set.VOICES`), streamed at real-time
-pace with `RealtimeCall.spoken_turn`, wait for `response.done` (plus `livevox.turn.metrics`),
-and go on. Turns start only while the level lasts (`--duration`); the level ends when the last
+pace with `RealtimeCall.spoken_turn`. Each caller listens to the answer for a random 6-15 s
+(seeded: `--seed`) counted from its first audio, then asks the next question: at once if the
+answer is still playing (its words interrupt it, as a person cuts a long answer short), or at
+that moment if the answer was over sooner. (Until 2026-12-04 callers waited for `response.done`
+and then 6-15 s; with pacing, `llm.pace_ahead_s`, `response.done` of a long answer comes only
+near the end of its playback, so the cadence is now counted from the first audio, with or
+without pacing.) Turns start only while the level lasts (`--duration`); the level ends when the last
 answer is in (each turn has a `--turn-timeout`).
 
 `--burst N`: a staggered N=1 reference level, then N callers whose questions all *end* at the
 same moment (each starts streaming `speech_end` seconds before the common instant), a round
-every 6-15 s after the previous round is answered.
+every 6-15 s after the previous round is answered (or listened to for 6 s).
 
 Per level it reports: end of speech -> first `response.audio.delta` (client side, as
 latency.py: from the end of the real speech in the WAV, when it was spoken) p50 / p95 / max, and
@@ -117,24 +121,34 @@ class Level:
     load: list[dict[str, Any]] = field(default_factory=list)
     #: Each turn's server marks (ms from its end of speech), for where a slow turn's time went.
     marks: list[dict[str, float]] = field(default_factory=list)
+    metrics_seen: set[Any] = field(default_factory=set)
+    interrupted: int = 0  # answers still going on when their caller spoke again
+    pauses: float | None = None  # livevox_llm_pauses_total during the level (pacing)
 
 
 def _record(lv: Level, r: TurnResult) -> None:
     lv.turns += 1
-    status = (r.response or {}).get("status")
-    if status not in ("completed", "incomplete") or r.errors:
-        lv.failures.append(f"status {status}; errors {[e.get('code') for e in r.errors]}")
     fa = r.after_speech_ms("response.audio.delta")
+    # Still answering when the caller stopped listening (its next question interrupts it): fine.
+    status = (r.response or {}).get("status") or ("listening" if fa is not None else None)
+    lv.interrupted += status == "listening"
+    if status not in ("completed", "incomplete", "listening") or r.errors:
+        lv.failures.append(f"status {status}; errors {[e.get('code') for e in r.errors]}")
     if fa is not None:
         lv.first_audio_ms.append(fa)
     elif status in ("completed", "incomplete"):
         lv.failures.append("no audio")
-    ev = next((e for _, e in r.events if e["type"] == "livevox.turn.metrics"), None)
-    if ev and isinstance(ev.get("stages_ms"), dict):
-        lv.marks.append({k: round(float(v), 1) for k, v in ev["stages_ms"].items()})
-    for job in (ev or {}).get("jobs") or []:
-        with contextlib.suppress(KeyError, TypeError):
-            lv.waits.setdefault(str(job["stage"]), []).append(float(job["started_ms"]) - float(job["queued_ms"]))
+    # A turn's metrics event follows its response.done, so it may arrive during the caller's next
+    # turn: every one is taken, once, whichever turn's events it came with.
+    for ev in (e for _, e in r.events if e["type"] == "livevox.turn.metrics"):
+        if ev.get("response_id") in lv.metrics_seen:
+            continue
+        lv.metrics_seen.add(ev.get("response_id"))
+        if isinstance(ev.get("stages_ms"), dict):
+            lv.marks.append({k: round(float(v), 1) for k, v in ev["stages_ms"].items()})
+        for job in ev.get("jobs") or []:
+            with contextlib.suppress(KeyError, TypeError):
+                lv.waits.setdefault(str(job["stage"]), []).append(float(job["started_ms"]) - float(job["queued_ms"]))
 
 
 async def _open(url: str, lv: Level) -> RealtimeCall | None:
@@ -150,18 +164,20 @@ async def _open(url: str, lv: Level) -> RealtimeCall | None:
         return None
 
 
-async def _turn(call: RealtimeCall, q: Question, lv: Level, timeout: float, start_at: float | None = None) -> bool:
-    """One spoken turn; False when the session is gone."""
+async def _turn(call: RealtimeCall, q: Question, lv: Level, timeout: float, start_at: float | None = None,
+                listen_s: float | None = None) -> tuple[bool, float | None]:
+    """One spoken turn: whether the session is still there, and when the answer's first audio came.
+    With `listen_s` the caller stops listening that long after the first audio."""
     if start_at is not None:
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     try:
-        r = await call.spoken_turn(q.pcm, speech_end_s=q.speech_end_s, timeout=timeout)
+        r = await call.spoken_turn(q.pcm, speech_end_s=q.speech_end_s, timeout=timeout, listen_s=listen_s)
     except CallError as exc:
         lv.turns += 1
         lv.failures.append(exc.message)
-        return exc.code != 4
+        return exc.code != 4, None
     _record(lv, r)
-    return True
+    return True, r.first.get("response.audio.delta")
 
 
 async def _caller(idx: int, url: str, qs: list[Question], end_at: float, lv: Level, args: argparse.Namespace) -> None:
@@ -170,19 +186,26 @@ async def _caller(idx: int, url: str, qs: list[Question], end_at: float, lv: Lev
     call = None if fresh else await _open(url, lv)
     try:
         first = True
+        since: float | None = None  # the previous answer's first audio
+        listen = 0.0  # how long the caller listens to an answer before it speaks again
         while True:
-            gap = rng.uniform(0.0, GAP_S[1]) if first else rng.uniform(*GAP_S)
+            if since is not None:
+                start = since + listen  # interrupting the answer if it is still going on
+            else:
+                start = time.monotonic() + (rng.uniform(0.0, GAP_S[1]) if first else rng.uniform(*GAP_S))
             first = False
             q = rng.choice(qs)
-            if time.monotonic() + gap + q.pcm.size / 24000 > end_at:
+            if start + q.pcm.size / 24000 > end_at:
                 return
-            await asyncio.sleep(gap)
+            await asyncio.sleep(max(0.0, start - time.monotonic()))
             if call is None:  # a fresh session per question, or a caller refused who calls again
                 call = await _open(url, lv)
                 if call is None:
+                    since = None
                     continue
             assert call is not None
-            alive = await _turn(call, q, lv, args.turn_timeout)
+            listen = rng.uniform(*GAP_S)
+            alive, since = await _turn(call, q, lv, args.turn_timeout, listen_s=listen)
             if fresh:
                 await call.close()
                 call = None
@@ -204,9 +227,10 @@ async def _burst(url: str, qs: list[Question], end_at: float, lv: Level, args: a
             if time.monotonic() + gap + lead > end_at:
                 return
             together = time.monotonic() + gap + lead  # every question's speech ends here
-            alive = await asyncio.gather(*(_turn(c, q, lv, args.turn_timeout, together - q.speech_end_s)
+            alive = await asyncio.gather(*(_turn(c, q, lv, args.turn_timeout, together - q.speech_end_s,
+                                                 listen_s=GAP_S[0])
                                            for c, q in zip(calls, picks, strict=True)))
-            calls = [c for c, ok in zip(calls, alive, strict=True) if ok]
+            calls = [c for c, (ok, _) in zip(calls, alive, strict=True) if ok]
     finally:
         for c in calls:
             await c.close()
@@ -231,6 +255,7 @@ async def run_level(server: ServerProcess, qs: list[Question], n: int, mode: str
     th = threading.Thread(target=_sampler, args=(server.pid, server.port, lv, stop), daemon=True)
     th.start()
     end_at = time.monotonic() + args.duration
+    pauses_before = _pauses(server.port)
     try:
         work = (_burst(url, qs, end_at, lv, args) if mode == "burst"
                 else asyncio.gather(*(_caller(i, url, qs, end_at, lv, args) for i in range(n))))
@@ -240,7 +265,19 @@ async def run_level(server: ServerProcess, qs: list[Question], n: int, mode: str
     finally:
         stop.set()
         th.join(5)
+    after = _pauses(server.port)
+    lv.pauses = after - pauses_before if after is not None and pauses_before is not None else None
     return lv
+
+
+def _pauses(port: int) -> float | None:
+    """The server's `livevox_llm_pauses_total` (answers paused far ahead of playback)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except Exception:
+        return None
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("livevox_llm_pauses_total"))
 
 
 def summarize(lv: Level, ref_p50: float | None) -> dict[str, Any]:
@@ -261,6 +298,7 @@ def summarize(lv: Level, ref_p50: float | None) -> dict[str, Any]:
         "server_cpu_pct": {"mean": round(float(np.mean(lv.cpu)), 1) if lv.cpu else None,
                            "max": round(max(lv.cpu), 1) if lv.cpu else None},
         "turns_in_flight_max": max((int(s.get("turns_in_flight") or 0) for s in lv.load), default=None),
+        "interrupted": lv.interrupted, "llm_pauses": lv.pauses,
         "stages": stages,
         "marks_p50_ms": {k: percentiles([m[k] for m in lv.marks if k in m])["p50"]
                          for k in sorted({k for m in lv.marks for k in m})},
@@ -270,7 +308,7 @@ def summarize(lv: Level, ref_p50: float | None) -> dict[str, Any]:
 
 def print_table(levels: list[dict[str, Any]]) -> None:
     print(f"\n  {'level':<12}{'turns':>6}{'fail':>5}{'503':>5}{'p50':>8}{'p95':>8}{'max':>8}{'p95/1p50':>9}"
-          f"{'cpu%':>7}{'cpu%max':>8}{'inflt':>6}")
+          f"{'cpu%':>7}{'cpu%max':>8}{'inflt':>6}{'intr':>5}{'paus':>5}")
     for s in levels:
         fa = s["first_audio_ms"]
         cells = "".join(f"{'-' if fa.get(k) is None else round(fa[k]):>8}" for k in ("p50", "p95", "max"))
@@ -278,7 +316,8 @@ def print_table(levels: list[dict[str, Any]]) -> None:
         cpu = s["server_cpu_pct"]
         print(f"  {s['mode'][0] + ' N=' + str(s['n']):<12}{s['turns']:>6}{s['failed']:>5}{s['refused']:>5}{cells}"
               f"{ratio:>9}{cpu['mean'] if cpu['mean'] is not None else '-':>7}"
-              f"{cpu['max'] if cpu['max'] is not None else '-':>8}{s['turns_in_flight_max'] or 0:>6}")
+              f"{cpu['max'] if cpu['max'] is not None else '-':>8}{s['turns_in_flight_max'] or 0:>6}"
+              f"{s['interrupted']:>5}{'-' if s['llm_pauses'] is None else round(s['llm_pauses']):>5}")
     print("\n  queue wait per stage (ms; jobs: started - queued, p50/p95/max; [readyz: max queued, max wait_ms_max])")
     for s in levels:
         parts = []

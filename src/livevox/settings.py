@@ -149,6 +149,12 @@ class LLMSettings(_StageSettings):
     n_batch: int = Field(128, ge=32, le=8192)
     #: Cap on tokens per response when the client asks for "inf".
     max_tokens: int = Field(256, ge=1)
+    #: Pacing (engines that continue a final assistant message: the embedded llama.cpp): a spoken
+    #: answer that gets this far ahead of what the caller has heard stops generating, freeing its
+    #: slot and the CPU for other callers' first words, and resumes from its own text once less
+    #: than `pace_resume_s` is left to play. 0 turns pacing off.
+    pace_ahead_s: float = Field(8.0, ge=0.0, le=600.0)
+    pace_resume_s: float = Field(3.0, ge=0.0, le=600.0)
     #: `session.truncation = "auto"`: when the conversation overflows the context, the oldest
     #: messages are dropped until the rest uses this fraction of it (a cut in chunks keeps the
     #: prompt cache valid between cuts; see docs/configuration.md).

@@ -420,9 +420,11 @@ class RealtimeCall:
 
     async def spoken_turn(self, pcm: Int16Array, *, speech_end_s: float | None = None, chunk_ms: int = 20,
                           tail_silence_s: float = 1.5, timeout: float = 60.0, metrics_wait_s: float = 1.0,
-                          no_speech_grace_s: float = 3.0) -> TurnResult:
+                          no_speech_grace_s: float = 3.0, listen_s: float | None = None) -> TurnResult:
         """Stream `pcm` (24 kHz) then `tail_silence_s` of silence at real-time pace; collect the
-        server-VAD turn until `response.done` (and the `livevox.turn.metrics` after it)."""
+        server-VAD turn until `response.done` (and the `livevox.turn.metrics` after it), or, with
+        `listen_s`, until that long after the answer's first audio if it is still going on (the
+        caller's next words then interrupt it). Events of earlier responses are not the turn's."""
         if speech_end_s is None:
             bounds = speech_bounds(pcm)
             speech_end_s = bounds[1] if bounds else pcm.size / RATE
@@ -431,7 +433,7 @@ class RealtimeCall:
         result = TurnResult(speech_end=t0 + speech_end_s)
         sender = asyncio.create_task(self.stream_paced(audio, chunk_ms, t0, result))
         try:
-            await self._collect(result, sender, timeout, metrics_wait_s, no_speech_grace_s)
+            await self._collect(result, sender, timeout, metrics_wait_s, no_speech_grace_s, listen_s)
         finally:
             if not sender.done():
                 sender.cancel()
@@ -470,13 +472,19 @@ class RealtimeCall:
             result.clocks.append(self.server_clock)
 
     async def _collect(self, result: TurnResult, sender: asyncio.Future[Any], timeout: float,
-                       metrics_wait_s: float, no_speech_grace_s: float | None) -> None:
+                       metrics_wait_s: float, no_speech_grace_s: float | None,
+                       listen_s: float | None = None) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         sender_done_at: float | None = None
         response_id: str | None = None
         while True:
             now = loop.time()
+            heard = result.first.get("response.audio.delta")
+            if listen_s is not None and heard is not None and now >= heard + listen_s:
+                return  # listened long enough; the answer goes on until the caller speaks again
+            if listen_s is not None and heard is not None:
+                deadline = min(deadline, heard + listen_s)
             if now >= deadline:
                 raise CallError(EXIT_TIMEOUT, f"no complete answer within {timeout:g} s "
                                 f"(seen: {', '.join(sorted(result.first)) or 'nothing'})")
@@ -500,6 +508,10 @@ class RealtimeCall:
                     continue
                 raise
             etype = ev["type"]
+            rid = ev.get("response_id") or (ev.get("response") or {}).get("id")
+            if etype.startswith("response.") and etype != "response.created" and rid is not None \
+                    and rid != response_id:
+                continue  # an earlier answer's tail (still playing when this turn began)
             result.events.append((t, ev))
             result.first.setdefault(etype, t)
             if etype == "error":
@@ -524,10 +536,8 @@ class RealtimeCall:
             elif etype == "response.text.done" and isinstance(ev.get("text"), str) and not result.agent_transcript:
                 result.agent_transcript = ev["text"]
             elif etype == "response.done":
-                resp = ev.get("response") or {}
-                if response_id is None or resp.get("id") == response_id:
-                    result.response = resp
-                    break
+                result.response = ev.get("response") or {}
+                break
         # The opt-in metrics event follows response.done; wait for it a little.
         await self.record_until(result, lambda: result.metrics is not None, metrics_wait_s)
 

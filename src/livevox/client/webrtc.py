@@ -511,11 +511,14 @@ class WebRTCCall(RealtimeCall):
 
     async def spoken_turn(self, pcm: Int16Array, *, speech_end_s: float | None = None, chunk_ms: int = 20,
                           tail_silence_s: float = 1.5, timeout: float = 60.0, metrics_wait_s: float = 1.0,
-                          no_speech_grace_s: float = 3.0) -> TurnResult:
+                          no_speech_grace_s: float = 3.0, listen_s: float | None = None) -> TurnResult:
         """Play `pcm` (24 kHz) then `tail_silence_s` of silence into the microphone track; collect
         the turn until the agent's audio has played out (`output_audio_buffer.stopped`). The end of
         speech is when the 20 ms frame carrying its last sample left; "first audio delta" is the
-        first audible RTP packet of the answer."""
+        first audible RTP packet of the answer. (`listen_s` is WebSocket-only: the first audio is
+        known here only once the turn has been collected.)"""
+        if listen_s is not None:
+            raise ValueError("listen_s is not supported over WebRTC: a turn waits for its answer to play out")
         if speech_end_s is None:
             bounds = speech_bounds(pcm)
             speech_end_s = bounds[1] if bounds else pcm.size / RATE

@@ -237,6 +237,12 @@ class LLMEngine(Engine, Protocol):
         ...
 
 
+def continues_assistant(llm: object) -> bool:
+    """Whether `llm` continues a request's final assistant message instead of answering after it
+    (prefill), so that a paused answer can resume from its own text (realtime/response.py)."""
+    return bool(getattr(llm, "continues_assistant", False))
+
+
 class EndOfTurnText(Protocol):
     """An LLM that can say how likely the user's words so far are a finished turn (optional:
     the end-of-turn policy falls back to its transcript rules without it)."""

@@ -97,6 +97,8 @@ class LlamaCppLLM:
     evaluated per step, so a long prefill is chunked between the other slots' decoding steps."""
 
     name = "llamacpp"
+    #: llama.cpp renders a final assistant message as the start of the answer and goes on from it.
+    continues_assistant = True
 
     def __init__(
         self,

@@ -189,6 +189,8 @@ class ScriptedLLM(_NothingToLoad):
     - `token_delay`: seconds to sleep before each token (e.g. 0.05 for barge-in tests).
     - `max_tokens` on the request is honoured: one word = one token; a cut answer ends with
       Finish("length").
+    - `continues = True`: a request ending with an assistant message that starts the reply gets
+      the rest of the reply (prefill, as llama.cpp does); `continues_assistant` reports it.
     - `context_window`: when set, a request whose words plus `max_tokens` exceed it raises
       `ContextOverflow` (llama.cpp's message) before any token; `context_tokens()` reports it.
     Usage counts: input = words in all messages, output = tokens emitted. `count_tokens` counts
@@ -204,6 +206,7 @@ class ScriptedLLM(_NothingToLoad):
     fail_next: ClassVar[bool] = False
     token_delay: ClassVar[float] = 0.0
     context_window: ClassVar[int | None] = None
+    continues: ClassVar[bool] = False
     calls: ClassVar[list[ChatRequest]] = []
 
     @classmethod
@@ -213,7 +216,12 @@ class ScriptedLLM(_NothingToLoad):
         cls.fail_next = False
         cls.token_delay = 0.0
         cls.context_window = None
+        cls.continues = False
         cls.calls = []
+
+    @property
+    def continues_assistant(self) -> bool:
+        return type(self).continues
 
     def context_tokens(self) -> int | None:
         return type(self).context_window
@@ -270,9 +278,14 @@ class ScriptedLLM(_NothingToLoad):
             yield Finish("tool_calls", input_tokens=input_tokens, output_tokens=len(pieces) + 1)
             return
         words = cls.reply.split(" ")
+        start = 0
+        last = request.messages[-1] if request.messages else {}
+        prefix = self._text(last.get("content")) if last.get("role") == "assistant" else ""
+        if cls.continues and prefix and cls.reply.startswith(prefix):
+            start = len(prefix.split(" "))
         limit = request.max_tokens if request.max_tokens is not None else len(words)
         emitted = 0
-        for i, word in enumerate(words):
+        for i, word in enumerate(words[start:], start):
             if emitted >= limit:
                 yield Finish("length", input_tokens=input_tokens, output_tokens=emitted)
                 return

@@ -41,6 +41,8 @@ SESSIONS_ACTIVE = Gauge("livevox_sessions_active", "Open realtime sessions.", ["
 SESSIONS_TOTAL = Counter("livevox_sessions_total", "Realtime sessions opened.", ["transport"])
 ERRORS_TOTAL = Counter("livevox_errors_total", "Error events sent to clients.", ["code"])
 RESPONSES_TOTAL = Counter("livevox_responses_total", "Responses finished.", ["status"])
+LLM_PAUSES_TOTAL = Counter("livevox_llm_pauses_total",
+                           "Spoken answers that stopped generating far ahead of playback, to resume later.")
 TURNS_IN_FLIGHT = Gauge("livevox_turns_in_flight",
                         "Responses being generated now (speculative ones included): the box's load.")
 _in_flight = 0

@@ -34,6 +34,7 @@ from ..engines.base import (
     SynthesisOptions,
     TextDelta,
     ToolCallDelta,
+    continues_assistant,
     speakable,
 )
 from . import truncation
@@ -43,7 +44,7 @@ from .conversation import ConversationItem
 from .interim_speech import InterimSpeaker
 from .llm_request import llm_events
 from .mcp_session import McpBinding
-from .metrics import RESPONSES_TOTAL, TurnTimings, turn_ended, turn_started
+from .metrics import LLM_PAUSES_TOTAL, RESPONSES_TOTAL, TurnTimings, turn_ended, turn_started
 from .ports import Channel
 from .response_params import ResponseContext, ResponseParams
 
@@ -60,6 +61,9 @@ Thunk = Callable[[], Awaitable[None]]
 FIRST_CLAUSE, RUNNING_OUT, AHEAD = 0, 1, 2
 #: An answer with less than this still to play is running out: its next clause is urgent.
 LOW_WATER_MS = 1500
+#: Speech per character of text not yet synthesized, to tell how far ahead an answer is
+#: (Piper's voices speak about 15 characters a second).
+MS_PER_CHAR = 65
 
 class ResponseHost(Protocol):
     """What a response needs from its session; nothing else of the session is reachable."""
@@ -125,6 +129,8 @@ class ResponseRun:
         self._audio_started = False
         self._sent_marks: set[str] = set()
         self._clauses_queued = 0
+        self._synth_chars = 0  # characters of the answer's text whose audio is made
+        self.pauses = 0  # times the answer stopped generating because it was far ahead (pacing)
         # interim filler (interim_speech.py): the answer's events wait while it speaks
         self.llm_messages: list[dict[str, Any]] = []
         self.answer_audio = asyncio.Event()  # the answer's first audio is ready
@@ -354,14 +360,44 @@ class ResponseRun:
             "error": {"type": "server_error", "code": code, "message": message},
         }
 
-    def _llm_events(self, messages: list[dict[str, Any]]) -> AsyncIterator[LLMEvent]:
+    def _llm_events(self, messages: list[dict[str, Any]], max_tokens: int | None = None) -> AsyncIterator[LLMEvent]:
+        """The LLM's stream; `max_tokens`: a resumed answer's remaining tokens."""
         if self.params.pre_generated is not None:
             return _pre_generated(self.params.pre_generated)
         # The generator itself, not a wrapper around it: `_run` closes it on cancel, and a wrapper's
         # close would leave the inner one (and its HTTP stream) open.
         state = (self.host.conversation.truncation if self.params.in_conversation
                  else truncation.State())
-        return llm_events(self._llm_params, self.context, self.host.engines.llm, messages, state, self.host.id, self.id)
+        ctx = self.context
+        if max_tokens is not None:
+            # A copy: the resumed request must not move the conversation's own cut.
+            state, ctx = dataclasses.replace(state), dataclasses.replace(ctx, max_tokens=max_tokens)
+        return llm_events(self._llm_params, ctx, self.host.engines.llm, messages, state, self.host.id, self.id)
+
+    # ------------------------------------------------------------ pacing
+
+    def _paces(self) -> bool:
+        """Pacing applies: it is on, and the engine can resume an answer from its own text."""
+        return (self.context.pace_ahead_ms > 0 and self.params.pre_generated is None
+                and continues_assistant(self.host.engines.llm))
+
+    def _ahead_ms(self, generated_chars: int) -> float:
+        """How much of the answer the caller has still to hear: its audio not yet played (counted
+        from its first audio, at real-time pace) and its text not yet synthesized."""
+        sent = self.timings.marks.get("first_audio_sent")
+        played = (time.monotonic() - sent) * 1000 if sent is not None else 0.0
+        return max(0.0, self._audio_ms - played) + max(0, generated_chars - self._synth_chars) * MS_PER_CHAR
+
+    async def _pause(self, generated_chars: int, tokens: int) -> int:
+        """Wait until the caller is about to catch up; the tokens the answer has left."""
+        self.pauses += 1
+        LLM_PAUSES_TOTAL.inc()
+        resume = self.context.pace_resume_ms
+        while not self._silent and (ahead := self._ahead_ms(generated_chars)) > resume:
+            # Not sent yet (speculative, or held behind a filler): the clock has not started.
+            started = "first_audio_sent" in self.timings.marks
+            await asyncio.sleep((ahead - resume) / 1000 if started else 0.1)
+        return self.context.max_tokens - tokens
 
     async def _run(self) -> None:
         p = self.params
@@ -380,33 +416,52 @@ class ResponseRun:
         finish: Finish | None = None
         self.answer_llm.set()
         stream = self._llm_events(messages)
+        paces = audio and self._paces()
+        said = ""  # the answer's text so far, and its tokens (one per delta), for a resumed stream
+        tokens = 0
         ended = False
         try:
-            async for ev in stream:
-                if isinstance(ev, TextDelta):
-                    if not ev.text:
-                        continue
-                    self.timings.mark("llm_first_token")
-                    if not self._defer_message:
-                        await self._ensure_message(audio)
-                    if audio:
-                        for clause in splitter.push(ev.text):
-                            self.timings.mark("first_clause")
-                            clauses.put_nowait(clause)
-                    else:
-                        await self._text_delta(ev.text)
-                elif isinstance(ev, ToolCallDelta):
-                    self.timings.mark("llm_first_token")
-                    self._start_interim("tool")  # a filler while the tool runs, if asked
-                    await self._tool_delta(ev)
-                elif isinstance(ev, Finish):
-                    finish = ev
+            while True:
+                paused = False
+                async for ev in stream:
+                    if isinstance(ev, TextDelta):
+                        if not ev.text:
+                            continue
+                        self.timings.mark("llm_first_token")
+                        said += ev.text
+                        tokens += 1
+                        if not self._defer_message:
+                            await self._ensure_message(audio)
+                        if audio:
+                            cut = splitter.push(ev.text)
+                            for clause in cut:
+                                self.timings.mark("first_clause")
+                                clauses.put_nowait(clause)
+                            # At a clause's end (the resumed text starts a clause), when far ahead.
+                            if (cut and paces and not self._calls and not self._mcp_calls
+                                    and self._ahead_ms(len(said)) > self.context.pace_ahead_ms):
+                                paused = True
+                                break
+                        else:
+                            await self._text_delta(ev.text)
+                    elif isinstance(ev, ToolCallDelta):
+                        self.timings.mark("llm_first_token")
+                        self._start_interim("tool")  # a filler while the tool runs, if asked
+                        await self._tool_delta(ev)
+                    elif isinstance(ev, Finish):
+                        finish = ev
+                if not paused:
+                    break
+                await _close(stream)  # frees its llama.cpp slot for other callers meanwhile
+                left = await self._pause(len(said), tokens)
+                if left <= 0:
+                    finish = Finish("length", output_tokens=0)
+                    break
+                stream = self._llm_events([*messages, {"role": "assistant", "content": said}], left)
             ended = True
             self.timings.mark("llm_done")
         finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()  # stops generation at once on cancel (barge-in)
+            await _close(stream)  # stops generation at once on cancel (barge-in)
             if tts_task is not None:
                 for clause in splitter.flush():
                     self.timings.mark("first_clause")
@@ -424,7 +479,10 @@ class ResponseRun:
         if tts_task is not None and tts_task.done() and not tts_task.cancelled():
             tts_task.result()  # re-raise a TTS failure
         if finish is not None:
-            self.input_tokens, self.output_tokens = finish.input_tokens, finish.output_tokens
+            # A resumed stream's prompt ends with the answer so far: those tokens were output.
+            before = tokens - finish.output_tokens if self.pauses else 0
+            self.input_tokens = max(0, finish.input_tokens - before)
+            self.output_tokens = finish.output_tokens + before
             if finish.reason == "length":
                 self.status = "incomplete"
                 self.status_details = {"type": "incomplete", "reason": "max_output_tokens"}
@@ -563,6 +621,7 @@ class ResponseRun:
             chunks: AsyncIterator[tuple[Int16Array, ChunkMarks | None]] = (
                 aligned.synthesize_aligned(clause, opts, self.host.id, timeline) if aligned is not None
                 else _unmarked(tts.synthesize(clause, opts, self.host.id)))
+            self._synth_chars += len(clause) + 1  # with the space that joins it to the next
             async for chunk, marks in chunks:
                 self.timings.mark("tts_first_audio")
                 pcm = resampler.process(chunk)
@@ -731,6 +790,12 @@ async def _pre_generated(text: str) -> AsyncIterator[LLMEvent]:
     for i, word in enumerate(text.split(" ")):
         yield TextDelta(word if i == 0 else " " + word)
     yield Finish("stop", input_tokens=0, output_tokens=0)
+
+
+async def _close(stream: AsyncIterator[LLMEvent]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

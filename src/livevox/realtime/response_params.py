@@ -44,3 +44,5 @@ class ResponseContext:
     word_timestamps: bool
     visemes: bool
     max_audio_delta_bytes: int  # each audio delta's base64 stays under this
+    pace_ahead_ms: int = 0  # llm.pace_ahead_s (0: no pacing)
+    pace_resume_ms: int = 0

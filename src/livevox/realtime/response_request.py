@@ -167,4 +167,6 @@ def response_context(config: dict[str, Any], settings: Settings, voices: VoiceRe
         word_timestamps=wants_word_timestamps(config),
         visemes=wants_visemes({"animation": params.animation}),
         max_audio_delta_bytes=settings.limits.max_outgoing_frame_bytes,
+        pace_ahead_ms=round(settings.llm.pace_ahead_s * 1000),
+        pace_resume_ms=round(min(settings.llm.pace_resume_s, settings.llm.pace_ahead_s) * 1000),
     )

@@ -1,0 +1,133 @@
+"""Pacing: a spoken answer far ahead of what the caller has heard stops generating and resumes
+from its own text (`llm.pace_ahead_s`, `llm.pace_resume_s`; realtime/response.py).
+
+Through the real server on loopback and a WebSocket client. The protocol tests use the scripted
+stand-in engines (ScriptedLLM with `continues`: it continues a final assistant message, as
+llama.cpp does; ScriptedTTS: 60 ms of tone per word, made at once). The last test runs the
+embedded llama.cpp itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from livevox.engines.base import ChatRequest, TextDelta
+from livevox.engines.llamacpp import LlamaCppLLM
+from livevox.engines.scripted import ScriptedLLM
+from server_harness import ServerThread, scripted_settings
+from wsclient import RealtimeClient
+
+pytestmark = pytest.mark.usefixtures("fresh_scripts")
+
+SENTENCE = "This is one more sentence of a long spoken answer."  # 10 words: 600 ms of audio
+SENTENCES = 12  # 7.2 s of audio in all
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerThread]:
+    srv = ServerThread(scripted_settings(llm={"engine": "scripted", "pace_ahead_s": 2.0,
+                                              "pace_resume_s": 1.0})).start()
+    yield srv
+    srv.stop()
+
+
+async def ask(server: ServerThread) -> tuple[RealtimeClient, list[dict[str, Any]]]:
+    """A text question; returns the client and the events up to the answer's first audio."""
+    c = await RealtimeClient.connect(server.ws)
+    await c.send({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Tell me a story."}]}})
+    await c.send({"type": "response.create"})
+    return c, await c.until("response.audio.delta")
+
+
+def audio_ms(events: list[dict[str, Any]]) -> float:
+    return sum(len(e["delta"]) * 3 / 4 for e in events if e["type"] == "response.audio.delta") / 48
+
+
+async def test_a_far_ahead_answer_pauses_and_resumes_from_its_own_text(server: ServerThread) -> None:
+    ScriptedLLM.reply = " ".join([SENTENCE] * SENTENCES)
+    ScriptedLLM.continues = True
+    c, evs = await ask(server)
+    first_audio = time.monotonic()
+    evs += await c.until("response.done", timeout=30)
+    took = time.monotonic() - first_audio
+    done = evs[-1]["response"]
+    assert done["status"] == "completed", done
+    # Spoken in full, once: the resumed streams carried on where the paused ones stopped.
+    transcript = next(e["transcript"] for e in evs if e["type"] == "response.audio_transcript.done")
+    assert transcript == ScriptedLLM.reply
+    assert audio_ms(evs) == pytest.approx(SENTENCES * 10 * 60, abs=60)
+    calls = ScriptedLLM.calls
+    assert len(calls) >= 2, [len(c.messages) for c in calls]
+    words = len(ScriptedLLM.reply.split())
+    used = 0
+    for req in calls[1:]:
+        last = req.messages[-1]
+        assert last["role"] == "assistant" and ScriptedLLM.reply.startswith(last["content"]), last
+        assert req.messages[:-1] == calls[0].messages  # the same conversation, plus the answer so far
+        used = len(last["content"].split())
+        assert req.max_tokens == calls[0].max_tokens - used  # the answer's remaining tokens
+    assert 0 < used < words
+    assert done["usage"]["output_tokens"] == words
+    # Not all generated at once: the answer waited for the caller to catch up.
+    assert took > (SENTENCES * 0.6 - 2.0) * 0.5, took
+    await c.close()
+
+
+async def test_an_engine_that_cannot_continue_is_not_paced(server: ServerThread) -> None:
+    ScriptedLLM.reply = " ".join([SENTENCE] * SENTENCES)
+    c, evs = await ask(server)
+    evs += await c.until("response.done", timeout=30)
+    assert evs[-1]["response"]["status"] == "completed"
+    assert len(ScriptedLLM.calls) == 1
+    await c.close()
+
+
+async def test_a_paused_answer_can_be_cancelled(server: ServerThread) -> None:
+    ScriptedLLM.reply = " ".join([SENTENCE] * SENTENCES)
+    ScriptedLLM.continues = True
+    c, evs = await ask(server)
+    await asyncio.sleep(0.3)  # generated 2 s ahead at once, then paused
+    assert len(ScriptedLLM.calls) == 1
+    await c.send({"type": "response.cancel"})
+    evs = await c.until("response.done", timeout=10)
+    assert evs[-1]["response"]["status"] == "cancelled"
+    await asyncio.sleep(1.5)  # past the resume point: nothing resumes
+    assert len(ScriptedLLM.calls) == 1
+    # The session goes on.
+    ScriptedLLM.reply = "Short."
+    await c.send({"type": "response.create"})
+    evs = await c.until("response.done", timeout=10)
+    assert evs[-1]["response"]["status"] == "completed"
+    await c.close()
+
+
+async def test_llamacpp_continues_a_final_assistant_message() -> None:
+    # The embedded SmolLM2, greedy: the answer resumed from its first sentence goes on as the
+    # whole answer did, without starting over.
+    llm = LlamaCppLLM(max_tokens=60)
+    await llm.load()
+    try:
+        question = [{"role": "system", "content": "You are a helpful voice assistant."},
+                    {"role": "user", "content": "Tell me about the city of Paris."}]
+
+        async def answer(messages: list[dict[str, Any]], max_tokens: int) -> list[str]:
+            req = ChatRequest(messages=messages, temperature=0.0, max_tokens=max_tokens)
+            return [ev.text async for ev in llm.stream(req, "pacing") if isinstance(ev, TextDelta)]
+
+        whole = await answer(question, 60)
+        # The prefix: the whole answer's tokens up to the end of its first sentence.
+        n = next(i + 1 for i, t in enumerate(whole) if t.rstrip().endswith((".", "!", "?")) and i > 2)
+        prefix = "".join(whole[:n])
+        rest = await answer([*question, {"role": "assistant", "content": prefix}], 60 - n)
+        assert "".join(rest).strip()
+        assert not "".join(rest).lstrip().startswith(prefix.strip()[:20])  # no starting over
+        # Greedy from the same tokens: the same continuation, at least for its first words.
+        assert "".join(rest)[:40] == "".join(whole[n:])[:40], (prefix, rest, whole[n:])
+    finally:
+        await llm.close()
