@@ -10,6 +10,7 @@ embedded llama.cpp itself.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 from livevox.engines.base import ChatRequest, TextDelta
 from livevox.engines.llamacpp import LlamaCppLLM
 from livevox.engines.scripted import ScriptedLLM
+from rtcclient import RtcClient
 from server_harness import ServerThread, scripted_settings
 from wsclient import RealtimeClient
 
@@ -30,8 +32,8 @@ SENTENCES = 12  # 7.2 s of audio in all
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerThread]:
-    srv = ServerThread(scripted_settings(llm={"engine": "scripted", "pace_ahead_s": 2.0,
-                                              "pace_resume_s": 1.0})).start()
+    srv = ServerThread(scripted_settings(llm={"engine": "scripted", "pace_ahead_s": 2.0, "pace_resume_s": 1.0},
+                                         webrtc={"host_addresses": ["127.0.0.1"]})).start()
     yield srv
     srv.stop()
 
@@ -79,6 +81,32 @@ async def test_a_far_ahead_answer_pauses_and_resumes_from_its_own_text(server: S
     await c.close()
 
 
+async def test_a_paced_answer_plays_out_whole_over_webrtc(server: ServerThread) -> None:
+    # Over RTP the transport plays the audio in real time; the pauses must not leave a gap the
+    # caller hears, nor lose or repeat a word.
+    ScriptedLLM.reply = " ".join([SENTENCE] * SENTENCES)
+    ScriptedLLM.continues = True
+    c = RtcClient(server.http, door="voicelive")
+    try:
+        await c.start(session={"turn_detection": None})
+        await c.send_ws({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Tell me a story."}]}})
+        await c.send_ws({"type": "response.create"})
+        done = await c.wait_for("response.done", timeout=30)
+        await c.wait_for("output_audio_buffer.stopped", timeout=10)
+        await asyncio.sleep(0.2)
+        assert done["response"]["status"] == "completed"
+        assert len(ScriptedLLM.calls) >= 2
+        heard = c.loud_frames()
+        assert len(heard) * 20 >= SENTENCES * 10 * 60 - 200, len(heard) * 20
+        # No gap longer than the TTS's own silence between clauses: the resumed text came in time.
+        gaps = [b.rtp_at - a.rtp_at for a, b in itertools.pairwise(heard)]
+        assert max(gaps) < 0.5, [(round(a.rtp_at - heard[0].rtp_at, 2), round(g, 2))
+                                 for a, g in zip(heard, gaps, strict=False) if g > 0.1]
+    finally:
+        await c.close()
+
+
 async def test_an_engine_that_cannot_continue_is_not_paced(server: ServerThread) -> None:
     ScriptedLLM.reply = " ".join([SENTENCE] * SENTENCES)
     c, evs = await ask(server)
@@ -92,13 +120,13 @@ async def test_a_paused_answer_can_be_cancelled(server: ServerThread) -> None:
     ScriptedLLM.reply = " ".join([SENTENCE] * SENTENCES)
     ScriptedLLM.continues = True
     c, evs = await ask(server)
-    await asyncio.sleep(0.3)  # generated 2 s ahead at once, then paused
-    assert len(ScriptedLLM.calls) == 1
+    await asyncio.sleep(0.3)  # 2 s ahead at once (instant stand-ins), then paused for about 1 s
+    calls = len(ScriptedLLM.calls)
     await c.send({"type": "response.cancel"})
     evs = await c.until("response.done", timeout=10)
     assert evs[-1]["response"]["status"] == "cancelled"
     await asyncio.sleep(1.5)  # past the resume point: nothing resumes
-    assert len(ScriptedLLM.calls) == 1
+    assert len(ScriptedLLM.calls) == calls
     # The session goes on.
     ScriptedLLM.reply = "Short."
     await c.send({"type": "response.create"})

@@ -130,6 +130,7 @@ class ResponseRun:
         self._sent_marks: set[str] = set()
         self._clauses_queued = 0
         self._synth_chars = 0  # characters of the answer's text whose audio is made
+        self._synth_progress = asyncio.Event()  # the TTS took another clause
         self.pauses = 0  # times the answer stopped generating because it was far ahead (pacing)
         # interim filler (interim_speech.py): the answer's events wait while it speaks
         self.llm_messages: list[dict[str, Any]] = []
@@ -386,17 +387,24 @@ class ResponseRun:
         from its first audio, at real-time pace) and its text not yet synthesized."""
         sent = self.timings.marks.get("first_audio_sent")
         played = (time.monotonic() - sent) * 1000 if sent is not None else 0.0
-        return max(0.0, self._audio_ms - played) + max(0, generated_chars - self._synth_chars) * MS_PER_CHAR
+        # The voice's own pace once it has spoken a clause of this answer, else a typical one.
+        per_char = self._audio_ms / self._synth_chars if self._audio_ms > 0 and self._synth_chars else MS_PER_CHAR
+        return max(0.0, self._audio_ms - played) + max(0, generated_chars - self._synth_chars) * per_char
 
     async def _pause(self, generated_chars: int, tokens: int) -> int:
         """Wait until the caller is about to catch up; the tokens the answer has left."""
         self.pauses += 1
         LLM_PAUSES_TOTAL.inc()
         resume = self.context.pace_resume_ms
+        log.info("response %s: %.1f s ahead of playback after %d characters; pausing its LLM stream",
+                 self.id, self._ahead_ms(generated_chars) / 1000, generated_chars)
         while not self._silent and (ahead := self._ahead_ms(generated_chars)) > resume:
-            # Not sent yet (speculative, or held behind a filler): the clock has not started.
-            started = "first_audio_sent" in self.timings.marks
-            await asyncio.sleep((ahead - resume) / 1000 if started else 0.1)
+            # Until the audio has played down to `resume`, or sooner if the TTS takes the next
+            # clause (the estimate of its text then becomes its audio; a transport that paces its
+            # input, as WebRTC's does, lets the TTS go on only as the audio plays).
+            self._synth_progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._synth_progress.wait(), (ahead - resume) / 1000)
         return self.context.max_tokens - tokens
 
     async def _run(self) -> None:
@@ -622,6 +630,7 @@ class ResponseRun:
                 aligned.synthesize_aligned(clause, opts, self.host.id, timeline) if aligned is not None
                 else _unmarked(tts.synthesize(clause, opts, self.host.id)))
             self._synth_chars += len(clause) + 1  # with the space that joins it to the next
+            self._synth_progress.set()
             async for chunk, marks in chunks:
                 self.timings.mark("tts_first_audio")
                 pcm = resampler.process(chunk)
