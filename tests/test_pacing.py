@@ -15,14 +15,16 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
+from livevox.client.call import RealtimeCall
 from livevox.engines.base import ChatRequest, TextDelta
 from livevox.engines.llamacpp import LlamaCppLLM
 from livevox.engines.scripted import ScriptedLLM
 from rtcclient import RtcClient
 from server_harness import ServerThread, scripted_settings
-from wsclient import RealtimeClient
+from wsclient import VL_PATH, RealtimeClient
 
 pytestmark = pytest.mark.usefixtures("fresh_scripts")
 
@@ -105,6 +107,24 @@ async def test_a_paced_answer_plays_out_whole_over_webrtc(server: ServerThread) 
                                  for a, g in zip(heard, gaps, strict=False) if g > 0.1]
     finally:
         await c.close()
+
+
+async def test_the_call_client_waits_for_a_paced_answer_while_it_comes(server: ServerThread) -> None:
+    # `livevox call`'s client: its timeout counts from the answer's latest event once it has
+    # begun, so an answer that the server paces over longer than the timeout still completes.
+    ScriptedLLM.reply = " ".join([SENTENCE] * SENTENCES)
+    ScriptedLLM.continues = True
+    call = await RealtimeCall.open(server.ws + VL_PATH)
+    try:
+        await call.configure(vad=False)
+        t0 = time.monotonic()
+        result = await call.manual_turn(np.zeros(24000, np.int16), timeout=3.0)
+        took = time.monotonic() - t0
+    finally:
+        await call.close()
+    assert (result.response or {}).get("status") == "completed", result.response
+    assert took > 3.0, took  # longer than the timeout: it kept waiting while the answer came
+    assert len(ScriptedLLM.calls) >= 2
 
 
 async def test_an_engine_that_cannot_continue_is_not_paced(server: ServerThread) -> None:

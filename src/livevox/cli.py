@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a realtime endpoint, or a bare server address for its Voice Live endpoint")
     c.add_argument("--out", default=None, help="save the spoken answer here (WAV, 24 kHz)")
     c.add_argument("--api-key", default=None)
-    c.add_argument("--timeout", type=float, default=60.0)
+    c.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds for the turn; once the answer has begun, counted from its latest event")
     c.add_argument("--webrtc", action="store_true",
                    help="hold the turn over WebRTC (aiortc): microphone and answer as Opus RTP, events on the "
                         "data channel")

@@ -486,8 +486,9 @@ class RealtimeCall:
             if listen_s is not None and heard is not None:
                 deadline = min(deadline, heard + listen_s)
             if now >= deadline:
-                raise CallError(EXIT_TIMEOUT, f"no complete answer within {timeout:g} s "
-                                f"(seen: {', '.join(sorted(result.first)) or 'nothing'})")
+                seen = ", ".join(sorted(result.first)) or "nothing"
+                raise CallError(EXIT_TIMEOUT, f"no complete answer within {timeout:g} s (once the answer "
+                                f"has begun: of its latest event; seen: {seen})")
             wait = deadline - now
             if no_speech_grace_s is not None and "input_audio_buffer.speech_started" not in result.first:
                 if sender.done():
@@ -512,6 +513,10 @@ class RealtimeCall:
             if etype.startswith("response.") and etype != "response.created" and rid is not None \
                     and rid != response_id:
                 continue  # an earlier answer's tail (still playing when this turn began)
+            if response_id is not None and rid == response_id:
+                # The answer is coming: the timeout counts from its latest event, so a long answer
+                # that the server paces to its playback (llm.pace_ahead_s) is not cut short.
+                deadline = max(deadline, loop.time() + timeout)
             result.events.append((t, ev))
             result.first.setdefault(etype, t)
             if etype == "error":
