@@ -445,7 +445,8 @@ class ResponseRun:
                             for clause in cut:
                                 self.timings.mark("first_clause")
                                 clauses.put_nowait(clause)
-                            # At a clause's end (the resumed text starts a clause), when far ahead.
+                            # Just after a clause's end, when far ahead (the text so far then
+                            # ends on a whole token, which the resumed stream goes on from).
                             if (cut and paces and not self._calls and not self._mcp_calls
                                     and self._ahead_ms(len(said)) > self.context.pace_ahead_ms):
                                 paused = True
