@@ -70,6 +70,11 @@ async def test_a_complete_question_ends_and_is_answered(server: ServerThread) ->
              if e["type"] == "conversation.item.input_audio_transcription.completed"]
     commits = [e for e in c.events if e["type"] == "input_audio_buffer.committed"]
     assert len(commits) == 1 and "weather" in texts[0].lower(), texts
-    assert done[-1]["response"]["status"] == "completed"
+    response = done[-1]["response"]
+    # Completed, or incomplete only because the sampled answer reached max_output_tokens (seen in CI).
+    if response["status"] == "incomplete":
+        assert response["status_details"]["reason"] == "max_output_tokens", response["status_details"]
+    else:
+        assert response["status"] == "completed", response
     assert any(e["type"] in ("response.audio.delta", "response.output_audio.delta") for e in c.events)
     await c.close()

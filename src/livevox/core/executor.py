@@ -232,9 +232,11 @@ class FairExecutor:
             return True
 
         def end(ok: bool, value: Any, finished: float) -> None:
-            loop.call_soon_threadsafe(_set_result if ok else _set_exception, fut, value)
+            # Recorded before the result is handed over: the caller may read its timings as soon
+            # as it resumes (a turn's metrics event, once its last job is done).
             if sink is not None:
                 sink.append(JobTiming(self.name, queued, started_at[0], finished))
+            loop.call_soon_threadsafe(_set_result if ok else _set_exception, fut, value)
 
         return fut, begin, end
 
