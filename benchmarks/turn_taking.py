@@ -55,7 +55,7 @@ from livevox.realtime.config import turn_defaults
 from livevox.realtime.end_of_turn import EndOfTurnPolicy, policy_config, wants_text
 from livevox.realtime.filler import BACKCHANNEL_PROMPT, is_backchannel
 from livevox.realtime.speech_segmenter import Paused, Resumed, SpeechSegmenter, SpeechStarted, SpeechStopped
-from livevox.realtime.turn_taking import BACKCHANNEL_MAX_MS
+from livevox.settings import DEFAULT_BACKCHANNEL_MAX_MS
 
 RATE = 16000
 PRE_SPEECH = RATE // 2  # audio before speech start that Smart Turn sees (pipecat's 500 ms)
@@ -554,7 +554,7 @@ def barges_in(model: Any, audio: np.ndarray[Any, Any], speech_samples: int) -> t
 
 def would_barge_in(speech_samples: int, said: str) -> bool:
     """The session's rule (realtime/turn_taking.py) for speech over its answer, heard as `said`."""
-    return speech_samples >= BACKCHANNEL_MAX_MS * RATE // 1000 or not is_backchannel(said)
+    return speech_samples >= DEFAULT_BACKCHANNEL_MAX_MS * RATE // 1000 or not is_backchannel(said)
 
 
 def over_answer(model: Any, sets: list[str]) -> dict[str, Any]:

@@ -35,6 +35,8 @@ class VADSettings(BaseModel):
 #: (`turn.backchannels`; matched by realtime/filler.py's `is_backchannel`).
 DEFAULT_BACKCHANNELS = ("okay", "ok", "alright", "all right", "right", "sure", "i see", "got it", "gotcha",
                         "wow", "cool", "great", "nice", "yep", "yup", "aha", "exactly", "true", "indeed")
+#: Speech over the answer longer than this is no backchannel (`turn.backchannel_max_ms`).
+DEFAULT_BACKCHANNEL_MAX_MS = 1200
 
 
 class TurnSettings(BaseModel):
@@ -57,7 +59,7 @@ class TurnSettings(BaseModel):
     #: With `remove_filler_words`: speech over the answer that lasts longer than this is no
     #: backchannel and barges in at once, without waiting for its transcript. A two-word
     #: acknowledgement ("Oh, okay.") runs to about 0.95 s at 160 words per minute.
-    backchannel_max_ms: int = Field(1200, ge=0, le=10000)
+    backchannel_max_ms: int = Field(DEFAULT_BACKCHANNEL_MAX_MS, ge=0, le=10000)
 
 
 def _needs_table(engine: str, table: str, value: Any, info: ValidationInfo) -> Any:

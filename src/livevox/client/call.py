@@ -481,15 +481,14 @@ class RealtimeCall:
         while True:
             now = loop.time()
             heard = result.first.get("response.audio.delta")
-            if listen_s is not None and heard is not None and now >= heard + listen_s:
+            listened = heard + listen_s if listen_s is not None and heard is not None else None
+            if listened is not None and now >= listened:
                 return  # listened long enough; the answer goes on until the caller speaks again
-            if listen_s is not None and heard is not None:
-                deadline = min(deadline, heard + listen_s)
             if now >= deadline:
                 seen = ", ".join(sorted(result.first)) or "nothing"
                 raise CallError(EXIT_TIMEOUT, f"no complete answer within {timeout:g} s (once the answer "
                                 f"has begun: of its latest event; seen: {seen})")
-            wait = deadline - now
+            wait = (deadline if listened is None else min(deadline, listened)) - now
             if no_speech_grace_s is not None and "input_audio_buffer.speech_started" not in result.first:
                 if sender.done():
                     failure = sender.exception()

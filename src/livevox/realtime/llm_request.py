@@ -87,9 +87,14 @@ async def llm_events(p: ResponseParams, ctx: ResponseContext, llm: LLMEngine, me
             log.info("response %s: the engine reported an overflow (%s); retrying with a shorter history",
                      response_id, exc.message)
         finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()  # stops generation at once on cancel (barge-in)
+            await close_stream(stream)  # stops generation at once on cancel (barge-in)
+
+
+async def close_stream(stream: AsyncIterator[LLMEvent]) -> None:
+    """Close an LLM event stream early (an async generator's aclose; engines stop generating)."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 def learn(exc: ContextOverflow, state: truncation.State, counted: int, window: int) -> None:
     """Take the engine's figures: its context size, and how much longer it counts prompts."""

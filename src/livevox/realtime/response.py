@@ -42,7 +42,7 @@ from .clauses import ClauseSplitter
 from .config import OUTPUT_FORMATS
 from .conversation import ConversationItem
 from .interim_speech import InterimSpeaker
-from .llm_request import llm_events
+from .llm_request import close_stream, llm_events
 from .mcp_session import McpBinding
 from .metrics import LLM_PAUSES_TOTAL, RESPONSES_TOTAL, TurnTimings, turn_ended, turn_started
 from .ports import Channel
@@ -382,22 +382,27 @@ class ResponseRun:
         return (self.context.pace_ahead_ms > 0 and self.params.pre_generated is None
                 and continues_assistant(self.host.engines.llm))
 
-    def _ahead_ms(self, generated_chars: int) -> float:
-        """How much of the answer the caller has still to hear: its audio not yet played (counted
-        from its first audio, at real-time pace) and its text not yet synthesized."""
+    def _unplayed_ms(self) -> float:
+        """The answer's audio made but not yet heard: played at real-time pace from its first audio
+        (negative when the caller has heard it all and waits)."""
         sent = self.timings.marks.get("first_audio_sent")
         played = (time.monotonic() - sent) * 1000 if sent is not None else 0.0
+        return self._audio_ms - played
+
+    def _ahead_ms(self, generated_chars: int) -> float:
+        """How much of the answer the caller has still to hear: its audio not yet played and its
+        text not yet synthesized."""
         # The voice's own pace once it has spoken a clause of this answer, else a typical one.
         per_char = self._audio_ms / self._synth_chars if self._audio_ms > 0 and self._synth_chars else MS_PER_CHAR
-        return max(0.0, self._audio_ms - played) + max(0, generated_chars - self._synth_chars) * per_char
+        return max(0.0, self._unplayed_ms()) + max(0, generated_chars - self._synth_chars) * per_char
 
-    async def _pause(self, generated_chars: int, tokens: int) -> int:
+    async def _pause(self, generated_chars: int, tokens: int, ahead_ms: float) -> int:
         """Wait until the caller is about to catch up; the tokens the answer has left."""
         self.pauses += 1
         LLM_PAUSES_TOTAL.inc()
         resume = self.context.pace_resume_ms
         log.info("response %s: %.1f s ahead of playback after %d characters; pausing its LLM stream",
-                 self.id, self._ahead_ms(generated_chars) / 1000, generated_chars)
+                 self.id, ahead_ms / 1000, generated_chars)
         while not self._silent and (ahead := self._ahead_ms(generated_chars)) > resume:
             # Until the audio has played down to `resume`, or sooner if the TTS takes the next
             # clause (the estimate of its text then becomes its audio; a transport that paces its
@@ -430,7 +435,7 @@ class ResponseRun:
         ended = False
         try:
             while True:
-                paused = False
+                paused_ahead: float | None = None  # how far ahead the answer was when it paused
                 async for ev in stream:
                     if isinstance(ev, TextDelta):
                         if not ev.text:
@@ -447,9 +452,9 @@ class ResponseRun:
                                 clauses.put_nowait(clause)
                             # Just after a clause's end, when far ahead (the text so far then
                             # ends on a whole token, which the resumed stream goes on from).
-                            if (cut and paces and not self._calls and not self._mcp_calls
-                                    and self._ahead_ms(len(said)) > self.context.pace_ahead_ms):
-                                paused = True
+                            ahead = self._ahead_ms(len(said)) if cut and paces else 0.0
+                            if ahead > self.context.pace_ahead_ms and not self._calls and not self._mcp_calls:
+                                paused_ahead = ahead
                                 break
                         else:
                             await self._text_delta(ev.text)
@@ -459,10 +464,10 @@ class ResponseRun:
                         await self._tool_delta(ev)
                     elif isinstance(ev, Finish):
                         finish = ev
-                if not paused:
+                if paused_ahead is None:
                     break
-                await _close(stream)  # frees its llama.cpp slot for other callers meanwhile
-                left = await self._pause(len(said), tokens)
+                await close_stream(stream)  # frees its llama.cpp slot for other callers meanwhile
+                left = await self._pause(len(said), tokens, paused_ahead)
                 if left <= 0:
                     finish = Finish("length", output_tokens=0)
                     break
@@ -470,7 +475,7 @@ class ResponseRun:
             ended = True
             self.timings.mark("llm_done")
         finally:
-            await _close(stream)  # stops generation at once on cancel (barge-in)
+            await close_stream(stream)  # stops generation at once on cancel (barge-in)
             if tts_task is not None:
                 for clause in splitter.flush():
                     self.timings.mark("first_clause")
@@ -653,11 +658,9 @@ class ResponseRun:
 
     def _later_clause_priority(self) -> int:
         """RUNNING_OUT while the caller has less than LOW_WATER_MS of this answer still to hear."""
-        sent = self.timings.marks.get("first_audio_sent")
-        if sent is None:
+        if "first_audio_sent" not in self.timings.marks:
             return RUNNING_OUT
-        ahead_ms = self._audio_ms - (time.monotonic() - sent) * 1000
-        return RUNNING_OUT if ahead_ms < LOW_WATER_MS else AHEAD
+        return RUNNING_OUT if self._unplayed_ms() < LOW_WATER_MS else AHEAD
 
     async def _marks(self, marks: Any, words: bool, visemes: bool) -> None:
         """Word timestamps and visemes of the audio just sent (offsets in the item's audio)."""
@@ -800,12 +803,6 @@ async def _pre_generated(text: str) -> AsyncIterator[LLMEvent]:
     for i, word in enumerate(text.split(" ")):
         yield TextDelta(word if i == 0 else " " + word)
     yield Finish("stop", input_tokens=0, output_tokens=0)
-
-
-async def _close(stream: AsyncIterator[LLMEvent]) -> None:
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        await aclose()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -33,7 +33,7 @@ from ..core import audio as audio_codec
 from ..core.audio import SESSION_RATE, last_loud_sample, speech_tail_end
 from ..core.ids import new_id
 from ..engines.base import TurnEngine, VADStream
-from ..settings import DEFAULT_BACKCHANNELS
+from ..settings import DEFAULT_BACKCHANNEL_MAX_MS, DEFAULT_BACKCHANNELS
 from .end_of_turn import TRANSCRIPT_WAIT_MS, Decision, EndOfTurnPolicy, wants_text
 from .filler import is_backchannel
 from .input_audio import InputAudio
@@ -41,9 +41,6 @@ from .metrics import TurnTimings
 from .response import ResponseRun
 from .speech_segmenter import Paused, Resumed, SpeechSegmenter, SpeechStarted, SpeechStopped
 
-#: remove_filler_words: speech longer than this is no backchannel, and barges in at once
-#: (`turn.backchannel_max_ms`).
-BACKCHANNEL_MAX_MS = 1200
 #: The end-of-turn model hears at most the utterance's last 8 s.
 TURN_MODEL_SAMPLES = 8 * SESSION_RATE
 #: The acoustic end of speech is found relative to the loudest sound of the last 10 s.
@@ -112,7 +109,7 @@ class TurnTaking:
                  turn_detection: dict[str, Any] | None, tail_ms: int, text_probe: TextProbe | None = None,
                  transcript_wait_ms: int = TRANSCRIPT_WAIT_MS,
                  backchannels: tuple[str, ...] = DEFAULT_BACKCHANNELS,
-                 backchannel_max_ms: int = BACKCHANNEL_MAX_MS) -> None:
+                 backchannel_max_ms: int = DEFAULT_BACKCHANNEL_MAX_MS) -> None:
         self.host = host
         self._backchannels = backchannels
         self._backchannel_max = backchannel_max_ms * SESSION_RATE // 1000
