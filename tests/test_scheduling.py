@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -295,3 +297,41 @@ def test_auto_threads_leave_cores_to_the_other_stages() -> None:
     assert [auto_threads(c) for c in (1, 2, 3, 4, 16)] == [1, 1, 1, 2, 8]
     assert LlamaCppLLM().threads == auto_threads(os.cpu_count() or 1)
     assert LlamaCppLLM(threads=3).threads == 3
+
+
+# A fresh process: the stage executors are process-wide, and this one must start with its own.
+_PIPER_WORKERS = """
+import asyncio, json, sys
+from livevox.core.executor import JOB_TIMINGS
+from livevox.engines.base import SynthesisOptions
+from livevox.engines.piper.tts import PiperTTS
+
+async def main() -> None:
+    tts = PiperTTS(workers=int(sys.argv[1]))
+    await tts.load()
+    text = "The capital of France is Paris, a city on the Seine."
+
+    async def one(sid: str) -> tuple[int, list[tuple[float, float]]]:
+        jobs = []
+        JOB_TIMINGS.set(jobs)
+        n = sum([len(a) async for a in tts.synthesize(text, SynthesisOptions(), sid)])
+        return n, [(j.started, j.finished) for j in jobs if j.stage == "tts"]
+
+    print(json.dumps(await asyncio.gather(one("a"), one("b"))))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_piper_workers_synthesize_for_two_sessions_at_once(workers: int) -> None:
+    """`tts.workers = 2`: two sessions' clauses are synthesized side by side by the one Piper voice
+    (real Piper), each whole; with one worker, one after the other."""
+    out = subprocess.run([sys.executable, "-c", _PIPER_WORKERS, str(workers)], capture_output=True, text=True,
+                         timeout=120, check=True)
+    (n_a, jobs_a), (n_b, jobs_b) = json.loads(out.stdout.strip().splitlines()[-1])
+    assert n_a > 22050 and n_b > 22050, (n_a, n_b)  # over a second of speech each
+    assert len(jobs_a) == len(jobs_b) == 1, (jobs_a, jobs_b)
+    (start_a, end_a), (start_b, end_b) = jobs_a[0], jobs_b[0]
+    overlap = min(end_a, end_b) > max(start_a, start_b)
+    assert overlap == (workers == 2), (jobs_a, jobs_b)

