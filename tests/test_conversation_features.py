@@ -33,7 +33,14 @@ from livevox.engines.smart_turn import (
 )
 from livevox.realtime.config import turn_defaults
 from livevox.realtime.echo import LATENCY_SAMPLES, DelayEstimator, EchoCanceller
-from livevox.realtime.end_of_turn import EndOfTurnPolicy, combined_score, dangling, policy_config, wants_text
+from livevox.realtime.end_of_turn import (
+    EndOfTurnPolicy,
+    combined_score,
+    dangling,
+    policy_config,
+    wants_text,
+    wordless,
+)
 from livevox.realtime.filler import VOICE_LIVE_FILLERS, is_backchannel, is_filler_only
 from livevox.realtime.noise import NoiseSuppressor, level_for
 from livevox.realtime.speech_segmenter import SpeechSegmenter, SpeechStarted
@@ -180,7 +187,10 @@ def test_lexical_veto_holds_unfinished_words() -> None:
     assert dangling("I want to fly to London and then")
     assert not dangling("I'd like to book a table for four.")
     assert not dangling("Please set an alarm for 6.30")  # numbers are words
-    assert not dangling("What are you looking for?")  # a question may end on a preposition
+    assert not dangling("What are you looking for?")  # a wh-question may end on a preposition
+    assert not dangling("Where's it from?") and not dangling("Who did you go with?")
+    assert dangling("Is there a direct train from Paris to?")  # a yes/no question does not
+    assert dangling("Could you play some music by?")
     assert dangling("Can you call my?") and dangling("Could you play some music by the?")
     assert not dangling("Um.")  # a lone filler is a backchannel, not a hesitation
     p = EndOfTurnPolicy({"type": "azure_semantic_vad", "silence_duration_ms": 500})
@@ -198,6 +208,19 @@ def test_lexical_veto_holds_unfinished_words() -> None:
     q.expect_transcript()
     q.on_silence(200, 0.95)
     assert q.on_silence(600, None).end_turn
+    # Known to hold no words: held like a dangling word. A failed transcription: the audio decides.
+    w = EndOfTurnPolicy({"type": "azure_semantic_vad", "silence_duration_ms": 500})
+    w.start()
+    w.expect_transcript()
+    w.on_silence(200, 0.95)
+    d = w.on_silence(520, None, " ")
+    assert not d.end_turn and d.end_at_ms == 1500 and wordless(" ") and not wordless(None)
+    f = EndOfTurnPolicy({"type": "azure_semantic_vad", "silence_duration_ms": 500})
+    f.start()
+    f.expect_transcript()
+    f.on_silence(200, 0.95)
+    f.no_transcript()
+    assert f.on_silence(520, None).end_turn
     # Multilingual: no English word list.
     m = EndOfTurnPolicy({"type": "azure_semantic_vad_multilingual", "silence_duration_ms": 500})
     m.start()

@@ -167,3 +167,32 @@ async def test_a_semantic_mode_without_an_end_of_turn_model_is_refused_at_sessio
     assert err["param"] == "session.turn_detection.type" and err["event_id"] == "u1", err
     assert s.config["turn_detection"]["type"] == "server_vad"  # nothing applied
     assert "session.updated" not in transport_of(s).types()
+
+
+async def semantic_turn_end_ms(transcript: str | None) -> int:
+    """azure_semantic_vad with a stand-in end-of-turn model that calls every utterance complete:
+    where (ms of input audio) the turn ends when the speculative transcript is `transcript`
+    (None: the transcription fails)."""
+    s = await new_session(turn={"engine": "scripted"})
+    await s.handle_event({"type": "session.update", "session": {"turn_detection": {"type": "azure_semantic_vad"}}})
+    if transcript is None:
+        ScriptedSTT.fail_next = True
+    else:
+        ScriptedSTT.script([transcript])
+    await feed(s, speech(1.0))
+    await feed(s, silence(2.5))
+    await settle(s)
+    stops = transport_of(s).of("input_audio_buffer.speech_stopped")
+    assert len(stops) == 1, transport_of(s).types()
+    return int(stops[0]["audio_end_ms"])
+
+
+async def test_a_semantic_turn_heard_as_no_words_waits_to_the_cap() -> None:
+    # The audio says finished. Words that finish the sentence end the turn after the short silence
+    # (500 ms); speech heard as no words at all is no finished request: it waits to the cap (1500 ms).
+    # A failed transcription says nothing about the words: the audio decides, as with words.
+    with_words = await semantic_turn_end_ms("What time is it?")
+    wordless = await semantic_turn_end_ms("")
+    failed = await semantic_turn_end_ms(None)
+    assert with_words < 1000 + 1000 <= wordless, (with_words, wordless)
+    assert failed < 1000 + 1000, failed

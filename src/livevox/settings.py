@@ -45,7 +45,8 @@ class TurnSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     #: "none": no model is loaded, and a session asking for a semantic mode gets an error.
-    engine: Literal["smart-turn", "none"] = "smart-turn"
+    #: "scripted": a stand-in with a fixed score, for tests (engines/scripted.py).
+    engine: Literal["smart-turn", "scripted", "none"] = "smart-turn"
     #: A Smart Turn v3 ONNX file; empty means the one carried by the pinned `pipecat-ai` wheel.
     model_path: str | None = None
     threads: int = Field(1, ge=1)

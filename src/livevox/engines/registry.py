@@ -110,6 +110,10 @@ def _make_turn(settings: Settings) -> TurnEngine:
 
     if settings.turn.engine == "none" or settings.role == "engine":  # the engine role holds no sessions
         return NoTurnModel()
+    if settings.turn.engine == "scripted":
+        from .scripted import ScriptedTurn
+
+        return ScriptedTurn()
     return SmartTurn(settings.turn.model_path, threads=settings.turn.threads)
 
 

@@ -333,8 +333,21 @@ class ScriptedTTS(_NothingToLoad):
         yield (np.sin(2 * np.pi * type(self).frequency * t) * self.AMPLITUDE).astype(np.int16)
 
 
+class ScriptedTurn(_NothingToLoad):
+    """Stand-in end-of-turn model: every utterance scores `ScriptedTurn.score_value` (P(complete)),
+    so a test sets what the audio "says" and checks what the policy makes of the words."""
+
+    name = "scripted-turn"
+    available = True
+    score_value: ClassVar[float] = 0.9
+
+    async def score(self, audio_f32_16k: Float32Array, session_id: str) -> float:
+        return type(self).score_value
+
+
 def reset_scripted() -> None:
     """Restore every scripted engine's hooks to their defaults."""
+    ScriptedTurn.score_value = 0.9
     ScriptedSTT.reset()
     ScriptedLLM.reset()
     ScriptedTTS.reset()
@@ -346,6 +359,7 @@ __all__ = [
     "ScriptedSTT",
     "ScriptedTTS",
     "ScriptedToolCall",
+    "ScriptedTurn",
     "ScriptedVAD",
     "reset_scripted",
 ]

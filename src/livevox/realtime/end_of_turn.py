@@ -47,7 +47,10 @@ The session already transcribes the utterance speculatively when the silence sta
 transcript is known, an utterance that ends on a word that cannot end an English sentence ("for",
 "the", "my", "and", a trailing "um") is held as incomplete whatever the audio score. The veto
 only ever makes the policy wait (up to the cap); it never ends a turn sooner, and it is off for
-`azure_semantic_vad_multilingual`.
+`azure_semantic_vad_multilingual`. A transcript with no words at all vetoes too: speech Whisper
+heard as nothing (a slow, drawn-out "Tell me about the history of") is no finished request, and a
+turn without words gains nothing from ending early. A failed transcription is not such a
+transcript (`no_transcript()`): then the audio decides.
 
 **Text signal: the LLM (English modes).** The veto knows a few words; most unfinished fragments
 ("my account number is four five", "set a timer for ten") end on ordinary words. So the policy
@@ -114,13 +117,16 @@ TRANSCRIPT_WAIT_MS = 100
 AUDIO_WEIGHT = 0.25
 
 #: Words an English sentence does not end on. Deliberately short: a false "dangling" only costs
-#: waiting to the cap. Prepositions can end a question ("What is it for?"), so a question mark
-#: excuses them; articles, possessives, conjunctions and hesitations are never a real ending
-#: (Whisper writes "Can you play some music by the?" for an unfinished question too).
+#: waiting to the cap. Prepositions can end a wh-question ("What is it for?", "Where are you
+#: from?"), so there a question mark excuses them; a yes/no question does not strand one (Whisper
+#: writes "Is there a direct train from Paris to?" for an unfinished sentence). Articles,
+#: possessives, conjunctions and hesitations are never a real ending ("Can you play some music by the?").
 PREPOSITIONS = frozenset("to for of in on at by with from about into onto than".split())
 NEVER_FINAL = frozenset("a an the my your our their its and or but because if um uh umm uhm er erm".split())
 DANGLING = PREPOSITIONS | NEVER_FINAL
 _BIGRAMS = {("and", "then"), ("so", "that"), ("such", "as")}
+#: Question words that can strand a preposition at the end of a question.
+WH_WORDS = frozenset("what who whom whose which where when why how".split())
 _QUESTION_END = re.compile(r"\?\W*$")
 # Words and numbers ("6.30" ends a sentence as surely as "six thirty" does).
 _TOKEN = re.compile(r"[^\W_]+(?:['.:][^\W_]+)*")
@@ -135,7 +141,16 @@ def dangling(transcript: str | None) -> bool:
         return False
     if ws[-1] in NEVER_FINAL or (len(ws) >= 2 and (ws[-2], ws[-1]) in _BIGRAMS):
         return True
-    return ws[-1] in PREPOSITIONS and not _QUESTION_END.search(transcript)
+    if ws[-1] not in PREPOSITIONS:
+        return False
+    wh_question = bool(_QUESTION_END.search(transcript)) and any(w.split("'")[0] in WH_WORDS for w in ws)
+    return not wh_question
+
+
+def wordless(transcript: str | None) -> bool:
+    """True when a transcript is known and has no words: Whisper heard speech as nothing (a
+    drawn-out, hesitant start), so the words cannot say the turn is finished."""
+    return transcript is not None and not _TOKEN.findall(transcript)
 
 
 def wants_text(transcript: str | None) -> bool:
@@ -270,8 +285,12 @@ class EndOfTurnPolicy:
         if self.cfg.text and self.text_score is None:
             self.awaiting_text = True
 
+    def no_transcript(self) -> None:
+        """The speculative transcript failed: no words are coming, the audio decides alone."""
+        self.awaiting_transcript = False
+
     def vetoed(self) -> bool:
-        return self.cfg.lexical and dangling(self.transcript)
+        return self.cfg.lexical and (dangling(self.transcript) or wordless(self.transcript))
 
     @property
     def score(self) -> float | None:

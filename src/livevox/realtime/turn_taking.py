@@ -219,8 +219,11 @@ class TurnTaking:
         decision = self._decision
         spec = self.spec
         if self.policy.awaiting_transcript and spec is not None and spec.stt.done():
-            text = "" if spec.stt.cancelled() or spec.stt.exception() else spec.stt.result()
-            decision = self.policy.on_silence(silence_ms, None, text)
+            if spec.stt.cancelled() or spec.stt.exception():
+                self.policy.no_transcript()
+                decision = self.policy.on_silence(silence_ms, None)
+            else:
+                decision = self.policy.on_silence(silence_ms, None, spec.stt.result())
         if self.policy.awaiting_text and spec is not None and spec.eot is not None and spec.eot.done():
             decision = self.policy.on_text(silence_ms, None if spec.eot.cancelled() else spec.eot.result())
         while not decision.end_turn:
