@@ -248,18 +248,26 @@ def _sampler(pid: int, port: int, lv: Level, stop: threading.Event) -> None:
                 lv.load.append(json.loads(r.read()).get("load") or {})
 
 
+def level_duration(args: argparse.Namespace, n: int, mode: str) -> float:
+    """Seconds a level lasts: `--reference-duration` for the N=1 reference, else `--duration`."""
+    if n == 1 and mode == "staggered" and args.reference_duration:
+        return float(args.reference_duration)
+    return float(args.duration)
+
+
 async def run_level(server: ServerProcess, qs: list[Question], n: int, mode: str, args: argparse.Namespace) -> Level:
     lv = Level(n, mode)
     url = server.ws + VL_PATH
     stop = threading.Event()
     th = threading.Thread(target=_sampler, args=(server.pid, server.port, lv, stop), daemon=True)
     th.start()
-    end_at = time.monotonic() + args.duration
+    duration = level_duration(args, n, mode)
+    end_at = time.monotonic() + duration
     pauses_before = _pauses(server.port)
     try:
         work = (_burst(url, qs, end_at, lv, args) if mode == "burst"
                 else asyncio.gather(*(_caller(i, url, qs, end_at, lv, args) for i in range(n))))
-        await asyncio.wait_for(work, args.duration + args.turn_timeout + 60)
+        await asyncio.wait_for(work, duration + args.turn_timeout + 60)
     except TimeoutError:
         lv.failures.append("level did not end in time")
     finally:
@@ -350,7 +358,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     busy0, wall0 = busy_cpu_seconds(), time.monotonic()
     try:
         for n, mode in plan:
-            print(f"level {mode} N={n}: {args.duration:g} s ...", flush=True)
+            print(f"level {mode} N={n}: {level_duration(args, n, mode):g} s ...", flush=True)
             lv = await run_level(server, qs, n, mode, args)
             if n == 1 and mode == "staggered" and lv.first_audio_ms:
                 ref_p50 = float(np.percentile(lv.first_audio_ms, 50))
@@ -369,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 2, 4, 6, 8])
     ap.add_argument("--duration", type=float, default=120.0, help="seconds per level (turns start only within it)")
+    ap.add_argument("--reference-duration", type=float, default=0.0,
+                    help="seconds of the N=1 level, the ratios' denominator (default: --duration); a single "
+                         "caller asks about one question per 12 s, so 120 s gives only 6-10 turns")
     ap.add_argument("--burst", type=int, default=0, help="N callers ending their questions together")
     ap.add_argument("--max-turns-in-flight", type=int, default=None)
     ap.add_argument("--stt-max-batch", type=int, default=None, help="sets LIVEVOX_STT__MAX_BATCH")
