@@ -163,3 +163,30 @@ async def test_batching_keeps_round_robin_per_session() -> None:
         await h.release()
         await asyncio.gather(*futs)
     assert calls == [["a0", "b0"], ["c0", "a1"], ["a2"]]
+
+
+async def test_others_in_flight_counts_other_sessions_running_and_waiting() -> None:
+    ex = FairExecutor("t-others", threads=1)
+    gate = threading.Event()
+    try:
+        started = threading.Event()
+
+        def block() -> None:
+            started.set()
+            gate.wait(10)
+
+        running = asyncio.ensure_future(ex.run("a", block))
+        assert await asyncio.to_thread(started.wait, 10)  # the worker runs it
+        waiting = [asyncio.ensure_future(ex.run(k, lambda: None)) for k in ("a", "b", "c")]
+        for _ in range(2000):  # until all three are queued (a condition, polled)
+            if ex.pending() == 3:
+                break
+            await asyncio.sleep(0.005)
+        # "a" runs one and waits with one; "b" and "c" wait with one each.
+        assert ex.others_in_flight("a") == 2 and ex.others_in_flight("b") == 3 and ex.others_in_flight("z") == 4
+        gate.set()
+        await asyncio.gather(running, *waiting)
+        assert ex.others_in_flight("z") == 0
+    finally:
+        gate.set()
+        ex.close()

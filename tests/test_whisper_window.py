@@ -47,3 +47,38 @@ async def test_turn_longer_than_the_window_keeps_its_end(engines: dict[float, Fa
     assert audio.size / 16000 > 16  # longer than the 15 s window
     got = words(await transcribe(engines[15.0], audio))
     assert "geneva" in got and "sunday" in got, got
+
+
+async def test_a_transcription_among_other_callers_uses_the_busy_window() -> None:
+    """`stt.busy_encoder_window_s`: alone, a turn gets the configured window (30 s); started while
+    another session's transcription runs, the busy one (15 s), with the same key words."""
+    import asyncio
+    import threading
+
+    from livevox.core.executor import stage_executor
+
+    engine = FasterWhisperSTT(busy_encoder_window_s=15.0)
+    await engine.load()
+    try:
+        audio = to_float(espeak("What is the weather like in Paris today?", "en-gb"))
+        alone = await transcribe(engine, audio)
+        assert engine.last_window == 3000 and {"weather", "paris"} <= set(words(alone)), alone
+        ex = stage_executor("stt")
+        gate, running = threading.Event(), threading.Event()
+
+        def other_caller() -> None:  # another session's transcription, on the other worker
+            running.set()
+            gate.wait(30)
+
+        held = asyncio.ensure_future(ex.run("other-session", other_caller))
+        assert await asyncio.to_thread(running.wait, 30)
+        try:
+            assert ex.others_in_flight("t") == 1 and ex.others_in_flight("other-session") == 0
+            busy = await transcribe(engine, audio)
+        finally:
+            gate.set()
+            await held
+        assert engine.last_window == 1500 and {"weather", "paris"} <= set(words(busy)), busy
+        assert ex.others_in_flight("t") == 0
+    finally:
+        await engine.close()

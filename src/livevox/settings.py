@@ -120,6 +120,10 @@ class STTSettings(_StageSettings):
     #: Whisper's encoder input for an utterance shorter than this (seconds); 30 is Whisper's own
     #: window. Shorter is faster (the encoder's cost grows with it); longer utterances use 30 s.
     encoder_window_s: float = Field(30.0, ge=1.0, le=30.0)
+    #: The encoder window of a transcription that starts while other sessions' transcriptions
+    #: are running or waiting: a burst of callers is transcribed about three times faster, at the
+    #: cost of a word now and then (docs/configuration.md). 30: the same as alone.
+    busy_encoder_window_s: float = Field(15.0, ge=1.0, le=30.0)
     #: faster-whisper: up to this many sessions' waiting utterances share one encoder call (a lone
     #: one never waits for company). 1 = off (docs/configuration.md, docs/benchmarks.md).
     max_batch: int = Field(1, ge=1, le=32)

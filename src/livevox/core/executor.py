@@ -86,6 +86,7 @@ class _Job:
     priority: Priority
     queued: float
     batch: _Batch | None = field(default=None)
+    key: str = ""  # the session it was queued for
 
     def rank(self) -> int:
         p = self.priority
@@ -101,6 +102,7 @@ class FairExecutor:
         self._cond = threading.Condition()
         self._closed = False
         self._threads: list[threading.Thread] = []
+        self._running: collections.Counter[str] = collections.Counter()  # session -> jobs on a worker
         self.ensure_threads(threads)
 
     @property
@@ -120,6 +122,7 @@ class FairExecutor:
     def _pop(self, key: str) -> _Job:
         q = self._queues[key]
         job = q.popleft()
+        self._running[key] += 1  # until _done: a worker runs it from now on
         # Rotate: this session goes to the back of the line.
         del self._queues[key]
         if q:
@@ -153,13 +156,30 @@ class FairExecutor:
 
     def _worker(self) -> None:
         while (jobs := self._next_jobs()) is not None:
-            if jobs[0].batch is None:
-                jobs[0].run()
-            else:
-                self._run_batch([j.batch for j in jobs if j.batch is not None])
+            try:
+                if jobs[0].batch is None:
+                    jobs[0].run()
+                else:
+                    self._run_batch([j.batch for j in jobs if j.batch is not None])
+            finally:
+                self._done(jobs)
             # Drop them now, not when the next job comes: a priority may hold a response (and
             # its session) that has ended.
             del jobs
+
+    def _done(self, jobs: list[_Job]) -> None:
+        with self._cond:
+            for j in jobs:
+                self._running[j.key] -= 1
+                if self._running[j.key] <= 0:
+                    del self._running[j.key]
+
+    def others_in_flight(self, key: str) -> int:
+        """Jobs of sessions other than `key` running or waiting now (whether this stage is busy
+        with other callers, for a job deciding how much work to do)."""
+        with self._cond:
+            waiting = sum(len(q) for k, q in self._queues.items() if k != key)
+            return waiting + sum(n for k, n in self._running.items() if k != key)
 
     def _run_batch(self, batch: list[_Batch]) -> None:
         started = time.monotonic()
@@ -244,6 +264,7 @@ class FairExecutor:
         with self._cond:
             if self._closed:
                 raise RuntimeError(f"executor {self.name} is closed")
+            job.key = key
             self._queues.setdefault(key, collections.deque()).append(job)
             self._cond.notify()
         return await fut

@@ -147,6 +147,7 @@ def _one_stt(s: STTSettings) -> STTEngine:
         threads=s.threads,
         workers=s.workers,
         encoder_window_s=s.encoder_window_s,
+        busy_encoder_window_s=s.busy_encoder_window_s,
         max_batch=s.max_batch,
     )
 

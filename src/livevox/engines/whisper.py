@@ -23,6 +23,10 @@ _window = threading.local()
 WHISPER_FRAMES = 3000  # Whisper's own 30 s window
 
 
+def _frames(seconds: float) -> int:
+    return min(WHISPER_FRAMES, max(100, int(seconds * 100)))
+
+
 def _install_encoder_window() -> None:
     """Let faster-whisper pad a short utterance's features to this thread's window instead of 30 s.
 
@@ -82,12 +86,16 @@ class FasterWhisperSTT:
         threads: int = 2,
         workers: int = 2,
         encoder_window_s: float = 30.0,
+        busy_encoder_window_s: float | None = None,
         max_batch: int = 1,
     ) -> None:
         self._model_dir = model_dir
         #: Utterances of this many sessions at most share one encoder call (whisper_batch.py); 1: off.
         self.max_batch = max_batch
-        self.window_frames = min(WHISPER_FRAMES, max(100, int(encoder_window_s * 100)))
+        self.window_frames = _frames(encoder_window_s)
+        #: The window when other sessions' transcriptions are running or waiting (None: the same).
+        self.busy_window_frames = self.window_frames if busy_encoder_window_s is None else min(
+            self.window_frames, _frames(busy_encoder_window_s))
         self.language = language
         self.beam_size = beam_size
         self.compute_type = compute_type
@@ -95,6 +103,8 @@ class FasterWhisperSTT:
         self.workers = max(1, workers)
         self.path: Path | None = None
         self._model: Any = None
+        #: The encoder window (mel frames) of the latest transcription that started, for tests.
+        self.last_window = self.window_frames
 
     @property
     def model_file(self) -> str:
@@ -152,18 +162,26 @@ class FasterWhisperSTT:
         _window.frames = self.window_frames
         return transcribe_batch(self._loaded(), utts)
 
+    def _window_now(self, session_id: str) -> int:
+        """The encoder window for a transcription starting now: the busy one when other sessions'
+        transcriptions are running or waiting (a burst of callers), else the configured one."""
+        if self.busy_window_frames == self.window_frames:
+            return self.window_frames
+        busy = stage_executor("stt").others_in_flight(session_id) > 0
+        return self.busy_window_frames if busy else self.window_frames
+
     def _produce(
-        self, audio: Float32Array, options: TranscribeOptions
+        self, audio: Float32Array, options: TranscribeOptions, session_id: str
     ) -> Callable[[Callable[[str], None], threading.Event], None]:
         model = self._loaded()
         language, candidates = self._languages(options)
         hotwords = ", ".join(options.phrases) or None
 
-        window = self.window_frames
         greedy: dict[str, Any] = {"temperature": 0.0} if options.greedy else {}
 
         def produce(emit: Callable[[str], None], stop: threading.Event) -> None:
-            _window.frames = window
+            # Decided when a worker starts it, not when it was queued: the load it meets.
+            _window.frames = self.last_window = self._window_now(session_id)
             lang = language if not candidates else detect_among(model, audio, candidates)
             segments, _info = model.transcribe(
                 audio,
@@ -215,5 +233,5 @@ class FasterWhisperSTT:
             for text in texts:
                 yield text
             return
-        async for text in stream_job("stt", session_id, self._produce(audio, options)):
+        async for text in stream_job("stt", session_id, self._produce(audio, options, session_id)):
             yield text
