@@ -14,6 +14,15 @@ from typing import Any
 from livevox.core.executor import FairExecutor
 
 
+async def eventually(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll `cond` every 5 ms until it holds or `timeout` passes; whether it held."""
+    for _ in range(int(timeout / 0.005)):
+        if cond():
+            return True
+        await asyncio.sleep(0.005)
+    return cond()
+
+
 class Held:
     """Every worker of `ex` runs a blocking job until `release()` (a stage may have several: the
     STT stage has `stt.workers`); released together, the first to pick takes what it batches."""
@@ -38,10 +47,7 @@ class Held:
     async def queued(self, n: int) -> None:
         """Until `n` jobs wait: a condition, polled (a job is queued once its task has run, or its
         session's server has had the client's event)."""
-        for _ in range(int(self.timeout / 0.005)):
-            if self.ex.pending() >= n:
-                break
-            await asyncio.sleep(0.005)
+        await eventually(lambda: self.ex.pending() >= n, self.timeout)
         assert self.ex.pending() == n
 
     async def release(self) -> float:
