@@ -38,6 +38,7 @@ import statistics
 import sys
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,7 @@ OVER_ANSWER_SETS = {
     "interruptions_3": (INTERRUPTIONS_3, OVER_ANSWER_VOICES_3, 0.9, True),
 }
 ESPEAK_VOICES = ["en-us", "en-gb+f3", "en-us+m3", "en-gb", "en-us+f2", "en-gb-x-rp+m5"]
+ESPEAK_WPM = 150  # the main set's espeak-ng rate
 #: Human speech that ships in Debian's pocketsphinx-testdata (`make apt-test`): read sentences
 #: from a LibriVox audiobook with their natural comma pauses, and digit and card strings.
 HUMAN_DIR = Path("/usr/share/pocketsphinx/test/data")
@@ -286,7 +288,7 @@ def piper_split(before: str, after: str, length_scale: float | None = None
     return S.to16k(audio[:cut], rate), S.to16k(audio[cut:], rate)
 
 
-def _espeak_paused(before: str, after: str, voice: str, lengthen: bool, wpm: int = 150
+def _espeak_paused(before: str, after: str, voice: str, lengthen: bool, wpm: int = ESPEAK_WPM
                    ) -> list[np.ndarray[Any, Any]]:
     """One espeak-ng rendering with an SSML break, split on the break (its silence is replaced
     by an exact-length pause so the ground truth is known). `lengthen`: the last word before the
@@ -298,47 +300,55 @@ def _espeak_paused(before: str, after: str, voice: str, lengthen: bool, wpm: int
     return list(_split_on_silence(S.espeak_say(ssml, voice, wpm, ssml=True)))
 
 
-def build_set_4() -> list[Clip]:
-    """Set 4 (`--set 4`): every clip held out; the same three renderings of a paused sentence."""
-    voices = OVER_ANSWER_VOICES_3
+#: A voice per clip index: (espeak-ng voice, words per minute, label); Piper's (length scale, label).
+EspeakVoice = Callable[[int], tuple[str, int, str]]
+PiperScale = Callable[[int], tuple[float | None, str]]
+
+
+def _renderings(complete: list[str], paused: list[tuple[str, str]], espeak: EspeakVoice, long_shift: int,
+                piper: PiperScale, held: Callable[[int], bool]) -> list[Clip]:
+    """Each complete sentence in Piper and espeak-ng; each paused one in three renderings (Piper
+    cut at the word boundary, espeak-ng with an SSML break, and with the last word drawn out in
+    the voice `long_shift` further on)."""
     clips: list[Clip] = []
-    for i, text in enumerate(COMPLETE_4):
-        scale = PIPER_SCALES_4[i % len(PIPER_SCALES_4)]
-        clips.append(_clip("complete", f"piper x{scale}", text, [S.piper_say(text, scale)], None, True, "piper"))
-        v, wpm = voices[i % len(voices)]
-        clips.append(_clip("complete", f"{v} {wpm}", text, [S.espeak_say(text, v, wpm)], None, True, "espeak"))
-    for i, (before, after) in enumerate(PAUSED_4):
+    for i, text in enumerate(complete):
+        scale, plabel = piper(i)
+        clips.append(_clip("complete", plabel, text, [S.piper_say(text, scale)], None, held(i), "piper"))
+        v, wpm, label = espeak(i)
+        clips.append(_clip("complete", label, text, [S.espeak_say(text, v, wpm)], None, held(i), "espeak"))
+    for i, (before, after) in enumerate(paused):
         text = f"{before} ... {after}"
-        scale = PIPER_SCALES_4[i % len(PIPER_SCALES_4)]
-        clips.append(_clip("paused", f"piper x{scale}", text, list(piper_split(before, after, scale)),
-                           PAUSES_MS[i % len(PAUSES_MS)], True, "piper-cut"))
-        v, wpm = voices[i % len(voices)]
-        clips.append(_clip("paused", f"{v} {wpm}", text, _espeak_paused(before, after, v, False, wpm),
-                           PAUSES_MS[(i + 2) % len(PAUSES_MS)], True, "espeak-break"))
-        v2, wpm2 = voices[(i + 1) % len(voices)]
-        clips.append(_clip("paused", f"{v2} {wpm2}", text, _espeak_paused(before, after, v2, True, wpm2),
-                           PAUSES_MS[(i + 1) % len(PAUSES_MS)], True, "espeak-long"))
+        scale, plabel = piper(i)
+        clips.append(_clip("paused", plabel, text, list(piper_split(before, after, scale)),
+                           PAUSES_MS[i % len(PAUSES_MS)], held(i), "piper-cut"))
+        v, wpm, label = espeak(i)
+        clips.append(_clip("paused", label, text, _espeak_paused(before, after, v, False, wpm),
+                           PAUSES_MS[(i + 2) % len(PAUSES_MS)], held(i), "espeak-break"))
+        v2, wpm2, label2 = espeak(i + long_shift)
+        clips.append(_clip("paused", label2, text, _espeak_paused(before, after, v2, True, wpm2),
+                           PAUSES_MS[(i + 1) % len(PAUSES_MS)], held(i), "espeak-long"))
     return clips
 
 
+def build_set_4() -> list[Clip]:
+    """Set 4 (`--set 4`): every clip held out; the accents of the third over-answer set, Piper at three speeds."""
+    def espeak(i: int) -> tuple[str, int, str]:
+        v, wpm = OVER_ANSWER_VOICES_3[i % len(OVER_ANSWER_VOICES_3)]
+        return v, wpm, f"{v} {wpm}"
+
+    def piper(i: int) -> tuple[float | None, str]:
+        scale = PIPER_SCALES_4[i % len(PIPER_SCALES_4)]
+        return scale, f"piper x{scale}"
+
+    return _renderings(COMPLETE_4, PAUSED_4, espeak, 1, piper, lambda _i: True)
+
+
 def build_set(human: bool = True) -> list[Clip]:
-    clips: list[Clip] = []
-    for i, text in enumerate(COMPLETE):
-        h = held_out(i)
-        clips.append(_clip("complete", "piper", text, [S.piper_say(text)], None, h, "piper"))
+    def espeak(i: int) -> tuple[str, int, str]:
         v = ESPEAK_VOICES[i % len(ESPEAK_VOICES)]
-        clips.append(_clip("complete", v, text, [S.espeak_say(text, v)], None, h, "espeak"))
-    for i, (before, after) in enumerate(PAUSED):
-        h = held_out(i)
-        text = f"{before} ... {after}"
-        pause_ms = PAUSES_MS[i % len(PAUSES_MS)]
-        clips.append(_clip("paused", "piper", text, list(piper_split(before, after)), pause_ms, h, "piper-cut"))
-        v = ESPEAK_VOICES[i % len(ESPEAK_VOICES)]
-        clips.append(_clip("paused", v, text, _espeak_paused(before, after, v, False),
-                           PAUSES_MS[(i + 2) % len(PAUSES_MS)], h, "espeak-break"))
-        v2 = ESPEAK_VOICES[(i + 3) % len(ESPEAK_VOICES)]
-        clips.append(_clip("paused", v2, text, _espeak_paused(before, after, v2, True),
-                           PAUSES_MS[(i + 1) % len(PAUSES_MS)], h, "espeak-long"))
+        return v, ESPEAK_WPM, v
+
+    clips = _renderings(COMPLETE, PAUSED, espeak, 3, lambda _i: (None, "piper"), held_out)
     clips += backchannel_clips()
     if human:
         clips += human_clips()

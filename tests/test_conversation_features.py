@@ -279,6 +279,7 @@ def test_the_llm_probe_is_skipped_when_the_words_tell_already() -> None:
     assert wants_text("My account number is four five.")
     assert not wants_text("I'd like to book a table for")  # dangling: the rules said incomplete
     assert not wants_text("Um.") and not wants_text("") and not wants_text(None)
+    assert not wants_text("...")  # no words: the rules hold it already
 
 
 async def test_turn_taking_asks_the_llm_only_for_words_it_cannot_judge() -> None:

@@ -184,7 +184,7 @@ class TTSSettings(_StageSettings):
     #: Threads per synthesis, and syntheses that run at once (workers sharing one Piper voice;
     #: onnxruntime runs one session from several threads, Piper locks its espeak-ng phonemizer).
     #: An answer synthesizes one clause at a time, so a second worker serves another caller: in a
-    #: burst of 4 on 2 cores the TTS queue's p95 fell from 280 to 150 ms (docs/benchmarks.md).
+    #: burst of 4 on 2 cores the TTS queue's p95 fell from 280 to 44-150 ms (docs/benchmarks.md).
     threads: int = Field(1, ge=1)
     workers: int = Field(2, ge=1, le=8)
     #: engine = "openai": an OpenAI-compatible `/audio/speech` endpoint (raw PCM, streamed).

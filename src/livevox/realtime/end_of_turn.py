@@ -157,7 +157,7 @@ def wants_text(transcript: str | None) -> bool:
     """Whether the LLM's end-of-turn probability can tell anything about `transcript`: not when
     there are no words, when they are only fillers ("um"), or when they already dangle (the rules
     have said incomplete; the probe is skipped, it costs an LLM job)."""
-    if not transcript or not transcript.strip():
+    if not transcript or wordless(transcript):
         return False
     return not is_filler_only(transcript) and not dangling(transcript)
 
