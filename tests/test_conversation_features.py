@@ -193,6 +193,9 @@ def test_lexical_veto_holds_unfinished_words() -> None:
     assert dangling("Could you play some music by?")
     assert dangling("Can you call my?") and dangling("Could you play some music by the?")
     assert not dangling("Um.")  # a lone filler is a backchannel, not a hesitation
+    # Whisper's ellipsis where the voice trails off; an ellipsis inside is only a hesitation
+    assert dangling("I think the best option would be...") and dangling("Find me a hotel in Lisbon…")
+    assert not dangling("So... what time is it?") and not dangling("Um...")
     p = EndOfTurnPolicy({"type": "azure_semantic_vad", "silence_duration_ms": 500})
     p.start()
     p.expect_transcript()

@@ -196,3 +196,11 @@ async def test_a_semantic_turn_heard_as_no_words_waits_to_the_cap() -> None:
     failed = await semantic_turn_end_ms(None)
     assert with_words < 1000 + 1000 <= wordless, (with_words, wordless)
     assert failed < 1000 + 1000, failed
+
+
+async def test_a_semantic_turn_that_trails_off_waits_to_the_cap() -> None:
+    # Whisper's ellipsis ("would be...") is a voice trailing off mid-sentence: held to the cap,
+    # while the same words finished end the turn after the short silence.
+    finished = await semantic_turn_end_ms("I think the best option would be the train.")
+    trailing = await semantic_turn_end_ms("I think the best option would be...")
+    assert finished < 1000 + 1000 <= trailing, (finished, trailing)

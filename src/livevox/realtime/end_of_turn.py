@@ -45,7 +45,8 @@ with), well before `complete_ms`, so a complete turn never waits for the model.
 test set it often heard "I'd like to book a table for" as finished (benchmarks/turn_taking.py).
 The session already transcribes the utterance speculatively when the silence starts; when that
 transcript is known, an utterance that ends on a word that cannot end an English sentence ("for",
-"the", "my", "and", a trailing "um") is held as incomplete whatever the audio score. The veto
+"the", "my", "and", a trailing "um"), or that trails off in an ellipsis (Whisper's "would be..."),
+is held as incomplete whatever the audio score. The veto
 only ever makes the policy wait (up to the cap); it never ends a turn sooner, and it is off for
 `azure_semantic_vad_multilingual`. A transcript with no words at all vetoes too: speech Whisper
 heard as nothing (a slow, drawn-out "Tell me about the history of") is no finished request, and a
@@ -128,6 +129,9 @@ _BIGRAMS = {("and", "then"), ("so", "that"), ("such", "as")}
 #: Question words that can strand a preposition at the end of a question.
 WH_WORDS = frozenset("what who whom whose which where when why how".split())
 _QUESTION_END = re.compile(r"\?\W*$")
+#: Whisper writes a trailing ellipsis where the voice trails off ("I think the best option would
+#: be..."); a finished request ends on a full stop or a question mark.
+_TRAILING_OFF = re.compile(r"(?:\.\.\.|…)[\s\"')\]]*$")
 # Words and numbers ("6.30" ends a sentence as surely as "six thirty" does).
 _TOKEN = re.compile(r"[^\W_]+(?:['.:][^\W_]+)*")
 
@@ -140,6 +144,8 @@ def dangling(transcript: str | None) -> bool:
     if not ws:
         return False
     if ws[-1] in NEVER_FINAL or (len(ws) >= 2 and (ws[-2], ws[-1]) in _BIGRAMS):
+        return True
+    if _TRAILING_OFF.search(transcript):
         return True
     if ws[-1] not in PREPOSITIONS:
         return False
