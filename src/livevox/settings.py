@@ -162,6 +162,11 @@ class LLMSettings(_StageSettings):
     #: than `pace_resume_s` is left to play. 0 turns pacing off.
     pace_ahead_s: float = Field(8.0, ge=0.0, le=600.0)
     pace_resume_s: float = Field(3.0, ge=0.0, le=600.0)
+    #: Yielding: a spoken answer this far ahead of playback also stops generating while another
+    #: session's answer waits for its first clause (a burst of callers), and resumes once none
+    #: waits or less than `yield_resume_s` is left to play. 0 turns it off.
+    yield_ahead_s: float = Field(2.5, ge=0.0, le=600.0)
+    yield_resume_s: float = Field(1.5, ge=0.0, le=600.0)
     #: `session.truncation = "auto"`: when the conversation overflows the context, the oldest
     #: messages are dropped until the rest uses this fraction of it (a cut in chunks keeps the
     #: prompt cache valid between cuts; see docs/configuration.md).

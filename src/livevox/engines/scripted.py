@@ -187,6 +187,7 @@ class ScriptedLLM(_NothingToLoad):
       Finish("tool_calls"). Requests whose last message is a tool result get the text reply.
     - `fail_next = True`: the next call raises `EngineError("llm", "llm_error", ...)` (once).
     - `token_delay`: seconds to sleep before each token (e.g. 0.05 for barge-in tests).
+    - `first_token_delay`: seconds more before a stream's first token (a slow prefill).
     - `max_tokens` on the request is honoured: one word = one token; a cut answer ends with
       Finish("length").
     - `continues = True`: a request ending with an assistant message that starts the reply gets
@@ -205,6 +206,7 @@ class ScriptedLLM(_NothingToLoad):
     tool_call: ClassVar[ScriptedToolCall | None] = None
     fail_next: ClassVar[bool] = False
     token_delay: ClassVar[float] = 0.0
+    first_token_delay: ClassVar[float] = 0.0
     context_window: ClassVar[int | None] = None
     continues: ClassVar[bool] = False
     calls: ClassVar[list[ChatRequest]] = []
@@ -215,6 +217,7 @@ class ScriptedLLM(_NothingToLoad):
         cls.tool_call = None
         cls.fail_next = False
         cls.token_delay = 0.0
+        cls.first_token_delay = 0.0
         cls.context_window = None
         cls.continues = False
         cls.calls = []
@@ -285,6 +288,8 @@ class ScriptedLLM(_NothingToLoad):
             start = len(prefix.split(" "))
         limit = request.max_tokens if request.max_tokens is not None else len(words)
         emitted = 0
+        if cls.first_token_delay:
+            await asyncio.sleep(cls.first_token_delay)
         for i, word in enumerate(words[start:], start):
             if emitted >= limit:
                 yield Finish("length", input_tokens=input_tokens, output_tokens=emitted)

@@ -43,6 +43,9 @@ ERRORS_TOTAL = Counter("livevox_errors_total", "Error events sent to clients.", 
 RESPONSES_TOTAL = Counter("livevox_responses_total", "Responses finished.", ["status"])
 LLM_PAUSES_TOTAL = Counter("livevox_llm_pauses_total",
                            "Spoken answers that stopped generating far ahead of playback, to resume later.")
+LLM_YIELDS_TOTAL = Counter("livevox_llm_yields_total",
+                           "Spoken answers that stopped generating while another caller's answer waited for "
+                           "its first clause, to resume later.")
 TURNS_IN_FLIGHT = Gauge("livevox_turns_in_flight",
                         "Responses being generated now (speculative ones included): the box's load.")
 _in_flight = 0

@@ -37,14 +37,14 @@ from ..engines.base import (
     continues_assistant,
     speakable,
 )
-from . import truncation
+from . import first_clause, truncation
 from .clauses import ClauseSplitter
 from .config import OUTPUT_FORMATS
 from .conversation import ConversationItem
 from .interim_speech import InterimSpeaker
 from .llm_request import close_stream, llm_events
 from .mcp_session import McpBinding
-from .metrics import LLM_PAUSES_TOTAL, RESPONSES_TOTAL, TurnTimings, turn_ended, turn_started
+from .metrics import LLM_PAUSES_TOTAL, LLM_YIELDS_TOTAL, RESPONSES_TOTAL, TurnTimings, turn_ended, turn_started
 from .ports import Channel
 from .response_params import ResponseContext, ResponseParams
 
@@ -396,9 +396,28 @@ class ResponseRun:
         per_char = self._audio_ms / self._synth_chars if self._audio_ms > 0 and self._synth_chars else MS_PER_CHAR
         return max(0.0, self._unplayed_ms()) + max(0, generated_chars - self._synth_chars) * per_char
 
-    async def _pause(self, generated_chars: int, tokens: int, ahead_ms: float) -> int:
-        """Wait until the caller is about to catch up; the tokens the answer has left."""
+    def _yields(self, ahead_ms: float) -> bool:
+        """Far enough ahead to give the LLM to another session's answer that waits for its first
+        clause."""
+        limit = self.context.yield_ahead_ms
+        return limit > 0 and ahead_ms > limit and first_clause.others_waiting(self.host.id) > 0
+
+    async def _pause(self, generated_chars: int, tokens: int, ahead_ms: float, yielding: bool = False) -> int:
+        """Wait until the caller is about to catch up (or, yielding, until no other answer waits
+        for its first clause); the tokens the answer has left."""
         self.pauses += 1
+        if yielding:
+            LLM_YIELDS_TOTAL.inc()
+            log.info("response %s: %.1f s ahead of playback; its LLM stream yields to other callers' first "
+                     "clauses", self.id, ahead_ms / 1000)
+            resume = self.context.yield_resume_ms
+            with first_clause.watching() as changed:
+                while (not self._silent and (ahead := self._ahead_ms(generated_chars)) > resume
+                       and first_clause.others_waiting(self.host.id) > 0):
+                    changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), (ahead - resume) / 1000)
+            return self.context.max_tokens - tokens
         LLM_PAUSES_TOTAL.inc()
         resume = self.context.pace_resume_ms
         log.info("response %s: %.1f s ahead of playback after %d characters; pausing its LLM stream",
@@ -430,12 +449,15 @@ class ResponseRun:
         self.answer_llm.set()
         stream = self._llm_events(messages)
         paces = audio and self._paces()
+        if audio:
+            first_clause.wait_started(self.id, self.host.id)
         said = ""  # the answer's text so far, and its tokens (one per delta), for a resumed stream
         tokens = 0
         ended = False
         try:
             while True:
                 paused_ahead: float | None = None  # how far ahead the answer was when it paused
+                yielding = False
                 async for ev in stream:
                     if isinstance(ev, TextDelta):
                         if not ev.text:
@@ -450,11 +472,14 @@ class ResponseRun:
                             for clause in cut:
                                 self.timings.mark("first_clause")
                                 clauses.put_nowait(clause)
+                                first_clause.wait_ended(self.id)
                             # Just after a clause's end, when far ahead (the text so far then
                             # ends on a whole token, which the resumed stream goes on from).
                             ahead = self._ahead_ms(len(said)) if cut and paces else 0.0
-                            if ahead > self.context.pace_ahead_ms and not self._calls and not self._mcp_calls:
+                            if not self._calls and not self._mcp_calls and (
+                                    ahead > self.context.pace_ahead_ms or self._yields(ahead)):
                                 paused_ahead = ahead
+                                yielding = ahead <= self.context.pace_ahead_ms
                                 break
                         else:
                             await self._text_delta(ev.text)
@@ -467,7 +492,7 @@ class ResponseRun:
                 if paused_ahead is None:
                     break
                 await close_stream(stream)  # frees its llama.cpp slot for other callers meanwhile
-                left = await self._pause(len(said), tokens, paused_ahead)
+                left = await self._pause(len(said), tokens, paused_ahead, yielding)
                 if left <= 0:
                     finish = Finish("length", output_tokens=0)
                     break
@@ -475,6 +500,7 @@ class ResponseRun:
             ended = True
             self.timings.mark("llm_done")
         finally:
+            first_clause.wait_ended(self.id)
             await close_stream(stream)  # stops generation at once on cancel (barge-in)
             if tts_task is not None:
                 for clause in splitter.flush():

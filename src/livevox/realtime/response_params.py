@@ -46,3 +46,5 @@ class ResponseContext:
     max_audio_delta_bytes: int  # each audio delta's base64 stays under this
     pace_ahead_ms: int = 0  # llm.pace_ahead_s (0: no pacing)
     pace_resume_ms: int = 0
+    yield_ahead_ms: int = 0  # llm.yield_ahead_s (0: never yields to other callers' first clauses)
+    yield_resume_ms: int = 0

@@ -169,4 +169,6 @@ def response_context(config: dict[str, Any], settings: Settings, voices: VoiceRe
         max_audio_delta_bytes=settings.limits.max_outgoing_frame_bytes,
         pace_ahead_ms=round(settings.llm.pace_ahead_s * 1000),
         pace_resume_ms=round(min(settings.llm.pace_resume_s, settings.llm.pace_ahead_s) * 1000),
+        yield_ahead_ms=round(settings.llm.yield_ahead_s * 1000),
+        yield_resume_ms=round(min(settings.llm.yield_resume_s, settings.llm.yield_ahead_s) * 1000),
     )
