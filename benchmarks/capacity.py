@@ -124,6 +124,7 @@ class Level:
     metrics_seen: set[Any] = field(default_factory=set)
     interrupted: int = 0  # answers still going on when their caller spoke again
     pauses: float | None = None  # livevox_llm_pauses_total during the level (pacing)
+    yields: float | None = None  # livevox_llm_yields_total during the level (yielding)
 
 
 def _record(lv: Level, r: TurnResult) -> None:
@@ -263,7 +264,7 @@ async def run_level(server: ServerProcess, qs: list[Question], n: int, mode: str
     th.start()
     duration = level_duration(args, n, mode)
     end_at = time.monotonic() + duration
-    pauses_before = _pauses(server.port)
+    before = _counters(server.port)
     try:
         work = (_burst(url, qs, end_at, lv, args) if mode == "burst"
                 else asyncio.gather(*(_caller(i, url, qs, end_at, lv, args) for i in range(n))))
@@ -273,19 +274,25 @@ async def run_level(server: ServerProcess, qs: list[Question], n: int, mode: str
     finally:
         stop.set()
         th.join(5)
-    after = _pauses(server.port)
-    lv.pauses = after - pauses_before if after is not None and pauses_before is not None else None
+    after = _counters(server.port)
+    if before is not None and after is not None:
+        lv.pauses, lv.yields = after[0] - before[0], after[1] - before[1]
     return lv
 
 
-def _pauses(port: int) -> float | None:
-    """The server's `livevox_llm_pauses_total` (answers paused far ahead of playback)."""
+def _counters(port: int) -> tuple[float, float] | None:
+    """The server's `livevox_llm_pauses_total` (answers paused far ahead of playback) and
+    `livevox_llm_yields_total` (paused for another caller's first clause)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             text = r.read().decode()
     except Exception:
         return None
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("livevox_llm_pauses_total"))
+
+    def total(name: str) -> float:
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+    return total("livevox_llm_pauses_total"), total("livevox_llm_yields_total")
 
 
 def summarize(lv: Level, ref_p50: float | None) -> dict[str, Any]:
@@ -306,7 +313,7 @@ def summarize(lv: Level, ref_p50: float | None) -> dict[str, Any]:
         "server_cpu_pct": {"mean": round(float(np.mean(lv.cpu)), 1) if lv.cpu else None,
                            "max": round(max(lv.cpu), 1) if lv.cpu else None},
         "turns_in_flight_max": max((int(s.get("turns_in_flight") or 0) for s in lv.load), default=None),
-        "interrupted": lv.interrupted, "llm_pauses": lv.pauses,
+        "interrupted": lv.interrupted, "llm_pauses": lv.pauses, "llm_yields": lv.yields,
         "stages": stages,
         "marks_p50_ms": {k: percentiles([m[k] for m in lv.marks if k in m])["p50"]
                          for k in sorted({k for m in lv.marks for k in m})},
@@ -316,7 +323,7 @@ def summarize(lv: Level, ref_p50: float | None) -> dict[str, Any]:
 
 def print_table(levels: list[dict[str, Any]]) -> None:
     print(f"\n  {'level':<12}{'turns':>6}{'fail':>5}{'503':>5}{'p50':>8}{'p95':>8}{'max':>8}{'p95/1p50':>9}"
-          f"{'cpu%':>7}{'cpu%max':>8}{'inflt':>6}{'intr':>5}{'paus':>5}")
+          f"{'cpu%':>7}{'cpu%max':>8}{'inflt':>6}{'intr':>5}{'paus':>5}{'yld':>5}")
     for s in levels:
         fa = s["first_audio_ms"]
         cells = "".join(f"{'-' if fa.get(k) is None else round(fa[k]):>8}" for k in ("p50", "p95", "max"))
@@ -325,7 +332,8 @@ def print_table(levels: list[dict[str, Any]]) -> None:
         print(f"  {s['mode'][0] + ' N=' + str(s['n']):<12}{s['turns']:>6}{s['failed']:>5}{s['refused']:>5}{cells}"
               f"{ratio:>9}{cpu['mean'] if cpu['mean'] is not None else '-':>7}"
               f"{cpu['max'] if cpu['max'] is not None else '-':>8}{s['turns_in_flight_max'] or 0:>6}"
-              f"{s['interrupted']:>5}{'-' if s['llm_pauses'] is None else round(s['llm_pauses']):>5}")
+              f"{s['interrupted']:>5}{'-' if s['llm_pauses'] is None else round(s['llm_pauses']):>5}"
+              f"{'-' if s.get('llm_yields') is None else round(s['llm_yields']):>5}")
     print("\n  queue wait per stage (ms; jobs: started - queued, p50/p95/max; [readyz: max queued, max wait_ms_max])")
     for s in levels:
         parts = []
