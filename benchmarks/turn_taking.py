@@ -56,7 +56,7 @@ from livevox.realtime.config import turn_defaults
 from livevox.realtime.end_of_turn import EndOfTurnPolicy, policy_config, wants_text
 from livevox.realtime.filler import BACKCHANNEL_PROMPT, is_backchannel
 from livevox.realtime.speech_segmenter import Paused, Resumed, SpeechSegmenter, SpeechStarted, SpeechStopped
-from livevox.settings import DEFAULT_BACKCHANNEL_MAX_MS
+from livevox.settings import DEFAULT_BACKCHANNEL_MAX_MS, STTSettings
 
 RATE = 16000
 PRE_SPEECH = RATE // 2  # audio before speech start that Smart Turn sees (pipecat's 500 ms)
@@ -623,9 +623,10 @@ def whisper() -> Any:
 
 
 def transcribe(model: Any, audio: np.ndarray[Any, Any], prompt: str | None = None, greedy: bool = False) -> str:
-    # The session's own settings (engines/whisper.py): greedy, no VAD filter, no context; over an
-    # answer also no sampled retry (`TranscribeOptions.greedy`).
-    parts, _ = model.transcribe(audio, language="en", beam_size=1, vad_filter=False, initial_prompt=prompt,
+    # The session's own settings (engines/whisper.py): the default beam, no VAD filter, no context;
+    # over an answer also no sampled retry (`TranscribeOptions.greedy`).
+    parts, _ = model.transcribe(audio, language="en", beam_size=STTSettings().beam_size, vad_filter=False,
+                                initial_prompt=prompt,
                                 without_timestamps=True, condition_on_previous_text=False,
                                 **({"temperature": 0.0} if greedy else {}))
     return " ".join(s.text for s in parts).strip()

@@ -81,7 +81,7 @@ class FasterWhisperSTT:
         model_dir: str | None = None,
         *,
         language: str | None = "en",
-        beam_size: int = 1,
+        beam_size: int = 5,
         compute_type: str = "int8",
         threads: int = 2,
         workers: int = 2,
