@@ -120,6 +120,10 @@ class STTSettings(_StageSettings):
     #: exactly the audio the committed turn is transcribed from. The rest of the silence is not
     #: transcribed (docs/configuration.md).
     tail_ms: int = Field(150, ge=0, le=2000)
+    #: A turn holding this much audio (seconds) that is not yet transcribed is cut at its next
+    #: pause, and that piece is transcribed while the caller goes on: at the end of a long turn
+    #: only the rest is left (realtime/turn_pieces.py, docs/configuration.md). 0 = off.
+    piece_s: float = Field(20.0, ge=0.0, le=600.0)
     #: Whisper's encoder input for an utterance shorter than this (seconds); 30 is Whisper's own
     #: window. Shorter is faster (the encoder's cost grows with it); longer utterances use 30 s.
     encoder_window_s: float = Field(30.0, ge=1.0, le=30.0)

@@ -87,7 +87,8 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
                                 settings.stt.tail_ms, getattr(engines.llm, "end_of_turn_probability", None),
                                 transcript_wait_ms=settings.turn.transcript_wait_ms,
                                 backchannels=tuple(settings.turn.backchannels),
-                                backchannel_max_ms=settings.turn.backchannel_max_ms)
+                                backchannel_max_ms=settings.turn.backchannel_max_ms,
+                                piece_s=settings.stt.piece_s)
         self._playback: dict[str, tuple[float, float]] = {}  # item -> (first send time, ms sent)
         self.idle = IdleTimeout(self, self.turns, self.audio)
         self._handlers: dict[str, Handler] = {
@@ -122,7 +123,7 @@ class RealtimeSession(InputAudioEvents, ItemEvents, ResponseEvents):
             return
         self.closed = True
         self.idle.stop()
-        await self.turns.drop_speculation()
+        await self.turns.close()
         runs = [r for r in (self.response, *self._side_responses) if r is not None]
         for run in runs:
             run.silence()

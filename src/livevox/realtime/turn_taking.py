@@ -40,6 +40,7 @@ from .input_audio import InputAudio
 from .metrics import TurnTimings
 from .response import ResponseRun
 from .speech_segmenter import Paused, Resumed, SpeechSegmenter, SpeechStarted, SpeechStopped
+from .turn_pieces import TurnPieces
 
 #: The end-of-turn model hears at most the utterance's last 8 s.
 TURN_MODEL_SAMPLES = 8 * SESSION_RATE
@@ -109,8 +110,9 @@ class TurnTaking:
                  turn_detection: dict[str, Any] | None, tail_ms: int, text_probe: TextProbe | None = None,
                  transcript_wait_ms: int = TRANSCRIPT_WAIT_MS,
                  backchannels: tuple[str, ...] = DEFAULT_BACKCHANNELS,
-                 backchannel_max_ms: int = DEFAULT_BACKCHANNEL_MAX_MS) -> None:
+                 backchannel_max_ms: int = DEFAULT_BACKCHANNEL_MAX_MS, piece_s: float = 0.0) -> None:
         self.host = host
+        self.pieces = TurnPieces(piece_s)
         self._backchannels = backchannels
         self._backchannel_max = backchannel_max_ms * SESSION_RATE // 1000
         self._text_probe = text_probe
@@ -247,6 +249,7 @@ class TurnTaking:
 
     async def _speech_started(self, ev: SpeechStarted) -> None:
         self.audio.take(ev.start_sample)
+        self.pieces.forget()
         self.speech_item = new_id("item")
         self.speech_started_at = time.monotonic()
         self._speech_start = ev.start_sample
@@ -276,12 +279,22 @@ class TurnTaking:
         audio = audio[: self.stt_cut(audio)]
         if audio.size == 0:
             return
-        with (self.timings or TurnTimings()).recording():  # the STT job is the turn's
-            stt = asyncio.ensure_future(self.host.transcribe_text(audio, over_answer=self._barge_pending))
+        start = self.audio.start
+        with (self.timings or TurnTimings()).recording():  # the STT jobs are the turn's
+            if not self._barge_pending and self.pieces.due(start, start + audio.size):
+                self.pieces.add(start, audio, self.host.transcribe_text)
+            stt = asyncio.ensure_future(self.transcription(start, audio, over_answer=self._barge_pending))
         self.policy.expect_transcript()
         eot = self._text_signal(stt)  # before the speculative answer, so its LLM job queues first
         self.spec = Speculation(stt, self.host.speculate(stt), self.host.conversation_version(),
-                                (self.audio.start, audio.size), eot)
+                                (start, audio.size), eot)
+
+    def transcription(self, start: int, audio: npt.NDArray[np.int16], *,
+                      over_answer: bool = False) -> Awaitable[str]:
+        """The transcript of the turn's `audio` (from clock sample `start`), reusing the pieces
+        of it already transcribed (turn_pieces.py)."""
+        return self.pieces.transcription(
+            start, audio, lambda pcm: self.host.transcribe_text(pcm, over_answer=over_answer))
 
     def _text_signal(self, stt: asyncio.Future[str]) -> asyncio.Future[float | None] | None:
         """The LLM's end-of-turn probability of the speculative transcript, asked as soon as the
@@ -332,6 +345,7 @@ class TurnTaking:
             if await self._backchannel():
                 # "mm-hmm", "okay" while the agent talks: no barge-in and no turn.
                 await self.drop_speculation()
+                await self.pieces.drop()
                 self.audio.clear()
                 return
             await self._barge_in_now()
@@ -365,5 +379,11 @@ class TurnTaking:
     async def clear(self) -> None:
         """`input_audio_buffer.clear`: forget the turn in progress."""
         await self.drop_speculation()
+        await self.pieces.drop()
         self.detector.reset()
         self.speech_item = None
+
+    async def close(self) -> None:
+        """The session ends: its speculation and the pieces still being transcribed stop."""
+        await self.drop_speculation()
+        await self.pieces.drop()

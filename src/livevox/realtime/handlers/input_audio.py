@@ -71,7 +71,7 @@ class InputAudioEvents(SessionParts):
 
     async def _commit(self, item_id: str, *, spec: Speculation | None, timings: TurnTimings,
                       from_vad: bool, stt_end: int | None = None, allow_short: bool = False) -> None:
-        audio = self.audio.take(self.audio.start)
+        audio, start = self.audio.take(self.audio.start), self.audio.start
         # Transcribed: the speech and its tail, not the rest of the silence window (a VAD turn:
         # what its speculation heard; a manual commit: up to where its sound ended + the tail).
         stt_audio = self.audio.take(self.audio.start, stt_end)
@@ -98,7 +98,7 @@ class InputAudioEvents(SessionParts):
             stt = spec.stt
         else:
             with timings.recording():  # the STT job is the turn's
-                stt = asyncio.ensure_future(self.transcribe_text(stt_audio))
+                stt = asyncio.ensure_future(self.turns.transcription(start, stt_audio))
         if stt.done():  # speculative transcription finished in the silence window: report it first
             await self._finish_transcription(entry, stt, timings)
         else:
