@@ -305,6 +305,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def report(rep: dict[str, Any], json_path: Path | None) -> None:
+    """Print a run's machine line and table; write the whole report to `json_path` if given."""
+    m = rep["machine"]
+    print(f"machine: {m['nproc']} x {m['cpu']}, load {m['loadavg_1m_at_start']} at start, "
+          f"{rep['loadavg_1m_at_end']} at end")
+    print(rep["table"])
+    if json_path:
+        json_path.write_text(json.dumps(rep, indent=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=speech_set.ROOT / "artifacts" / "speech_set",
@@ -322,13 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     args.turn_detection = args.turn_detection or ["server_vad", "azure_semantic_vad"]
-    rep = asyncio.run(run(args))
-    m = rep["machine"]
-    print(f"machine: {m['nproc']} x {m['cpu']}, load {m['loadavg_1m_at_start']} at start, "
-          f"{rep['loadavg_1m_at_end']} at end")
-    print(rep["table"])
-    if args.json:
-        args.json.write_text(json.dumps(rep, indent=1))
+    report(asyncio.run(run(args)), args.json)
     return 0
 
 
