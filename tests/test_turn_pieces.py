@@ -40,6 +40,8 @@ async def test_a_long_turn_is_transcribed_piece_by_piece_and_joined() -> None:
     assert all(n < 2.0 * STT_RATE for n in heard), heard  # no call heard two parts
     assert transcript == "first part second part the end"
     assert messages[-1] == {"role": "user", "content": "first part second part the end"}
+    # The pieces wait behind other sessions' ended turns; the rest is the turn's own transcript.
+    assert [o.background for o in ScriptedSTT.options] == [True, True, False]
 
 
 async def test_without_pieces_the_turn_is_transcribed_whole() -> None:

@@ -39,6 +39,8 @@ T = TypeVar("T")
 #: A job's priority: a number, or a function giving it when a worker picks (lower runs first).
 Priority = int | Callable[[], int]
 NORMAL = 1
+#: Work nobody waits for yet (a piece of a turn still being spoken): after every NORMAL job.
+BACKGROUND = 2
 
 QUEUE_WAIT_SECONDS = Histogram(
     "livevox_stage_queue_wait_seconds", "Time a model job waited for a worker, per stage.", ["stage"],

@@ -148,6 +148,9 @@ class TranscribeOptions:
     #: short sound over the agent's answer, a retry at a higher temperature turns a hum into
     #: invented words ("Mm-hmm." -> "And then them.", docs/benchmarks.md).
     greedy: bool = False
+    #: Part of a turn still in progress (realtime/turn_pieces.py): its text is wanted only when
+    #: the turn ends, so it waits behind the transcriptions of other sessions' ended turns.
+    background: bool = False
 
     def hint_text(self) -> str | None:
         """The prompt and the phrases as one text, for engines with a single prompt field."""

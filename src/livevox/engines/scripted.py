@@ -131,6 +131,8 @@ class ScriptedSTT(_NothingToLoad):
     _queue: ClassVar[deque[str]] = deque()
     #: Length in samples (16 kHz) of the audio each call was given, newest last.
     heard: ClassVar[deque[int]] = deque(maxlen=1000)
+    #: The options of each call, newest last.
+    options: ClassVar[deque[TranscribeOptions]] = deque(maxlen=1000)
 
     @classmethod
     def script(cls, texts: list[str] | tuple[str, ...]) -> None:
@@ -143,12 +145,14 @@ class ScriptedSTT(_NothingToLoad):
         cls.fail_next = False
         cls._queue.clear()
         cls.heard.clear()
+        cls.options.clear()
 
     async def transcribe(
         self, audio: Float32Array, options: TranscribeOptions, session_id: str
     ) -> AsyncIterator[str]:
         cls = type(self)
         cls.heard.append(len(audio))
+        cls.options.append(options)
         if cls.fail_next:
             cls.fail_next = False
             raise EngineError("stt", "stt_error", "scripted STT failure (fail_next)")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..core.audio import SESSION_RATE, Float32Array
-from ..core.executor import stage_executor, stream_job
+from ..core.executor import BACKGROUND, NORMAL, stage_executor, stream_job
 from .base import EngineError, TranscribeOptions
 from .model_files import whisper_model_dir
 from .whisper_batch import Utterance, batch_key, transcribe_batch
@@ -224,14 +224,15 @@ class FasterWhisperSTT:
         """The segments' texts: batched with other sessions' waiting utterances when it can be
         (the whole transcript at once), otherwise streamed segment by segment."""
         language, candidates = self._languages(options)
+        priority = BACKGROUND if options.background else NORMAL
         key = batch_key(self._loaded(), audio, self.window_frames) if self.max_batch > 1 else None
         if key is not None and language and not candidates:
             utt = Utterance(audio, language, options.prompt or None, ", ".join(options.phrases) or None,
                             self.beam_size, options.greedy)
             texts = await stage_executor("stt").run_batched(session_id, key, self._batch, utt,
-                                                            max_batch=self.max_batch)
+                                                            max_batch=self.max_batch, priority=priority)
             for text in texts:
                 yield text
             return
-        async for text in stream_job("stt", session_id, self._produce(audio, options, session_id)):
+        async for text in stream_job("stt", session_id, self._produce(audio, options, session_id), priority):
             yield text

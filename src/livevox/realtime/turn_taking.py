@@ -92,8 +92,10 @@ class TurnHost(Protocol):
 
     async def barge_in(self, auto_truncate: bool) -> None: ...
 
-    async def transcribe_text(self, audio: npt.NDArray[np.int16], *, over_answer: bool = False) -> str:
-        """The transcript of `audio`; `over_answer`: said while the agent's answer plays."""
+    async def transcribe_text(self, audio: npt.NDArray[np.int16], *, over_answer: bool = False,
+                              background: bool = False) -> str:
+        """The transcript of `audio`; `over_answer`: said while the agent's answer plays;
+        `background`: a piece of a turn still in progress (nobody waits for it yet)."""
         ...
 
     def speculate(self, stt: asyncio.Future[str]) -> ResponseRun | None:
@@ -282,7 +284,7 @@ class TurnTaking:
         start = self.audio.start
         with (self.timings or TurnTimings()).recording():  # the STT jobs are the turn's
             if not self._barge_pending and self.pieces.due(start, start + audio.size):
-                self.pieces.add(start, audio, self.host.transcribe_text)
+                self.pieces.add(start, audio, lambda pcm: self.host.transcribe_text(pcm, background=True))
             stt = asyncio.ensure_future(self.transcription(start, audio, over_answer=self._barge_pending))
         self.policy.expect_transcript()
         eot = self._text_signal(stt)  # before the speculative answer, so its LLM job queues first

@@ -121,8 +121,11 @@ class InputAudioEvents(SessionParts):
         else:
             await self._start_response(response_params(self.config, {}), None, timings)
 
-    async def transcribe_text(self, audio: npt.NDArray[np.int16], *, over_answer: bool = False) -> str:
+    async def transcribe_text(self, audio: npt.NDArray[np.int16], *, over_answer: bool = False,
+                              background: bool = False) -> str:
         opts = transcribe_options(self.config.get("input_audio_transcription"), self.settings.stt.language)
+        if background:
+            opts = replace(opts, background=True)
         if over_answer:  # a short sound while the agent talks: no sampled retry; the client's prompt wins
             opts = replace(opts, prompt=opts.prompt or BACKCHANNEL_PROMPT, greedy=True)
         pieces = []
