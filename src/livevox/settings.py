@@ -163,6 +163,12 @@ class LLMSettings(_StageSettings):
     n_batch: int = Field(128, ge=32, le=8192)
     #: Cap on tokens per response when the client asks for "inf".
     max_tokens: int = Field(256, ge=1)
+    #: llamacpp: the highest sampling temperature the model is given; a session's or response's
+    #: higher `temperature` (OpenAI's default is 0.8) is lowered to it. Empty: 0.3 for the
+    #: embedded SmolLM2-135M, which at 0.8 answered "What is the capital of France?" in French or
+    #: nonsense in 4 of 6 samples and talked a 24-turn conversation into loops of "monsieur,
+    #: monsieur" (docs/configuration.md); no cap for a GGUF of your own.
+    max_temperature: float | None = Field(None, ge=0.0, le=2.0)
     #: Pacing (engines that continue a final assistant message: the embedded llama.cpp): a spoken
     #: answer that gets this far ahead of what the caller has heard stops generating, freeing its
     #: slot and the CPU for other callers' first words, and resumes from its own text once less

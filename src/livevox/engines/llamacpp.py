@@ -63,6 +63,9 @@ def _estimate_tokens(text: str) -> int:
 
 #: A GGUF larger than this is a big model for a CPU: fewer slots (each decoding slot slows the rest).
 BIG_MODEL_BYTES = 4 << 30
+#: `llm.max_temperature` for the embedded SmolLM2-135M: higher, it strays into other languages
+#: and repeats itself (docs/configuration.md).
+EMBEDDED_MAX_TEMPERATURE = 0.3
 
 
 def auto_parallel(cores: int, model_bytes: int) -> int:
@@ -110,8 +113,10 @@ class LlamaCppLLM:
         default_instructions: str = "",
         parallel: int | None = 1,
         n_batch: int = 128,
+        max_temperature: float | None = None,
     ) -> None:
         self._gguf_path = gguf_path
+        self.max_temperature = max_temperature
         self.n_ctx = n_ctx
         self.threads = threads or auto_threads(os.cpu_count() or 1)
         self.max_tokens = max_tokens
@@ -258,8 +263,11 @@ class LlamaCppLLM:
             "stream_options": {"include_usage": True},
             "max_tokens": max(1, max_tokens),
         }
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
+        temperature = request.temperature
+        if self.max_temperature is not None:
+            temperature = min(self.max_temperature if temperature is None else temperature, self.max_temperature)
+        if temperature is not None:
+            body["temperature"] = temperature
         if with_tools and request.tools:
             body["tools"] = request.tools
             body["tool_choice"] = request.tool_choice
