@@ -28,7 +28,7 @@ def test_a_hotter_request_is_lowered_to_the_cap_and_a_cooler_one_kept() -> None:
     assert body(llm, 0.8)["temperature"] == 0.3
     assert body(llm, 0.1)["temperature"] == 0.1
     assert body(llm, None)["temperature"] == 0.3
-    uncapped = LlamaCppLLM(parallel=1)
+    uncapped = LlamaCppLLM("own.gguf", parallel=1)  # a GGUF of your own: no cap unless set
     assert body(uncapped, 0.8)["temperature"] == 0.8
     assert "temperature" not in body(uncapped, None)
 

@@ -116,7 +116,6 @@ class LlamaCppLLM:
         max_temperature: float | None = None,
     ) -> None:
         self._gguf_path = gguf_path
-        self.max_temperature = max_temperature
         self.n_ctx = n_ctx
         self.threads = threads or auto_threads(os.cpu_count() or 1)
         self.max_tokens = max_tokens
@@ -128,6 +127,9 @@ class LlamaCppLLM:
         self.n_batch = n_batch
         self.path: Path | None = None
         self.embedded = gguf_path is None
+        #: Unset: the embedded model's cap, no cap for a GGUF of your own.
+        self.max_temperature = EMBEDDED_MAX_TEMPERATURE if max_temperature is None and self.embedded \
+            else max_temperature
         self._server: Any = None
         self._count: Callable[[str], int] | None = None
         self._eot_ids: frozenset[int] = frozenset()
@@ -263,9 +265,9 @@ class LlamaCppLLM:
             "stream_options": {"include_usage": True},
             "max_tokens": max(1, max_tokens),
         }
-        temperature = request.temperature
-        if self.max_temperature is not None:
-            temperature = min(self.max_temperature if temperature is None else temperature, self.max_temperature)
+        temperature, cap = request.temperature, self.max_temperature
+        if cap is not None:
+            temperature = cap if temperature is None else min(temperature, cap)
         if temperature is not None:
             body["temperature"] = temperature
         if with_tools and request.tools:

@@ -162,7 +162,7 @@ def _one_llm(s: LLMSettings) -> LLMEngine:
 
         assert s.openai is not None
         return OpenAILLM(s.openai, max_tokens=s.max_tokens, default_instructions=s.default_instructions)
-    from .llamacpp import EMBEDDED_MAX_TEMPERATURE, LlamaCppLLM
+    from .llamacpp import LlamaCppLLM
 
     return LlamaCppLLM(
         s.gguf_path,
@@ -171,8 +171,7 @@ def _one_llm(s: LLMSettings) -> LLMEngine:
         max_tokens=s.max_tokens,
         default_instructions=s.default_instructions,
         parallel=s.parallel,
-        max_temperature=s.max_temperature if s.max_temperature is not None or s.gguf_path
-        else EMBEDDED_MAX_TEMPERATURE,
+        max_temperature=s.max_temperature,
         n_batch=s.n_batch,
     )
 
