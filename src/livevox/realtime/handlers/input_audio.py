@@ -71,12 +71,13 @@ class InputAudioEvents(SessionParts):
 
     async def _commit(self, item_id: str, *, spec: Speculation | None, timings: TurnTimings,
                       from_vad: bool, stt_end: int | None = None, allow_short: bool = False) -> None:
-        audio, start = self.audio.take(self.audio.start), self.audio.start
+        start = self.audio.start
+        audio = self.audio.take(start)
         # Transcribed: the speech and its tail, not the rest of the silence window (a VAD turn:
         # what its speculation heard; a manual commit: up to where its sound ended + the tail).
-        stt_audio = self.audio.take(self.audio.start, stt_end)
+        stt_audio = self.audio.take(start, stt_end)
         stt_audio = stt_audio[: self.turns.stt_cut(stt_audio)]
-        if spec is not None and spec.heard != (self.audio.start, stt_audio.size):
+        if spec is not None and spec.heard != (start, stt_audio.size):
             await discard(spec)
             spec = None
         if audio.size < SESSION_RATE // 10 and not allow_short:
