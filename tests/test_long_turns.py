@@ -46,6 +46,8 @@ async def test_a_long_turn_is_transcribed_while_the_caller_talks(server: ServerT
     stt = sorted((j for j in metrics["jobs"] if j["stage"] == "stt"), key=lambda j: j["started_ms"])
     # Pieces: transcriptions of the turn that finished before its speech ended (ms < 0).
     assert len(stt) >= 2 and stt[0]["finished_ms"] < 0, stt
+    # And their words were prefilled into the LLM before the speech ended (llm.prefill_pieces).
+    assert any(j["stage"] == "llm" and j["finished_ms"] < 0 for j in metrics["jobs"]), metrics["jobs"]
     full = await asyncio.to_thread(transcripts.full_buffer_transcript, server.http, committed)
     assert transcripts.word_errors(mono.text, reported) <= transcripts.word_errors(mono.text, full) + SEAM_SLACK, (
         mono.text, reported, full)

@@ -441,6 +441,23 @@ async def test_tool_call_deltas_are_emitted_as_they_arrive(standin: EngineStandI
     standin.reset()
 
 
+async def test_prefill_sends_the_prompt_with_one_token_to_generate(standin: EngineStandIn) -> None:
+    standin.reset()
+    llm = OpenAILLM(OpenAILLMSettings(base_url=standin.base_url, api_key="k", model="m"))
+    await llm.load()
+    try:
+        messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the words so far"}]
+        await llm.prefill(ChatRequest(messages=messages, max_tokens=200, temperature=0.3), "t")
+        body = standin.requests[-1].body
+        assert body["messages"] == messages and body["max_tokens"] == 1 and body["temperature"] == 0.3
+        standin.llm_mode = "http_500"
+        await llm.prefill(ChatRequest(messages=messages), "t")  # a failure is swallowed
+        assert len(standin.requests) >= 2 and llm.endpoint.health.failed == 0
+    finally:
+        await llm.close()
+        standin.reset()
+
+
 async def test_fallback_chain_at_run_time(standin: EngineStandIn) -> None:
     standin.reset()
     settings = scripted_settings(llm=remote(standin.base_url, max_retries=0, first_token_timeout=1.0)

@@ -8,6 +8,8 @@ test_long_turns.py.
 
 from __future__ import annotations
 
+from typing import Any
+
 from livevox.engines.scripted import ScriptedLLM, ScriptedSTT
 from session_harness import feed, new_session, settle, speech, transport_of
 from support_audio import silence
@@ -16,10 +18,11 @@ STT_RATE = 16000
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 
 
-async def three_sentences(piece_s: float, texts: list[str]) -> tuple[list[int], str, list[dict[str, object]]]:
+async def three_sentences(piece_s: float, texts: list[str],
+                          **settings: Any) -> tuple[list[int], str, list[dict[str, object]]]:
     """1.2 s of speech, a 0.3 s pause, 1.2 s, 0.3 s, 0.5 s, then the end of turn: what each STT
     call heard, the committed transcript, and the LLM's last user message."""
-    s = await new_session(stt={"engine": "scripted", "piece_s": piece_s})
+    s = await new_session(stt={"engine": "scripted", "piece_s": piece_s}, **settings)
     ScriptedSTT.script(texts)
     for seconds in (1.2, 1.2):
         await feed(s, speech(seconds))
@@ -94,3 +97,30 @@ async def test_the_next_turn_starts_without_the_last_ones_pieces() -> None:
     await feed(s, silence(0.8))
     await settle(s)
     assert [e["transcript"] for e in transport_of(s).of(COMPLETED)] == ["one long turn", "short turn"]
+
+
+async def test_the_pieces_words_are_prefilled_into_the_llm_as_the_answers_prompt() -> None:
+    _, _, messages = await three_sentences(1.0, ["first part", "second part", "the end"])
+    # One prefill per piece, each the answer's own prompt up to the words heard so far, so the
+    # answer at the end shares its prefix (a prompt cache then evaluates only the rest).
+    fills = [r.messages for r in ScriptedLLM.prefills]
+    assert [m[-1] for m in fills] == [{"role": "user", "content": "first part"},
+                                      {"role": "user", "content": "first part second part"}]
+    for m in fills:
+        assert m[:-1] == messages[:-1]
+        assert str(messages[-1]["content"]).startswith(str(m[-1]["content"]) + " ")
+    assert all(r.tools == ScriptedLLM.calls[-1].tools for r in ScriptedLLM.prefills)
+
+
+async def test_no_prefill_when_turned_off_or_when_the_turn_gets_no_answer() -> None:
+    await three_sentences(1.0, ["first part", "second part", "the end"], llm={"engine": "scripted",
+                                                                              "prefill_pieces": False})
+    assert ScriptedLLM.prefills == []
+    s = await new_session(stt={"engine": "scripted", "piece_s": 1.0})
+    await s.handle_event({"type": "session.update", "session": {
+        "turn_detection": {"type": "server_vad", "create_response": False}}})
+    ScriptedSTT.script(["first part", "the end"])
+    await feed(s, speech(1.2))
+    await feed(s, silence(0.3))
+    await settle(s)
+    assert s.turns.pieces.pieces and ScriptedLLM.prefills == []

@@ -180,6 +180,10 @@ class LLMSettings(_StageSettings):
     #: waits or less than `yield_resume_s` is left to play. 0 turns it off.
     yield_ahead_s: float = Field(2.5, ge=0.0, le=600.0)
     yield_resume_s: float = Field(1.5, ge=0.0, le=600.0)
+    #: A long turn's pieces (`stt.piece_s`), once transcribed, are prefilled into the LLM while
+    #: the caller goes on, so that at the end of the turn only the rest of the prompt is left
+    #: (engines with a prompt cache: llama.cpp; docs/configuration.md).
+    prefill_pieces: bool = True
     #: `session.truncation = "auto"`: when the conversation overflows the context, the oldest
     #: messages are dropped until the rest uses this fraction of it (a cut in chunks keeps the
     #: prompt cache valid between cuts; see docs/configuration.md).

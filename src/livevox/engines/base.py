@@ -246,6 +246,16 @@ def continues_assistant(llm: object) -> bool:
     return bool(getattr(llm, "continues_assistant", False))
 
 
+class Prefills(Protocol):
+    """An LLM with a prompt cache that can evaluate a prompt ahead of the request that will
+    extend it (optional: without it, a long turn's prompt is evaluated when the turn ends)."""
+
+    async def prefill(self, request: ChatRequest, session_id: str) -> None:
+        """Evaluate `request`'s prompt into the cache, generating nothing worth keeping. Best
+        effort: it never raises for the engine's own failures."""
+        ...
+
+
 class EndOfTurnText(Protocol):
     """An LLM that can say how likely the user's words so far are a finished turn (optional:
     the end-of-turn policy falls back to its transcript rules without it)."""

@@ -204,6 +204,13 @@ class FallbackLLM(_Chain[LLMEngine]):
         probe = getattr(usable[0], "end_of_turn_probability", None) if usable else None
         return await probe(transcript, session_id) if probe is not None else None
 
+    async def prefill(self, request: ChatRequest, session_id: str) -> None:
+        """Prefill in the member that would answer, if it can."""
+        usable = self._usable()
+        prefill = getattr(usable[0], "prefill", None) if usable else None
+        if prefill is not None:
+            await prefill(request, session_id)
+
 
 class FallbackSTT(_Chain[STTEngine]):
     def __init__(self, engines: Sequence[STTEngine]) -> None:

@@ -7,6 +7,7 @@ generation. Errors arrive as a `{"error": {...}}` chunk or as a raised ValueErro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -17,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from ..core.executor import stage_executor, stream_job
+from ..core.executor import BACKGROUND, stage_executor, stream_job
 from .base import (
     MESSAGE_OVERHEAD_TOKENS,
     ChatRequest,
@@ -327,6 +328,17 @@ class LlamaCppLLM:
                 raise EngineError("llm", "llm_error", f"llama.cpp: {exc}") from None
 
         return produce
+
+    async def prefill(self, request: ChatRequest, session_id: str) -> None:
+        """Evaluate `request`'s prompt into a slot's cache (one token generated and dropped), at
+        background priority: the request that extends it later (llama.cpp picks the slot whose
+        cache it shares most with) then evaluates only what was added."""
+        try:
+            produce = self._produce(dataclasses.replace(request, max_tokens=1))
+            await stage_executor("llm", self._executor_threads()).run(
+                session_id, produce, lambda chunk: None, threading.Event(), priority=BACKGROUND)
+        except EngineError as exc:
+            log.debug("llm: prefill failed: %s", exc)
 
     async def stream(self, request: ChatRequest, session_id: str) -> AsyncIterator[LLMEvent]:
         produce = self._produce(request)

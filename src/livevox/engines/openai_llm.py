@@ -17,7 +17,7 @@ import json
 import logging
 import math
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 EOT_JUDGE = ("You listen to a voice assistant's user. Below is what they said so far, before a short "
              "silence. Have they finished what they wanted to say? Answer only yes or no.")
 EOT_TIMEOUT_S = 0.6  # the policy waits for the signal a moment only; later it is of no use
+#: A prefill that takes longer than this is not helping the answer it prepares.
+PREFILL_TIMEOUT_S = 30.0
 
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
            "content_filter": "stop", "eos": "stop"}
@@ -141,6 +143,17 @@ class OpenAILLM(OpenAIEngine):
                      self.endpoint.where)
         self._eot_logprobs = p is not None
         return p
+
+    async def prefill(self, request: ChatRequest, session_id: str) -> None:
+        """The prompt sent ahead with one token to generate, so that a server with a prefix cache
+        (vLLM's automatic prefix caching, llama.cpp's server) holds it when the request that
+        extends it comes. Best effort: a failure is not the engine's health."""
+        try:
+            async with asyncio.timeout(PREFILL_TIMEOUT_S):
+                async for _ in self._stream(replace(request, max_tokens=1)):
+                    pass
+        except (EngineError, TimeoutError) as exc:
+            log.debug("llm: prefill at %s failed: %s", self.endpoint.where, exc)
 
     async def warmup(self) -> None:
         if not self.settings.warmup:

@@ -201,7 +201,8 @@ class ScriptedLLM(_NothingToLoad):
     Usage counts: input = words in all messages, output = tokens emitted. `count_tokens` counts
     a message's words plus one.
     `calls` records the last `MAX_RECORDED` requests (for assertions; bounded so that a long
-    benchmark on the stand-ins does not grow the heap the garbage collector scans).
+    benchmark on the stand-ins does not grow the heap the garbage collector scans), and
+    `prefills` the requests given to `prefill` (which does nothing else).
     """
 
     name = "scripted-llm"
@@ -214,6 +215,7 @@ class ScriptedLLM(_NothingToLoad):
     context_window: ClassVar[int | None] = None
     continues: ClassVar[bool] = False
     calls: ClassVar[list[ChatRequest]] = []
+    prefills: ClassVar[list[ChatRequest]] = []
 
     @classmethod
     def reset(cls) -> None:
@@ -225,6 +227,7 @@ class ScriptedLLM(_NothingToLoad):
         cls.context_window = None
         cls.continues = False
         cls.calls = []
+        cls.prefills = []
 
     @property
     def continues_assistant(self) -> bool:
@@ -260,6 +263,9 @@ class ScriptedLLM(_NothingToLoad):
         delay = type(self).token_delay
         # sleep(0) still yields, so even an instant stream lets other tasks (barge-in) run.
         await asyncio.sleep(delay)
+
+    async def prefill(self, request: ChatRequest, session_id: str) -> None:
+        _record(type(self).prefills, request)
 
     async def stream(self, request: ChatRequest, session_id: str) -> AsyncIterator[LLMEvent]:
         cls = type(self)

@@ -4,6 +4,7 @@ overflow before its first token."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,22 @@ async def llm_events(p: ResponseParams, ctx: ResponseContext, llm: LLMEngine, me
                      response_id, exc.message)
         finally:
             await close_stream(stream)  # stops generation at once on cancel (barge-in)
+
+
+async def prefill(p: ResponseParams, ctx: ResponseContext, llm: LLMEngine, messages: list[dict[str, Any]],
+                  state: truncation.State, session_id: str) -> bool:
+    """Evaluate the prompt a response on `messages` would send into the engine's cache, if the
+    engine keeps one (`Prefills`); the conversation's truncation `state` is not moved. Whether
+    the engine was asked."""
+    fill = getattr(llm, "prefill", None)
+    if fill is None:
+        return False
+    try:
+        req, _, _ = build_request(p, ctx, llm, messages, dataclasses.replace(state), "prefill")
+    except ContextOverflow:
+        return False  # the response will say so
+    await fill(req, session_id)
+    return True
 
 
 async def close_stream(stream: AsyncIterator[LLMEvent]) -> None:

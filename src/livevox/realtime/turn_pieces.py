@@ -86,6 +86,15 @@ class TurnPieces:
             return transcribe(audio)
         return _joined(pieces, audio, audio[pieces[-1].end - turn_start:], transcribe)
 
+    async def text(self, turn_start: int) -> str:
+        """The joined text of the turn's pieces so far ("" if one failed or none is there)."""
+        pieces = self.covering(turn_start, 1 << 62)
+        try:
+            texts = [await asyncio.shield(p.text) for p in pieces]
+        except Exception:
+            return ""
+        return " ".join(t for t in texts if t)
+
     def forget(self) -> None:
         """A new turn: the pieces are another turn's (a transcription already using them goes on)."""
         self.pieces = []

@@ -103,6 +103,12 @@ class TurnHost(Protocol):
         off, or an answer still running)."""
         ...
 
+    def prefill(self, text: Callable[[], Awaitable[str]]) -> None:
+        """Prefill the LLM with the answer's prompt as if the turn were `text()`, the words of its
+        pieces so far, so that the answer at its end only evaluates the rest (or nothing: no
+        automatic response, an answer running, or an engine without a prompt cache)."""
+        ...
+
     async def commit_turn(self, item_id: str, spec: Speculation | None, timings: TurnTimings,
                           stt_end: int) -> None: ...
 
@@ -285,6 +291,7 @@ class TurnTaking:
         with (self.timings or TurnTimings()).recording():  # the STT jobs are the turn's
             if not self._barge_pending and self.pieces.due(start, start + audio.size):
                 self.pieces.add(start, audio, lambda pcm: self.host.transcribe_text(pcm, background=True))
+                self.host.prefill(lambda: self.pieces.text(start))
             stt = asyncio.ensure_future(self.transcription(start, audio, over_answer=self._barge_pending))
         self.policy.expect_transcript()
         eot = self._text_signal(stt)  # before the speculative answer, so its LLM job queues first

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ...core.audio import SESSION_RATE
 from ...core.errors import ProtocolError
+from .. import llm_request
 from ..conversation import ConversationItem, normalize_client_item, to_messages
 from ..metrics import TurnTimings
 from ..response import ResponseRun
@@ -48,26 +51,55 @@ class ResponseEvents(SessionParts):
         text = (self.config["turn_detection"] or {}).get("appended_text_after_truncation")
         return text if isinstance(text, str) else None
 
-    def speculate(self, stt: asyncio.Future[str]) -> ResponseRun | None:
+    def _answers_turns(self) -> bool:
+        """The turn's end will start an answer (create_response, and none is running)."""
         td = self.config["turn_detection"] or {}
-        if not td.get("create_response", True) or (self.response is not None and self.response.active):
-            return None
-        # The LLM may start too: nothing it does is visible until the turn really ends.
+        return bool(td.get("create_response", True)) and not (self.response is not None and self.response.active)
+
+    def _turn_messages(self, said: Awaitable[str]) -> Callable[[], Awaitable[list[dict[str, Any]]]]:
+        """The messages of an answer to the conversation as it is now, then the user's `said`."""
         snapshot = list(self.conversation.entries)
         instructions = self.config["instructions"]
 
         async def messages() -> list[dict[str, Any]]:
-            text = await asyncio.shield(stt)
+            text = await asyncio.shield(said)
             msgs = await to_messages(snapshot, instructions)
             if text:
                 msgs.append({"role": "user", "content": text})
             return msgs
 
+        return messages
+
+    def speculate(self, stt: asyncio.Future[str]) -> ResponseRun | None:
+        if not self._answers_turns():
+            return None
+        # The LLM may start too: nothing it does is visible until the turn really ends.
         # Its own timings: a discarded attempt must not leave its marks on the turn.
         params = response_params(self.config, {})
-        run = ResponseRun(self, params, self._context(params), messages, TurnTimings(), gated=True)
+        run = ResponseRun(self, params, self._context(params), self._turn_messages(stt), TurnTimings(),
+                          gated=True)
         run.start()
         return run
+
+    def prefill(self, text: Callable[[], Awaitable[str]]) -> None:
+        if not self.settings.llm.prefill_pieces or not self._answers_turns():
+            return
+        said = asyncio.ensure_future(text())
+        messages = self._turn_messages(said)
+        params = response_params(self.config, {})
+
+        async def fill() -> None:
+            msgs = await messages()
+            if not said.result():
+                return  # the pieces had no words (or one failed)
+            p = params
+            if any(t.get("type") == "mcp" for t in p.tools):  # the tools the answer will list
+                plan = await self.mcp.plan(p.tools, p.tool_choice, wait=False)
+                p = dataclasses.replace(p, tools=plan.functions, tool_choice=plan.tool_choice)
+            await llm_request.prefill(p, self._context(params), self.engines.llm, msgs,
+                                      self.conversation.truncation, self.id)
+
+        self._spawn(fill())
 
     async def _on_response_create(self, event: dict[str, Any]) -> None:
         r = validate_response(self.config, event.get("response"), self.api_version, self.engines.voices)
