@@ -3,6 +3,7 @@
     python benchmarks/long_turns.py                                   # piece_s off and the default
     python benchmarks/long_turns.py --mode off:LIVEVOX_STT__PIECE_S=0 --mode p10:LIVEVOX_STT__PIECE_S=10
     python benchmarks/long_turns.py --lengths 20,40 --voice piper-joe --json artifacts/long_turns.json
+    python benchmarks/long_turns.py --respond --lengths 35 --mode off:LIVEVOX_LLM__PREFILL_PIECES=false --mode on:
 
 A monologue is the prompts of benchmarks/speech_set.py said one after another in one voice,
 each cut to its speech (`speech_bounds`) and followed by `--gap-ms` of silence (300: shorter than
@@ -59,14 +60,16 @@ def monologue(utts: list[speech_set.Utterance], seconds: float, gap_ms: int, off
     return speech_set.Utterance(voice, f"{seconds:g}s", " ".join(texts), str(path))
 
 
-async def one_turn(base: str, utt: speech_set.Utterance, timeout: float) -> dict[str, Any]:
+async def one_turn(base: str, utt: speech_set.Utterance, timeout: float, respond: bool = False) -> dict[str, Any]:
     """One monologue through a fresh session: its reported transcript, word errors and end of
-    speech -> transcript (ms)."""
+    speech -> transcript (ms); answered (`respond`), also end of speech -> first audio and the
+    server's transcript -> first LLM token (the latency event)."""
     row: dict[str, Any] = {"voice": utt.voice, "length": utt.prompt, "text": utt.text, "reported": None,
-                           "errors": None, "ms": None, "failure": None}
+                           "errors": None, "ms": None, "audio_ms": None, "llm_wait_ms": None, "failure": None}
+    path = transcripts.VL_PATH + ("&livevox-latency-events=1" if respond else "")
     try:
         result, reported, _ = await transcripts.spoken_transcript(
-            base, transcripts.VL_PATH, load_wav(utt.path), {"type": "server_vad"}, timeout=timeout)
+            base, path, load_wav(utt.path), {"type": "server_vad"}, respond=respond, timeout=timeout)
     except CallError as exc:
         row["failure"] = exc.message
         return row
@@ -74,7 +77,16 @@ async def one_turn(base: str, utt: speech_set.Utterance, timeout: float) -> dict
     row["errors"] = transcripts.word_errors(utt.text, row["reported"])
     ms = result.after_speech_ms(transcripts.TRANSCRIBED)
     row["ms"] = None if ms is None else round(ms, 1)
+    audio = result.after_speech_ms("response.audio.delta")
+    row["audio_ms"] = None if audio is None else round(audio, 1)
+    marks = result.metrics or {}
+    if "llm_first_token" in marks and "transcript_final" in marks:
+        row["llm_wait_ms"] = round(marks["llm_first_token"] - marks["transcript_final"], 1)
     return row
+
+
+def p50(values: list[float]) -> float | None:
+    return round(float(np.percentile(values, 50)), 1) if values else None
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -98,7 +110,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             by_len: dict[float, list[dict[str, Any]]] = {}
             for seconds in args.lengths:
                 for utt in (m for m in monologues if m.prompt == f"{seconds:g}s"):
-                    turn = await one_turn(server.ws, utt, args.timeout)
+                    turn = await one_turn(server.ws, utt, args.timeout, args.respond)
                     by_len.setdefault(seconds, []).append(turn)
                     if args.verbose:
                         print(f"{label} {utt.voice} {seconds:g}s: {turn['ms']} ms, {turn['errors']} errors "
@@ -111,18 +123,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             rows.append({"mode": label, "length_s": seconds, "n": len(ok), "failed": len(ts) - len(ok),
                          "errors": sum(t["errors"] for t in ok),
                          "wer": round(transcripts.wer([t["text"] for t in ok], [t["reported"] for t in ok]), 1),
-                         "p50_ms": round(float(np.percentile(lat, 50)), 1) if lat else None,
-                         "max_ms": max(lat) if lat else None})
+                         "p50_ms": p50(lat), "max_ms": max(lat) if lat else None,
+                         "audio_p50_ms": p50([t["audio_ms"] for t in ok if t["audio_ms"] is not None]),
+                         "llm_wait_p50_ms": p50([t["llm_wait_ms"] for t in ok if t["llm_wait_ms"] is not None])})
         turns[label] = [t for ts in by_len.values() for t in ts]
     report["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     report["rows"] = rows
     report["turns"] = turns
-    lines = ["| mode | length | n | word errors | WER % | end of speech → transcript p50 / max ms |",
-             "|---|---|---|---|---|---|"]
+    answered = " first audio p50 ms | transcript → first token p50 ms |" if args.respond else ""
+    lines = ["| mode | length | n | word errors | WER % | end of speech → transcript p50 / max ms |" + answered,
+             "|---|---|---|---|---|---|" + ("---|---|" if args.respond else "")]
     for r in rows:
         fail = f" ({r['failed']} failed)" if r["failed"] else ""
+        extra = f" {r['audio_p50_ms']} | {r['llm_wait_p50_ms']} |" if args.respond else ""
         lines.append(f"| {r['mode']} | {r['length_s']:g} s | {r['n']}{fail} | {r['errors']} | {r['wer']} | "
-                     f"{r['p50_ms']} / {r['max_ms']} |")
+                     f"{r['p50_ms']} / {r['max_ms']} |" + extra)
     report["table"] = "\n".join(lines)
     return report
 
@@ -137,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gap-ms", type=int, default=300)
     p.add_argument("--mode", action="append", default=[], metavar="LABEL:ENV=VALUE[,ENV=VALUE]")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per turn")
+    p.add_argument("--respond", action="store_true",
+                   help="answer each monologue: also end of speech -> first audio, and the server's "
+                        "transcript -> first LLM token (llm.prefill_pieces)")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("-v", "--verbose", action="store_true")
