@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import speech_set
 import transcripts
-from latency import ServerProcess, machine, wait_quiet
+from latency import ServerProcess, machine, percentiles, wait_quiet
 from livevox.client.call import RATE, CallError, load_wav, speech_bounds, write_wav
 
 DEFAULT_VOICES = ["piper-joe", "espeak-en-us+f3-170", "espeak-en-gb-150"]
@@ -85,8 +85,8 @@ async def one_turn(base: str, utt: speech_set.Utterance, timeout: float, respond
     return row
 
 
-def p50(values: list[float]) -> float | None:
-    return round(float(np.percentile(values, 50)), 1) if values else None
+def p50(values: list[float]) -> float | int | None:
+    return percentiles(values, (50,))["p50"]
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

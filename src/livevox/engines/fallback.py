@@ -198,18 +198,21 @@ class FallbackLLM(_Chain[LLMEngine]):
     def count_tokens(self, message: dict[str, Any]) -> int:
         return max((e.count_tokens(message) for e in self._usable()), default=0)
 
+    def _answering(self, method: str) -> Any:
+        """The optional `method` of the member that would answer (None: it has none)."""
+        usable = self._usable()
+        return getattr(usable[0], method, None) if usable else None
+
     async def end_of_turn_probability(self, transcript: str, session_id: str) -> float | None:
         """The end-of-turn text signal of the member that would answer (None: it has none)."""
-        usable = self._usable()
-        probe = getattr(usable[0], "end_of_turn_probability", None) if usable else None
+        probe = self._answering("end_of_turn_probability")
         return await probe(transcript, session_id) if probe is not None else None
 
     async def prefill(self, request: ChatRequest, session_id: str) -> None:
         """Prefill in the member that would answer, if it can."""
-        usable = self._usable()
-        prefill = getattr(usable[0], "prefill", None) if usable else None
-        if prefill is not None:
-            await prefill(request, session_id)
+        fill = self._answering("prefill")
+        if fill is not None:
+            await fill(request, session_id)
 
 
 class FallbackSTT(_Chain[STTEngine]):

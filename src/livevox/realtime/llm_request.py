@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 from ..engines.base import ChatRequest, ContextOverflow, LLMEngine, LLMEvent
 from . import truncation
 from .conversation import dumps, tool_choice_for_chat, tool_for_chat
+from .mcp_session import McpBinding, is_mcp
 
 if TYPE_CHECKING:
+    from .mcp_session import McpTools
     from .response_params import ResponseContext, ResponseParams
 
 log = logging.getLogger("livevox.response")
@@ -91,20 +93,27 @@ async def llm_events(p: ResponseParams, ctx: ResponseContext, llm: LLMEngine, me
             await close_stream(stream)  # stops generation at once on cancel (barge-in)
 
 
+async def listed_tools(p: ResponseParams, mcp: McpTools, wait: bool) -> tuple[ResponseParams, dict[str, McpBinding]]:
+    """`p` with its MCP tools replaced by the functions their servers list, and those functions'
+    bindings; `p` itself, without bindings, when it has no MCP tools. `wait`: discover them first."""
+    if not any(is_mcp(t) for t in p.tools):
+        return p, {}
+    plan = await mcp.plan(p.tools, p.tool_choice, wait=wait)
+    return dataclasses.replace(p, tools=plan.functions, tool_choice=plan.tool_choice), plan.bindings
+
+
 async def prefill(p: ResponseParams, ctx: ResponseContext, llm: LLMEngine, messages: list[dict[str, Any]],
-                  state: truncation.State, session_id: str) -> bool:
+                  state: truncation.State, session_id: str) -> None:
     """Evaluate the prompt a response on `messages` would send into the engine's cache, if the
-    engine keeps one (`Prefills`); the conversation's truncation `state` is not moved. Whether
-    the engine was asked."""
+    engine keeps one (`Prefills`); the conversation's truncation `state` is not moved."""
     fill = getattr(llm, "prefill", None)
     if fill is None:
-        return False
+        return
     try:
         req, _, _ = build_request(p, ctx, llm, messages, dataclasses.replace(state), "prefill")
     except ContextOverflow:
-        return False  # the response will say so
+        return  # the response will say so
     await fill(req, session_id)
-    return True
 
 
 async def close_stream(stream: AsyncIterator[LLMEvent]) -> None:

@@ -42,7 +42,7 @@ from .clauses import ClauseSplitter
 from .config import OUTPUT_FORMATS
 from .conversation import ConversationItem
 from .interim_speech import InterimSpeaker
-from .llm_request import close_stream, llm_events
+from .llm_request import close_stream, listed_tools, llm_events
 from .mcp_session import McpBinding
 from .metrics import LLM_PAUSES_TOTAL, LLM_YIELDS_TOTAL, RESPONSES_TOTAL, TurnTimings, turn_ended, turn_started
 from .ports import Channel
@@ -436,11 +436,8 @@ class ResponseRun:
         messages = await self._messages()
         self.llm_messages = messages
         self.timings.mark("transcript_final")
-        if any(t.get("type") == "mcp" for t in p.tools):
-            # A speculative (gated) run never starts a discovery: it uses what is already listed.
-            plan = await self.host.mcp.plan(p.tools, p.tool_choice, wait=p.discover_tools and not self._gated)
-            self._mcp = plan.bindings
-            self._llm_params = dataclasses.replace(p, tools=plan.functions, tool_choice=plan.tool_choice)
+        # A speculative (gated) run never starts a discovery: it uses what is already listed.
+        self._llm_params, self._mcp = await listed_tools(p, self.host.mcp, wait=p.discover_tools and not self._gated)
         audio = "audio" in p.modalities
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
         tts_task = asyncio.create_task(self._speak(clauses)) if audio else None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -92,10 +91,7 @@ class ResponseEvents(SessionParts):
             msgs = await messages()
             if not said.result():
                 return  # the pieces had no words (or one failed)
-            p = params
-            if any(t.get("type") == "mcp" for t in p.tools):  # the tools the answer will list
-                plan = await self.mcp.plan(p.tools, p.tool_choice, wait=False)
-                p = dataclasses.replace(p, tools=plan.functions, tool_choice=plan.tool_choice)
+            p, _ = await llm_request.listed_tools(params, self.mcp, wait=False)  # as the answer will list them
             await llm_request.prefill(p, self._context(params), self.engines.llm, msgs,
                                       self.conversation.truncation, self.id)
 
