@@ -215,6 +215,57 @@ PAUSED_4 = [
 PIPER_SCALES_4 = (0.9, 1.15, 1.0)
 
 
+#: A fifth set, all held out: written on 2026-12-07 before the log-odds combination it was made to
+#: judge was tried, and never tuned on: new texts (more bare imperatives, which the text signal
+#: held to the cap on set 4), espeak-ng voices no other set uses, Piper at other speeds.
+COMPLETE_5 = [
+    "Dim the lights in the dining room.",
+    "What's the score of the basketball game?",
+    "How many days are left until Christmas?",
+    "Skip this song.",
+    "Uh, is the pool open today?",
+    "Find a pharmacy near my hotel.",
+    "Who is the president of Brazil?",
+    "Read my last message.",
+    "Can I bring my dog on the train?",
+    "What's a good name for a goldfish?",
+    "Lock the front door.",
+    "How do I say thank you in Japanese?",
+    "Um, when does the next bus leave?",
+    "Show me the weather for the weekend.",
+    "Why is the sky blue?",
+    "Add a dentist appointment on Tuesday at ten.",
+    "Pause the movie.",
+    "Which planet is the largest?",
+    "Order more coffee beans.",
+    "How much is a ticket to the zoo?",
+]
+PAUSED_5 = [
+    ("Could you send the report to", "everyone on the team?"),
+    ("I'd like to change my seat to", "an aisle seat, please."),
+    ("What's the difference between a", "crocodile and an alligator?"),
+    ("Wake me up at", "seven fifteen tomorrow."),
+    ("Um, can you find a", "Thai restaurant that delivers?"),
+    ("My postcode is S W one", "A one A A."),
+    ("Play the new album by", "Taylor Swift."),
+    ("How far is it from here to the", "nearest beach?"),
+    ("Tell my wife that I'll be", "home by six."),
+    ("Is it possible to", "uh, cancel the subscription online?"),
+    ("I need a", "let me think, a birthday present for my dad."),
+    ("Turn on the lights in", "the children's room."),
+    ("Can you check if the", "pharmacy is still open?"),
+    ("We're looking for a place with", "free parking and wifi."),
+    ("The appointment is at", "half past two on Friday."),
+    ("Add bananas, apples and", "a loaf of bread to the list."),
+    ("How do I connect my", "headphones to the laptop?"),
+    ("Uh, what was the name of that", "film we watched last week?"),
+    ("Book a room for two nights from", "the twelfth of March."),
+    ("Could you give me directions to", "the city hall?"),
+]
+VOICES_5 = [("en-gb-x-gbcwmd", 155), ("en-us+klatt4", 165), ("en-gb-x-rp+f4", 145), ("en-us+Andy", 170)]
+PIPER_SCALES_5 = (0.95, 1.1, 0.85)
+
+
 def held_out(index: int) -> bool:
     return index % 10 in HELD_OUT
 
@@ -341,6 +392,19 @@ def build_set_4() -> list[Clip]:
         return scale, f"piper x{scale}"
 
     return _renderings(COMPLETE_4, PAUSED_4, espeak, 1, piper, lambda _i: True)
+
+
+def build_set_5() -> list[Clip]:
+    """Set 5 (`--set 5`): every clip held out; espeak-ng voices no other set uses, Piper at other speeds."""
+    def espeak(i: int) -> tuple[str, int, str]:
+        v, wpm = VOICES_5[i % len(VOICES_5)]
+        return v, wpm, f"{v} {wpm}"
+
+    def piper(i: int) -> tuple[float | None, str]:
+        scale = PIPER_SCALES_5[i % len(PIPER_SCALES_5)]
+        return scale, f"piper x{scale}"
+
+    return _renderings(COMPLETE_5, PAUSED_5, espeak, 1, piper, lambda _i: True)
 
 
 def build_set(human: bool = True) -> list[Clip]:
@@ -718,9 +782,9 @@ def main() -> None:
         "azure_semantic_vad_multilingual", "semantic_vad:high", "semantic_vad:medium", "semantic_vad:low"])
     ap.add_argument("--split", choices=("held", "tune", "all"), default="held",
                     help="which clips the figures are on (default: the held-out split)")
-    ap.add_argument("--set", choices=("1", "4"), default="1", dest="clip_set",
+    ap.add_argument("--set", choices=("1", "4", "5"), default="1", dest="clip_set",
                     help="1: the main set (tuning and held-out splits, human recordings, backchannels); "
-                         "4: the fourth set, all held out (use with --split held)")
+                         "4, 5: the fourth or fifth set, all held out (use with --split held)")
     ap.add_argument("--clips", help="keep the synthesized set in this file and reuse it on the next run (Piper "
                                     "is not deterministic: compare two versions of the policy on the same audio)")
     ap.add_argument("--json", help="write the results here")
@@ -861,7 +925,8 @@ def load_or_build(args: argparse.Namespace) -> list[Clip]:
         clips: list[Clip] = pickle.loads(cache.read_bytes())  # a file this script wrote
         print(f"clips from {cache}")
         return clips
-    clips = build_set_4() if args.clip_set == "4" else build_set(human=not args.no_human)
+    builders = {"4": build_set_4, "5": build_set_5}
+    clips = builders[args.clip_set]() if args.clip_set in builders else build_set(human=not args.no_human)
     if cache is not None:
         cache.write_bytes(pickle.dumps(clips))
     return clips
