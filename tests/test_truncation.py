@@ -348,6 +348,15 @@ async def test_200_long_answer_turns_on_the_embedded_llm() -> None:
     prompts = [u["input_tokens"] for u in usage]
     cuts = sum(b < a for a, b in itertools.pairwise(prompts))
     assert 20 <= cuts < 150, prompts
+    # Between cuts the prefix is stable, so llama.cpp's prompt cache serves it: a turn that did
+    # not cut evaluates only what is new (the last answer and the question), as response.done's
+    # usage reports (`input_token_details.cached_tokens`, from llama.cpp's own count).
+    cached = [u["input_token_details"]["cached_tokens"] for u in usage]
+    assert all(0 <= k <= p for k, p in zip(cached, prompts, strict=True)), (cached, prompts)
+    grew = [i for i in range(1, len(prompts)) if prompts[i] > prompts[i - 1]]
+    print("prompt/cached:", list(zip(prompts, cached, strict=True)))
+    served = [i for i in grew if cached[i] >= prompts[i - 1] - 8]
+    assert len(served) >= 0.9 * len(grew), [(prompts[i - 1], prompts[i], cached[i]) for i in grew]
 
 
 @pytest.mark.parametrize(("message", "prompt", "limit"), [

@@ -161,6 +161,10 @@ class LLMSettings(_StageSettings):
     #: prefilled in chunks of this size, and the slots that are decoding get a token between the
     #: chunks: prefill never stalls another session's answer for more than one chunk.
     n_batch: int = Field(128, ge=32, le=8192)
+    #: llama.cpp's cache reuse (`n_cache_reuse`): when a prompt changes early (a truncation cut,
+    #: a deleted item), cached chunks of at least this many tokens that follow the change are
+    #: shifted into place instead of evaluated again, in the session's own slot. 0 turns it off.
+    cache_reuse: int = Field(64, ge=0, le=8192)
     #: Cap on tokens per response when the client asks for "inf".
     max_tokens: int = Field(256, ge=1)
     #: llamacpp: the highest sampling temperature the model is given; a session's or response's

@@ -184,6 +184,10 @@ class ChatRequest:
     parallel_tool_calls: bool = True
     #: OpenAI's `reasoning_effort`, for engines that take it (None: the engine's default).
     reasoning_effort: str | None = None
+    #: The prompt is the session's conversation, which the next turn extends (an engine with a
+    #: prompt cache keeps it where that turn will look); False: a side prompt (an out-of-band
+    #: response, an interim filler) that must not push the conversation out of the cache.
+    conversation: bool = True
 
 
 #: What warm-ups say: a spoken question of typical length, and a typical answer sentence.
@@ -219,6 +223,20 @@ class Finish:
     reason: Literal["stop", "length", "tool_calls"]
     input_tokens: int = 0
     output_tokens: int = 0
+    #: Prompt tokens the engine took from its prompt cache instead of evaluating them.
+    cached_tokens: int = 0
+
+
+def cached_prompt_tokens(usage: dict[str, Any] | None) -> int:
+    """`usage.prompt_tokens_details.cached_tokens` of an OpenAI-style usage object (OpenAI,
+    vLLM and llama.cpp report it), 0 when absent."""
+    details = (usage or {}).get("prompt_tokens_details")
+    if not isinstance(details, dict):
+        return 0
+    try:
+        return max(0, int(details.get("cached_tokens") or 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 LLMEvent = TextDelta | ToolCallDelta | Finish

@@ -27,11 +27,13 @@ from .base import (
     LLMEvent,
     TextDelta,
     ToolCallDelta,
+    cached_prompt_tokens,
     estimate_message_tokens,
     overflow_from,
     warmup_request,
 )
 from .gguf_vocab import bpe_counter, tokenizer_metadata
+from .llama_slots import SlotAffinity
 from .model_files import smollm2_gguf
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,7 @@ class LlamaCppLLM:
         parallel: int | None = 1,
         n_batch: int = 128,
         max_temperature: float | None = None,
+        cache_reuse: int = 64,
     ) -> None:
         self._gguf_path = gguf_path
         self.n_ctx = n_ctx
@@ -126,6 +129,8 @@ class LlamaCppLLM:
             parallel = auto_parallel(os.cpu_count() or 1, size)
         self.parallel = max(1, parallel)
         self.n_batch = n_batch
+        self.cache_reuse = cache_reuse
+        self._slots = SlotAffinity(self.parallel)
         self.path: Path | None = None
         self.embedded = gguf_path is None
         #: Unset: the embedded model's cap, no cap for a GGUF of your own.
@@ -156,6 +161,9 @@ class LlamaCppLLM:
         p.cpuparams.n_threads = self.threads
         p.cpuparams_batch.n_threads = self.threads
         p.cache_prompt = True  # keeps the system prompt's KV between turns: TTFT ~60 ms
+        # A prompt cut or changed early reuses the cached chunks after the change by shifting
+        # them, in the session's own slot (llama_slots.py).
+        p.n_cache_reuse = self.cache_reuse
         self._server = xlc.Server(p)
         try:  # one read of the GGUF's vocabulary, for token counts and the end-of-turn token
             meta = tokenizer_metadata(self.path)
@@ -210,7 +218,11 @@ class LlamaCppLLM:
 
         body = {"prompt": prompt, "n_predict": 1, "n_probs": EOT_TOP_N, "temperature": 0, "stream": False,
                 "cache_prompt": True}
-        result = server.handle_completions(body, keep)
+        slot = self._slots.acquire(None, owns=False)  # a probe never takes a conversation's slot
+        try:
+            result = server.handle_completions(_pinned(body, slot), keep)
+        finally:
+            self._slots.release(slot)
         chunks = result if result is not None else out
         if isinstance(chunks, dict):
             chunks = [chunks]
@@ -278,7 +290,7 @@ class LlamaCppLLM:
         return body
 
     def _produce(
-        self, request: ChatRequest
+        self, request: ChatRequest, session_id: str
     ) -> Callable[[Callable[[dict[str, Any]], None], threading.Event], None]:
         server = self._server
         if server is None:
@@ -288,6 +300,7 @@ class LlamaCppLLM:
             with_tools = bool(request.tools)
             emitted = False
             errors: list[str] = []
+            slot = -1
 
             def callback(chunk: dict[str, Any]) -> bool:
                 # Never raise here: xllamacpp swallows callback exceptions (it just stops).
@@ -297,11 +310,20 @@ class LlamaCppLLM:
                     errors.append(str(err.get("message", err)) if isinstance(err, dict) else str(err))
                     return True
                 emitted = True
+                timings = chunk.get("timings")
+                if timings:
+                    log.debug("llm: session %s slot %s: %s prompt tokens evaluated, %s from the cache",
+                              session_id, slot, timings.get("prompt_n"), timings.get("cache_n"))
                 emit(chunk)
                 return stop.is_set()  # True stops generation at the next token
 
             def run(body: dict[str, Any]) -> None:
-                server.handle_chat_completions(body, callback)
+                nonlocal slot
+                slot = self._slots.acquire(session_id, stop, owns=request.conversation)
+                try:
+                    server.handle_chat_completions(_pinned(body, slot), callback)
+                finally:
+                    self._slots.release(slot)
                 if errors:
                     raise _LlamaError(errors[-1])
 
@@ -334,14 +356,14 @@ class LlamaCppLLM:
         background priority: the request that extends it later (llama.cpp picks the slot whose
         cache it shares most with) then evaluates only what was added."""
         try:
-            produce = self._produce(dataclasses.replace(request, max_tokens=1))
+            produce = self._produce(dataclasses.replace(request, max_tokens=1), session_id)
             await stage_executor("llm", self._executor_threads()).run(
                 session_id, produce, lambda chunk: None, threading.Event(), priority=BACKGROUND)
         except EngineError as exc:
             log.debug("llm: prefill failed: %s", exc)
 
     async def stream(self, request: ChatRequest, session_id: str) -> AsyncIterator[LLMEvent]:
-        produce = self._produce(request)
+        produce = self._produce(request, session_id)
         finish_reason = "stop"
         usage: dict[str, Any] | None = None
         out_text: list[str] = []
@@ -379,6 +401,7 @@ class LlamaCppLLM:
                 reason,  # type: ignore[arg-type]
                 input_tokens=int(usage.get("prompt_tokens", 0)),
                 output_tokens=int(usage.get("completion_tokens", 0)),
+                cached_tokens=cached_prompt_tokens(usage),
             )
         else:
             prompt = "".join(str(m.get("content") or "") for m in request.messages)
@@ -387,6 +410,10 @@ class LlamaCppLLM:
                 input_tokens=_estimate_tokens(prompt),
                 output_tokens=_estimate_tokens("".join(out_text)),
             )
+
+
+def _pinned(body: dict[str, Any], slot: int) -> dict[str, Any]:
+    return {**body, "id_slot": slot} if slot >= 0 else body
 
 
 def eot_text(transcript: str) -> str:

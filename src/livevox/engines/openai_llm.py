@@ -31,6 +31,7 @@ from .base import (
     LLMEvent,
     TextDelta,
     ToolCallDelta,
+    cached_prompt_tokens,
     estimate_message_tokens,
     overflow_from,
     warmup_request,
@@ -357,6 +358,7 @@ class _StreamState:
             reason,  # type: ignore[arg-type]
             input_tokens=int(usage.get("prompt_tokens") or 0),
             output_tokens=int(usage.get("completion_tokens") or (max(1, len(text) // 4) if text else 0)),
+            cached_tokens=cached_prompt_tokens(usage),
         )]
 
 

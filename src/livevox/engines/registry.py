@@ -173,6 +173,7 @@ def _one_llm(s: LLMSettings) -> LLMEngine:
         parallel=s.parallel,
         max_temperature=s.max_temperature,
         n_batch=s.n_batch,
+        cache_reuse=s.cache_reuse,
     )
 
 

@@ -125,7 +125,7 @@ class InterimSpeaker:
         if user:
             messages.append({"role": "user", "content": user})
         req = ChatRequest(messages=messages, max_tokens=self.cfg["max_completion_tokens"], temperature=0.7,
-                          tool_choice="none")
+                          tool_choice="none", conversation=False)
 
         async def generate() -> str:
             parts = []

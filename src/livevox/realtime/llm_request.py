@@ -39,6 +39,7 @@ def build_request(p: ResponseParams, ctx: ResponseContext, llm: LLMEngine, messa
         tool_choice=tool_choice_for_chat(p.tool_choice) if p.tools else "none",
         temperature=p.temperature, max_tokens=max_tokens,
         parallel_tool_calls=ctx.parallel_tool_calls, reasoning_effort=p.reasoning_effort,
+        conversation=p.in_conversation,
     )
     known = [n for n in (llm.context_tokens(), state.window) if n is not None]
     if not known:

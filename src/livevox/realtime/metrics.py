@@ -46,6 +46,17 @@ LLM_PAUSES_TOTAL = Counter("livevox_llm_pauses_total",
 LLM_YIELDS_TOTAL = Counter("livevox_llm_yields_total",
                            "Spoken answers that stopped generating while another caller's answer waited for "
                            "its first clause, to resume later.")
+LLM_PROMPT_TOKENS_TOTAL = Counter("livevox_llm_prompt_tokens_total",
+                                  "Prompt tokens of the answers, by whether the LLM took them from its prompt "
+                                  "cache or evaluated them (a low cached share: slots evicted, prompts that differ "
+                                  "early).", ["source"])
+
+
+def count_prompt_tokens(prompt: int, cached: int) -> None:
+    LLM_PROMPT_TOKENS_TOTAL.labels("cached").inc(cached)
+    LLM_PROMPT_TOKENS_TOTAL.labels("evaluated").inc(max(0, prompt - cached))
+
+
 TURNS_IN_FLIGHT = Gauge("livevox_turns_in_flight",
                         "Responses being generated now (speculative ones included): the box's load.")
 _in_flight = 0

@@ -44,7 +44,15 @@ from .conversation import ConversationItem
 from .interim_speech import InterimSpeaker
 from .llm_request import close_stream, listed_tools, llm_events
 from .mcp_session import McpBinding
-from .metrics import LLM_PAUSES_TOTAL, LLM_YIELDS_TOTAL, RESPONSES_TOTAL, TurnTimings, turn_ended, turn_started
+from .metrics import (
+    LLM_PAUSES_TOTAL,
+    LLM_YIELDS_TOTAL,
+    RESPONSES_TOTAL,
+    TurnTimings,
+    count_prompt_tokens,
+    turn_ended,
+    turn_started,
+)
 from .ports import Channel
 from .response_params import ResponseContext, ResponseParams
 
@@ -100,6 +108,7 @@ class ResponseRun:
         self.status_details: dict[str, Any] | None = None
         self.output: list[dict[str, Any]] = []
         self.input_tokens = 0
+        self.cached_tokens = 0  # of input_tokens, served from the engine's prompt cache
         self.output_tokens = 0
         self.timings = timings or TurnTimings()
         self._messages = messages
@@ -294,7 +303,7 @@ class ResponseRun:
                 "total_tokens": self.input_tokens + self.output_tokens,
                 "input_tokens": self.input_tokens,
                 "output_tokens": self.output_tokens,
-                "input_token_details": {"cached_tokens": 0, "text_tokens": self.input_tokens,
+                "input_token_details": {"cached_tokens": self.cached_tokens, "text_tokens": self.input_tokens,
                                         "audio_tokens": 0, "image_tokens": 0},
                 "output_token_details": {"text_tokens": self.output_tokens, "audio_tokens": 0},
             }
@@ -434,6 +443,12 @@ class ResponseRun:
     async def _run(self) -> None:
         p = self.params
         messages = await self._messages()
+        if messages and messages[-1].get("role") == "assistant" and continues_assistant(self.host.engines.llm):
+            # A new response after the agent's own message (a second response.create, an
+            # out-of-band one with no input) is a new message: an engine that takes a final
+            # assistant message as the start of its answer would only go on from it (and often
+            # end at once, with no output). An empty user turn ends that message.
+            messages = [*messages, {"role": "user", "content": ""}]
         self.llm_messages = messages
         self.timings.mark("transcript_final")
         # A speculative (gated) run never starts a discovery: it uses what is already listed.
@@ -519,6 +534,8 @@ class ResponseRun:
             # A resumed stream's prompt ends with the answer so far: those tokens were output.
             before = tokens - finish.output_tokens if self.pauses else 0
             self.input_tokens = max(0, finish.input_tokens - before)
+            self.cached_tokens = min(self.input_tokens, max(0, finish.cached_tokens - before))
+            count_prompt_tokens(self.input_tokens, self.cached_tokens)
             self.output_tokens = finish.output_tokens + before
             if finish.reason == "length":
                 self.status = "incomplete"

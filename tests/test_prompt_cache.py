@@ -1,0 +1,113 @@
+"""The embedded llama.cpp's prompt cache through the real server: a conversation cut by
+truncation, an exchange the client deletes and an out-of-band response are served from the
+session's own slot (engines/llama_slots.py, `llm.cache_reuse`), as response.done's
+`usage.input_token_details.cached_tokens` (llama.cpp's own count) shows; and a response asked
+right after the agent's own message is a new message. Real LLM (SmolLM2-135M), scripted STT/TTS
+(text turns only)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from server_harness import ServerThread, scripted_settings
+from wsclient import RealtimeClient
+
+
+def llm_server(cache_reuse: int) -> ServerThread:
+    # A small context so that the conversation is cut within a few turns; one thread, as the
+    # test machine is shared; four slots, as on a 2-core box by default.
+    return ServerThread(scripted_settings(llm={"engine": "llamacpp", "n_ctx": 512, "threads": 1,
+                                                "parallel": 4, "cache_reuse": cache_reuse})).start(timeout=300)
+
+
+async def ask(c: RealtimeClient, text: str | None, response: dict[str, Any] | None = None) -> dict[str, Any]:
+    if text is not None:
+        await c.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
+    await c.send({"type": "response.create", **({"response": response} if response else {})})
+    done: dict[str, Any] = (await c.until("response.done", 120))[-1]["response"]
+    assert done["status"] in ("completed", "incomplete"), done
+    return done
+
+
+def usage(done: dict[str, Any]) -> tuple[int, int]:
+    u = done["usage"]
+    cached = u["input_token_details"]["cached_tokens"]
+    assert 0 <= cached <= u["input_tokens"], u
+    return u["input_tokens"], cached
+
+
+async def cut_turns(c: RealtimeClient, turns: int) -> list[tuple[int, int, int]]:
+    """(previous prompt, prompt, cached) of each turn whose prompt was shorter than the one before."""
+    rows = [usage(await ask(c, f"Tell me a fact about the number {i}.")) for i in range(turns)]
+    return [(a[0], b[0], b[1]) for a, b in itertools.pairwise(rows) if b[0] < a[0]]
+
+
+@pytest.mark.parametrize("cache_reuse", [64, 0], ids=["reuse", "off"])
+async def test_a_cut_conversation_is_served_from_the_cache(cache_reuse: int) -> None:
+    srv = llm_server(cache_reuse)
+    try:
+        c = await RealtimeClient.connect(srv.ws)
+        await c.update({"turn_detection": None, "modalities": ["text"], "max_response_output_tokens": 40})
+        cuts = await cut_turns(c, 24)
+        await c.close()
+    finally:
+        srv.stop()
+    assert cuts, "the conversation was never cut: the test did not test anything"
+    # After a cut the prompt keeps the recent turns, which the slot already holds: with reuse,
+    # llama.cpp shifts them into place and evaluates little more than the new question; without
+    # it, everything after the instructions is evaluated again.
+    served = [cached >= prompt // 2 for _, prompt, cached in cuts]
+    if cache_reuse:
+        assert all(served), cuts
+    else:
+        assert not any(served), cuts
+
+
+async def test_deletes_and_out_of_band_responses_keep_the_conversation_cached() -> None:
+    srv = llm_server(64)
+    try:
+        c = await RealtimeClient.connect(srv.ws)
+        await c.update({"turn_detection": None, "modalities": ["text"], "max_response_output_tokens": 30})
+        ids: list[str] = []
+        for i in range(5):
+            await c.send({"type": "conversation.item.create", "item": {
+                "type": "message", "role": "user", "content": [{"type": "input_text", "text": f"Fact {i}?"}]}})
+            await c.send({"type": "response.create"})
+            evs = await c.until("response.done", 120)
+            ids += [e["item"]["id"] for e in evs if e["type"] == "conversation.item.created"]
+        for item_id in ids[2:4]:  # the client forgets the second exchange, question and answer
+            await c.send({"type": "conversation.item.delete", "item_id": item_id})
+            await c.until("conversation.item.deleted", 10)
+        after_delete = usage(await ask(c, "And then?"))
+        # An out-of-band response with other instructions: a side prompt, kept out of the
+        # conversation's slot.
+        oob = await ask(c, None, {"conversation": "none", "instructions": "Answer in French.", "modalities": ["text"]})
+        after_oob = usage(await ask(c, "Go on."))
+        await c.close()
+    finally:
+        srv.stop()
+    assert oob["output"] and oob["output"][0]["content"][0]["text"].strip(), oob
+    # What follows the deleted exchange was shifted into place, not evaluated again.
+    assert after_delete[1] >= after_delete[0] // 2, after_delete
+    assert after_oob[1] >= after_oob[0] // 2, after_oob
+
+
+async def test_a_response_after_the_agents_own_message_is_a_new_message() -> None:
+    srv = llm_server(64)
+    try:
+        c = await RealtimeClient.connect(srv.ws)
+        await c.update({"turn_detection": None, "modalities": ["text"], "max_response_output_tokens": 30})
+        first = await ask(c, "Tell me a fact about cats.")
+        again = await ask(c, None)  # a second response.create, no new input
+        oob = await ask(c, None, {"conversation": "none", "instructions": "Say hello in French.",
+                                  "modalities": ["text"]})
+        await c.close()
+    finally:
+        srv.stop()
+    for done in (first, again, oob):
+        text = done["output"][0]["content"][0]["text"] if done["output"] else ""
+        assert text.strip(), done  # llama.cpp went on from the last answer and stopped at once
