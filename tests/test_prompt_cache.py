@@ -73,9 +73,11 @@ async def test_deletes_and_out_of_band_responses_keep_the_conversation_cached() 
         c = await RealtimeClient.connect(srv.ws)
         await c.update({"turn_detection": None, "modalities": ["text"], "max_response_output_tokens": 30})
         ids: list[str] = []
-        for i in range(5):
-            await c.send({"type": "conversation.item.create", "item": {
-                "type": "message", "role": "user", "content": [{"type": "input_text", "text": f"Fact {i}?"}]}})
+        # Seven exchanges: what follows the deleted second one (five of them) is well over the
+        # 64-token chunk that cache reuse needs, however short the answers.
+        for i in range(7):
+            await c.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
+                {"type": "input_text", "text": f"Tell me a fact about the number {i}."}]}})
             await c.send({"type": "response.create"})
             evs = await c.until("response.done", 120)
             ids += [e["item"]["id"] for e in evs if e["type"] == "conversation.item.created"]
