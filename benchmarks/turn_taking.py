@@ -381,30 +381,29 @@ def _renderings(complete: list[str], paused: list[tuple[str, str]], espeak: Espe
     return clips
 
 
-def build_set_4() -> list[Clip]:
-    """Set 4 (`--set 4`): every clip held out; the accents of the third over-answer set, Piper at three speeds."""
+def held_out_set(complete: list[str], paused: list[tuple[str, str]], voices: list[tuple[str, int]],
+                 piper_scales: tuple[float, ...]) -> list[Clip]:
+    """A set that is held out whole (sets 4 and 5): the espeak-ng voices in turn at their own
+    rates, Piper at the given length scales in turn."""
     def espeak(i: int) -> tuple[str, int, str]:
-        v, wpm = OVER_ANSWER_VOICES_3[i % len(OVER_ANSWER_VOICES_3)]
+        v, wpm = voices[i % len(voices)]
         return v, wpm, f"{v} {wpm}"
 
     def piper(i: int) -> tuple[float | None, str]:
-        scale = PIPER_SCALES_4[i % len(PIPER_SCALES_4)]
+        scale = piper_scales[i % len(piper_scales)]
         return scale, f"piper x{scale}"
 
-    return _renderings(COMPLETE_4, PAUSED_4, espeak, 1, piper, lambda _i: True)
+    return _renderings(complete, paused, espeak, 1, piper, lambda _i: True)
+
+
+def build_set_4() -> list[Clip]:
+    """Set 4 (`--set 4`): the accents of the third over-answer set, Piper at three speeds."""
+    return held_out_set(COMPLETE_4, PAUSED_4, OVER_ANSWER_VOICES_3, PIPER_SCALES_4)
 
 
 def build_set_5() -> list[Clip]:
-    """Set 5 (`--set 5`): every clip held out; espeak-ng voices no other set uses, Piper at other speeds."""
-    def espeak(i: int) -> tuple[str, int, str]:
-        v, wpm = VOICES_5[i % len(VOICES_5)]
-        return v, wpm, f"{v} {wpm}"
-
-    def piper(i: int) -> tuple[float | None, str]:
-        scale = PIPER_SCALES_5[i % len(PIPER_SCALES_5)]
-        return scale, f"piper x{scale}"
-
-    return _renderings(COMPLETE_5, PAUSED_5, espeak, 1, piper, lambda _i: True)
+    """Set 5 (`--set 5`): espeak-ng voices no other set uses, Piper at other speeds."""
+    return held_out_set(COMPLETE_5, PAUSED_5, VOICES_5, PIPER_SCALES_5)
 
 
 def build_set(human: bool = True) -> list[Clip]:
