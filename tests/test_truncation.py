@@ -354,7 +354,6 @@ async def test_200_long_answer_turns_on_the_embedded_llm() -> None:
     cached = [u["input_token_details"]["cached_tokens"] for u in usage]
     assert all(0 <= k <= p for k, p in zip(cached, prompts, strict=True)), (cached, prompts)
     grew = [i for i in range(1, len(prompts)) if prompts[i] > prompts[i - 1]]
-    print("prompt/cached:", list(zip(prompts, cached, strict=True)))
     served = [i for i in grew if cached[i] >= prompts[i - 1] - 8]
     assert len(served) >= 0.9 * len(grew), [(prompts[i - 1], prompts[i], cached[i]) for i in grew]
 

@@ -352,9 +352,9 @@ class LlamaCppLLM:
         return produce
 
     async def prefill(self, request: ChatRequest, session_id: str) -> None:
-        """Evaluate `request`'s prompt into a slot's cache (one token generated and dropped), at
-        background priority: the request that extends it later (llama.cpp picks the slot whose
-        cache it shares most with) then evaluates only what was added."""
+        """Evaluate `request`'s prompt into the session's slot (one token generated and dropped),
+        at background priority: the request that extends it later goes to the same slot
+        (llama_slots.py) and evaluates only what was added."""
         try:
             produce = self._produce(dataclasses.replace(request, max_tokens=1), session_id)
             await stage_executor("llm", self._executor_threads()).run(
