@@ -7,11 +7,17 @@ cache reuse in the session's own slot (`llm.cache_reuse`, engines/llama_slots.py
 One Voice Live WebSocket session per mode on a real server (`llm.n_ctx` 1024 so the conversation
 overflows and is cut within the run; text turns, `max_response_output_tokens` 60). Each turn is a
 user message and `response.create`; half-way the client deletes the exchange of three turns
-before (its user message and its answer), and two turns later asks one out-of-band response
-(`conversation: "none"`, other instructions).
+before (its user message and its answer); two turns later it asks one out-of-band response
+(`conversation: "none"`, other instructions); two turns later one turn has Voice Live's
+`additional_instructions`; two turns later the client deletes the answer of three turns before
+(a lone assistant message, so two user messages meet).
 Per kind of turn (a turn that grew the prompt, the first after a truncation cut, after the
-delete, the out-of-band one): request -> first text delta (ms), and the prompt tokens that
+delete, the out-of-band one, ...): request -> first text delta (ms), and the prompt tokens that
 response.done's usage reports, with how many llama.cpp took from its cache.
+
+Modes: `reuse` (the defaults), `no-reuse` (`llm.cache_reuse = 0`), `strict` (`llm.chat_roles =
+"strict"`: a response's own instructions replace the session's at the start, consecutive user
+messages are joined, as for templates that want alternation).
 """
 
 from __future__ import annotations
@@ -31,15 +37,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latency import ServerProcess, machine, percentiles, write_report
 
 PATH = "/voice-live/realtime?api-version=2025-10-01&model=gpt-realtime"
-MODES = {"reuse": {}, "no-reuse": {"LIVEVOX_LLM__CACHE_REUSE": "0"}}
+MODES = {"reuse": {}, "no-reuse": {"LIVEVOX_LLM__CACHE_REUSE": "0"}, "strict": {"LIVEVOX_LLM__CHAT_ROLES": "strict"}}
+KINDS = ("turn", "after a cut", "after delete", "out of band", "additional instructions", "after answer deleted")
 
 
 async def turn(ws: Any, item: dict[str, Any] | None, response: dict[str, Any] | None,
-               created: list[str]) -> dict[str, Any]:
+               created: list[str], **event: Any) -> dict[str, Any]:
     if item is not None:
         await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
     t0 = time.monotonic()
-    await ws.send(json.dumps({"type": "response.create", **({"response": response} if response else {})}))
+    await ws.send(json.dumps({"type": "response.create", **({"response": response} if response else {}), **event}))
     first = None
     while True:
         ev = json.loads(await asyncio.wait_for(ws.recv(), 120))
@@ -63,21 +70,27 @@ def user(text: str) -> dict[str, Any]:
 async def session(base: str, turns: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     created: list[str] = []
+    half = turns // 2
     async with websockets.connect(base + PATH, max_size=None) as ws:
         await ws.send(json.dumps({"type": "session.update", "session": {
             "modalities": ["text"], "turn_detection": None, "max_response_output_tokens": 60}}))
         for i in range(turns):
-            kind = "turn"
-            if i == turns // 2:  # forget the exchange of three turns ago: its question and its answer
+            kind, extra = "turn", {}
+            if i == half:  # forget the exchange of three turns ago: its question and its answer
                 for item_id in created[-6:-4]:
                     await ws.send(json.dumps({"type": "conversation.item.delete", "item_id": item_id}))
                 kind = "after delete"
-            row = await turn(ws, user(f"Tell me a fact about the number {i}."), None, created)
+            elif i == half + 4:
+                kind, extra = "additional instructions", {"additional_instructions": "Start with 'Well'."}
+            elif i == half + 6:  # forget the answer of three turns ago, alone
+                await ws.send(json.dumps({"type": "conversation.item.delete", "item_id": created[-5]}))
+                kind = "after answer deleted"
+            row = await turn(ws, user(f"Tell me a fact about the number {i}."), None, created, **extra)
             if rows and row["prompt"] is not None and rows[-1]["prompt"] is not None and kind == "turn" \
                     and row["prompt"] < rows[-1]["prompt"]:
                 kind = "after a cut"
             rows.append({"turn": i, "kind": kind, **row})
-            if i == turns // 2 + 2:
+            if i == half + 2:
                 oob = await turn(ws, None, {"conversation": "none", "instructions": "Answer in French.",
                                             "modalities": ["text"]}, created)
                 rows.append({"turn": i, "kind": "out of band", **oob})
@@ -93,7 +106,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             srv.stop()
         kinds: dict[str, Any] = {}
-        for kind in ("turn", "after a cut", "after delete", "out of band"):
+        for kind in KINDS:
             sel = [r for r in rows if r["kind"] == kind]
             firsts = [r["first_ms"] for r in sel if r["first_ms"] is not None]
             evaluated = [r["prompt"] - r["cached"] for r in sel if r["prompt"] is not None and r["cached"] is not None]
@@ -111,12 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     report = asyncio.run(run(args))
     write_report(args.json, report)
-    print(f"{'mode':9s} {'kind':13s} {'n':>3s} {'first ms p50/p90':>18s} {'evaluated tokens p50/p90':>26s}")
+    print(f"{'mode':9s} {'kind':23s} {'n':>3s} {'first ms p50/p90':>18s} {'evaluated tokens p50/p90':>26s}")
     for mode, m in report["modes"].items():
         for kind, k in m["kinds"].items():
             f = k["first_ms"] or {}
             e = k["evaluated_tokens"] or {}
-            print(f"{mode:9s} {kind:13s} {k['n']:3d} {f.get('p50')!s:>8s} / {f.get('p90')!s:<8s}"
+            print(f"{mode:9s} {kind:23s} {k['n']:3d} {f.get('p50')!s:>8s} / {f.get('p90')!s:<8s}"
                   f" {e.get('p50')!s:>12s} / {e.get('p90')!s}")
     return 0
 

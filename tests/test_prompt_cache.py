@@ -16,21 +16,30 @@ from server_harness import ServerThread, scripted_settings
 from wsclient import RealtimeClient
 
 
-def llm_server(cache_reuse: int) -> ServerThread:
+def llm_server(cache_reuse: int, n_ctx: int = 512, chat_roles: str = "auto") -> ServerThread:
     # A small context so that the conversation is cut within a few turns; one thread, as the
     # test machine is shared; four slots, as on a 2-core box by default.
-    return ServerThread(scripted_settings(llm={"engine": "llamacpp", "n_ctx": 512, "threads": 1,
-                                                "parallel": 4, "cache_reuse": cache_reuse})).start(timeout=300)
+    llm = {"engine": "llamacpp", "n_ctx": n_ctx, "threads": 1, "parallel": 4, "cache_reuse": cache_reuse,
+           "chat_roles": chat_roles}
+    return ServerThread(scripted_settings(llm=llm)).start(timeout=300)
 
 
-async def ask(c: RealtimeClient, text: str | None, response: dict[str, Any] | None = None) -> dict[str, Any]:
+async def ask(c: RealtimeClient, text: str | None, response: dict[str, Any] | None = None,
+              **event: Any) -> dict[str, Any]:
+    return (await exchange(c, text, response, **event))[-1]["response"]
+
+
+async def exchange(c: RealtimeClient, text: str | None, response: dict[str, Any] | None = None,
+                   **event: Any) -> list[dict[str, Any]]:
+    """A user message (if any) and a response: the events up to its response.done."""
     if text is not None:
         await c.send({"type": "conversation.item.create", "item": {
             "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
-    await c.send({"type": "response.create", **({"response": response} if response else {})})
-    done: dict[str, Any] = (await c.until("response.done", 120))[-1]["response"]
+    await c.send({"type": "response.create", **({"response": response} if response else {}), **event})
+    evs = await c.until("response.done", 120)
+    done = evs[-1]["response"]
     assert done["status"] in ("completed", "incomplete"), done
-    return done
+    return evs
 
 
 def usage(done: dict[str, Any]) -> tuple[int, int]:
@@ -76,10 +85,7 @@ async def test_deletes_and_out_of_band_responses_keep_the_conversation_cached() 
         # Seven exchanges: what follows the deleted second one (five of them) is well over the
         # 64-token chunk that cache reuse needs, however short the answers.
         for i in range(7):
-            await c.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
-                {"type": "input_text", "text": f"Tell me a fact about the number {i}."}]}})
-            await c.send({"type": "response.create"})
-            evs = await c.until("response.done", 120)
+            evs = await exchange(c, f"Tell me a fact about the number {i}.")
             ids += [e["item"]["id"] for e in evs if e["type"] == "conversation.item.created"]
         for item_id in ids[2:4]:  # the client forgets the second exchange, question and answer
             await c.send({"type": "conversation.item.delete", "item_id": item_id})
@@ -113,3 +119,45 @@ async def test_a_response_after_the_agents_own_message_is_a_new_message() -> Non
     for done in (first, again, oob):
         text = done["output"][0]["content"][0]["text"] if done["output"] else ""
         assert text.strip(), done  # llama.cpp went on from the last answer and stopped at once
+
+
+def text_of(done: dict[str, Any]) -> str:
+    return str(done["output"][0]["content"][0]["text"]) if done["output"] else ""
+
+
+@pytest.mark.parametrize("chat_roles", ["auto", "strict"])
+async def test_a_responses_own_instructions_keep_the_conversation_cached(chat_roles: str) -> None:
+    """ChatML (the embedded model, `llm.chat_roles` "auto"): a response's own instructions follow
+    the conversation, and a deleted lone answer leaves its two user messages apart, so each
+    prompt starts as the cached one. "strict" (templates that want one system message first and
+    alternation) evaluates those prompts again: the comparison shows the test can tell."""
+    srv = llm_server(64, n_ctx=2048, chat_roles=chat_roles)
+    try:
+        c = await RealtimeClient.connect(srv.ws)
+        await c.update({"turn_detection": None, "modalities": ["text"], "max_response_output_tokens": 30,
+                        "instructions": "You are a helpful assistant. Answer in one short sentence."})
+        answers: list[str] = []
+        for i in range(7):
+            evs = await exchange(c, f"Tell me a fact about the number {i}.")
+            answers += [e["item"]["id"] for e in evs if e["type"] == "conversation.item.created"
+                        and e["item"]["role"] == "assistant"]
+        # Out of band, with other instructions (a summary the client asks on the side).
+        oob = await ask(c, None, {"conversation": "none", "instructions": "Summarize the conversation in one sentence.",
+                                  "modalities": ["text"]})
+        after_oob = usage(await ask(c, "Which number came first?"))
+        # In band, Voice Live's `additional_instructions` for this response only.
+        extra = await ask(c, "And the last one?", additional_instructions="Start your answer with 'Well'.")
+        # The answer of the second exchange is deleted: its question and the next one now meet.
+        await c.send({"type": "conversation.item.delete", "item_id": answers[1]})
+        await c.until("conversation.item.deleted", 10)
+        after_delete = usage(await ask(c, "Thanks."))
+        await c.close()
+    finally:
+        srv.stop()
+    assert text_of(oob).strip() and text_of(extra).strip(), (oob, extra)
+    assert after_oob[1] >= after_oob[0] // 2, after_oob  # the side response left the conversation cached
+    served = [cached >= prompt // 2 for prompt, cached in (usage(oob), usage(extra), after_delete)]
+    if chat_roles == "auto":
+        assert all(served), (usage(oob), usage(extra), after_delete)
+    else:
+        assert not any(served), (usage(oob), usage(extra), after_delete)

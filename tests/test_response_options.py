@@ -245,6 +245,50 @@ async def test_additional_instructions_for_one_response(server: ServerThread) ->
         await c.close()
 
 
+@pytest.mark.parametrize("chat_roles", ["free", "strict"])
+async def test_a_responses_own_instructions_follow_the_conversation_where_the_template_allows(
+        chat_roles: str) -> None:
+    """`llm.chat_roles` "free" (ChatML): the session's instructions stay first, as the cached
+    prompt has them, and the response's own (`instructions`, `additional_instructions`) come in
+    a system message after the conversation; user messages are not joined. "strict": one system
+    message first, consecutive user messages joined (the scripted engine is the stand-in)."""
+    srv = ServerThread(scripted_settings(llm={"engine": "scripted", "chat_roles": chat_roles})).start()
+    try:
+        c = await text_session(srv)
+        for text in ("One.", "Two."):
+            await c.send({"type": "conversation.item.create", "item": {
+                "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
+        await c.send({"type": "response.create", "additional_instructions": "Answer in French."})
+        await c.until("response.done")
+        extra = ScriptedLLM.calls[-1].messages
+        await c.send({"type": "response.create", "response": {"conversation": "none", "instructions": "Summarize."}})
+        await c.until("response.done")
+        oob = ScriptedLLM.calls[-1]
+        await c.send({"type": "response.create", "response": {
+            "conversation": "none", "instructions": "Translate.",
+            "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi."}]}]}})
+        await c.until("response.done")
+        own_input = ScriptedLLM.calls[-1]
+        await c.close()
+    finally:
+        srv.stop()
+    roles = [m["role"] for m in extra]
+    if chat_roles == "free":
+        assert roles == ["system", "user", "user", "system"], extra
+        assert extra[0]["content"] == "Be brief." and extra[-1]["content"] == "Answer in French."
+        assert oob.messages[0]["content"] == "Be brief."
+        assert oob.messages[-1] == {"role": "system", "content": "Summarize."}
+        assert oob.conversation  # it runs where the conversation is cached
+    else:
+        assert roles == ["system", "user"], extra
+        assert extra[0]["content"] == "Be brief.\n\nAnswer in French." and extra[1]["content"] == "One. Two."
+        assert oob.messages[0]["content"] == "Summarize." and oob.messages[-1]["role"] != "system"
+        assert not oob.conversation
+    # A response with its own input is a new context either way: its instructions come first.
+    assert [m["role"] for m in own_input.messages] == ["system", "user"], own_input.messages
+    assert own_input.messages[0]["content"] == "Translate." and not own_input.conversation
+
+
 async def test_reasoning_effort_and_parallel_tool_calls_reach_the_llm(server: ServerThread) -> None:
     c = await text_session(server)
     try:

@@ -188,6 +188,15 @@ class LLMSettings(_StageSettings):
     #: the caller goes on, so that at the end of the turn only the rest of the prompt is left
     #: (engines with a prompt cache: llama.cpp; docs/configuration.md).
     prefill_pieces: bool = True
+    #: How a prompt is laid out for the model's chat template. "free" (ChatML, as the embedded
+    #: SmolLM2's and Qwen's): a response's own instructions (`response.instructions`, Voice
+    #: Live's `additional_instructions`) go in a system message after the conversation, and
+    #: consecutive user messages stay apart, so the prompt keeps the conversation's cached prefix.
+    #: "strict" (templates that want one system message first and user/assistant alternating,
+    #: as Mistral's and Gemma's): consecutive user messages are joined, and a response's own
+    #: instructions replace the session's at the start, so its whole prompt is evaluated again.
+    #: "auto": "free" for a llama.cpp model with ChatML tokens, else "strict".
+    chat_roles: Literal["auto", "free", "strict"] = "auto"
     #: `session.truncation = "auto"`: when the conversation overflows the context, the oldest
     #: messages are dropped until the rest uses this fraction of it (a cut in chunks keeps the
     #: prompt cache valid between cuts; see docs/configuration.md).

@@ -184,9 +184,10 @@ class ChatRequest:
     parallel_tool_calls: bool = True
     #: OpenAI's `reasoning_effort`, for engines that take it (None: the engine's default).
     reasoning_effort: str | None = None
-    #: The prompt is the session's conversation, which the next turn extends (an engine with a
-    #: prompt cache keeps it where that turn will look); False: a side prompt (an out-of-band
-    #: response, an interim filler) that must not push the conversation out of the cache.
+    #: The prompt starts as the session's conversation, which the next turn extends (an engine
+    #: with a prompt cache keeps it where that turn will look); False: a side prompt (an
+    #: out-of-band response with its own context, an interim filler) that must not push the
+    #: conversation out of the cache.
     conversation: bool = True
 
 
@@ -262,6 +263,13 @@ def continues_assistant(llm: object) -> bool:
     """Whether `llm` continues a request's final assistant message instead of answering after it
     (prefill), so that a paused answer can resume from its own text (realtime/response.py)."""
     return bool(getattr(llm, "continues_assistant", False))
+
+
+def free_roles(llm: object) -> bool:
+    """Whether `llm`'s chat template takes a system message after the conversation and
+    consecutive messages of one role (ChatML), so a prompt can keep its cached prefix
+    (`llm.chat_roles`)."""
+    return bool(getattr(llm, "free_roles", False))
 
 
 class Prefills(Protocol):

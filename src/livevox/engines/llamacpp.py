@@ -201,6 +201,12 @@ class LlamaCppLLM:
     # ------------------------------------------------------------ end-of-turn text signal
 
     @property
+    def free_roles(self) -> bool:
+        """A ChatML template (the end-of-message and start tokens are in the vocabulary): it
+        renders any sequence of roles, a system message anywhere included."""
+        return bool(self._eot_ids)
+
+    @property
     def end_of_turn_text(self) -> bool:
         """The model has the ChatML end-of-message token, so `end_of_turn_probability` works."""
         return bool(self._eot_ids)

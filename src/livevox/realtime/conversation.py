@@ -168,8 +168,14 @@ def normalize_client_item(item: Any) -> dict[str, Any]:
     return out
 
 
-async def to_messages(entries: list[ConversationItem], instructions: str) -> list[dict[str, Any]]:
-    """Render items as Chat Completions messages, waiting for pending user transcripts."""
+async def to_messages(entries: list[ConversationItem], instructions: str, *, join_users: bool = True,
+                      late_instructions: str = "") -> list[dict[str, Any]]:
+    """Render items as Chat Completions messages, waiting for pending user transcripts.
+
+    `join_users`: consecutive user messages become one, for chat templates that want user and
+    assistant alternating. Joined, they change the prompt where an item between them was
+    deleted, so a template that takes them apart (ChatML) keeps them apart, and the prompt cache
+    keeps what follows. `late_instructions`: a system message after the conversation."""
     msgs: list[dict[str, Any]] = []
     if instructions:
         msgs.append({"role": "system", "content": instructions})
@@ -181,8 +187,8 @@ async def to_messages(entries: list[ConversationItem], instructions: str) -> lis
             text = await _message_text(e)
             if not text:
                 continue
-            if msgs and msgs[-1]["role"] == it["role"] == "user":
-                msgs[-1]["content"] += " " + text  # some chat templates need alternation
+            if join_users and msgs and msgs[-1]["role"] == it["role"] == "user":
+                msgs[-1]["content"] += " " + text
             else:
                 msgs.append({"role": it["role"], "content": text})
         elif it["type"] == "function_call":
@@ -206,6 +212,8 @@ async def to_messages(entries: list[ConversationItem], instructions: str) -> lis
                 msgs.append({"role": "assistant", "content": None, "tool_calls": [call]})
             result = it["output"] if it.get("output") is not None else f"error: {it['error'].get('message', '')}"
             msgs.append({"role": "tool", "tool_call_id": it["id"], "content": result})
+    if late_instructions:
+        msgs.append({"role": "system", "content": late_instructions})
     return msgs
 
 

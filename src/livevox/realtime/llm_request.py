@@ -33,13 +33,14 @@ def build_request(p: ResponseParams, ctx: ResponseContext, llm: LLMEngine, messa
     tokens as counted, and the context used. Raises ContextOverflow when even the kept part
     does not fit."""
     tools = [tool_for_chat(t) for t in p.tools]
+    shares = p.in_conversation or p.extends_conversation
     max_tokens = ctx.max_tokens
     req = ChatRequest(
         messages=messages, tools=tools,
         tool_choice=tool_choice_for_chat(p.tool_choice) if p.tools else "none",
         temperature=p.temperature, max_tokens=max_tokens,
         parallel_tool_calls=ctx.parallel_tool_calls, reasoning_effort=p.reasoning_effort,
-        conversation=p.in_conversation,
+        conversation=shares,
     )
     known = [n for n in (llm.context_tokens(), state.window) if n is not None]
     if not known:
@@ -52,7 +53,7 @@ def build_request(p: ResponseParams, ctx: ResponseContext, llm: LLMEngine, messa
     counts = [round(n * state.scale) for n in state.cache.count(messages, llm.count_tokens)]
     fixed = round(llm.count_tokens({"role": "system", "content": dumps(tools)}) * state.scale) if tools else 0
     pol = truncation.policy(ctx.truncation, ctx.auto_retention_ratio)
-    res = truncation.truncate(messages, counts, fixed, budget, pol, state.cut if p.in_conversation else None)
+    res = truncation.truncate(messages, counts, fixed, budget, pol, state.cut if shares else None)
     if not res.fits:
         what = ("the conversation" if pol.kind == "disabled" else "the instructions and the latest turn")
         raise ContextOverflow(

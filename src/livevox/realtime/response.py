@@ -376,8 +376,9 @@ class ResponseRun:
             return _pre_generated(self.params.pre_generated)
         # The generator itself, not a wrapper around it: `_run` closes it on cancel, and a wrapper's
         # close would leave the inner one (and its HTTP stream) open.
-        state = (self.host.conversation.truncation if self.params.in_conversation
-                 else truncation.State())
+        state = self.host.conversation.truncation
+        if not self.params.in_conversation:  # its own (a copy: it must not move the conversation's cut)
+            state = dataclasses.replace(state) if self.params.extends_conversation else truncation.State()
         ctx = self.context
         if max_tokens is not None:
             # A copy: the resumed request must not move the conversation's own cut.

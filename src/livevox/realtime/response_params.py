@@ -9,6 +9,7 @@ from typing import Any
 @dataclass
 class ResponseParams:
     modalities: list[str]
+    #: The system message before the conversation.
     instructions: str
     voice: Any
     output_audio_format: str
@@ -29,6 +30,13 @@ class ResponseParams:
     animation: dict[str, Any] | None = None
     #: The response brought its own tools: its MCP servers are listed before the LLM starts.
     discover_tools: bool = False
+    #: The response's own instructions, in a system message after the conversation
+    #: (`llm.chat_roles` "free"; `instructions` then stays the session's, as cached).
+    late_instructions: str = ""
+    #: Out of band, but its prompt starts as the conversation's (the default conversation, the
+    #: session's instructions and tools): it runs where the conversation is cached, cut as the
+    #: conversation is, and the next turn finds the conversation still cached.
+    extends_conversation: bool = False
 
 
 @dataclass(frozen=True)

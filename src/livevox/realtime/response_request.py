@@ -38,16 +38,28 @@ MAX_PRE_GENERATED_CHARS = 4000
 
 
 def response_params(config: dict[str, Any], r: dict[str, Any],
-                    additional_instructions: str | None = None) -> ResponseParams:
-    """The response's parameters: `response.create`'s own, else the session's."""
+                    additional_instructions: str | None = None, late: bool = False) -> ResponseParams:
+    """The response's parameters: `response.create`'s own, else the session's.
+
+    `late`: the response's own instructions go after the conversation (`late_instructions`), the
+    session's stay first, so the prompt keeps the conversation's cached prefix (`llm.chat_roles`
+    "free", a response on the default conversation). Otherwise they replace the session's."""
     c = config
     mot = r.get("max_output_tokens", r.get("max_response_output_tokens", c["max_response_output_tokens"]))
-    instructions = r.get("instructions", c["instructions"])
-    if additional_instructions:  # appended to the instructions, for this response only
-        instructions = f"{instructions}\n\n{additional_instructions}" if instructions else additional_instructions
+    session = c["instructions"]
+    instructions = r.get("instructions", session)
+    after = ""
+    if late and instructions and instructions != session:
+        instructions, after = session, instructions
+    if additional_instructions:  # added to the instructions, for this response only
+        if late:
+            after = _joined(after, additional_instructions)
+        else:
+            instructions = _joined(instructions, additional_instructions)
     return ResponseParams(
         modalities=r.get("modalities", c["modalities"]),
         instructions=instructions,
+        late_instructions=after,
         voice=r.get("voice", c["voice"]),
         output_audio_format=r.get("output_audio_format", c["output_audio_format"]),
         tools=r.get("tools", c["tools"]),
@@ -172,3 +184,7 @@ def response_context(config: dict[str, Any], settings: Settings, voices: VoiceRe
         yield_ahead_ms=round(settings.llm.yield_ahead_s * 1000),
         yield_resume_ms=round(min(settings.llm.yield_resume_s, settings.llm.yield_ahead_s) * 1000),
     )
+
+
+def _joined(instructions: str, more: str) -> str:
+    return f"{instructions}\n\n{more}" if instructions else more

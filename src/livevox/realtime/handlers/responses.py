@@ -11,6 +11,7 @@ from typing import Any
 
 from ...core.audio import SESSION_RATE
 from ...core.errors import ProtocolError
+from ...engines.base import free_roles
 from .. import llm_request
 from ..conversation import ConversationItem, normalize_client_item, to_messages
 from ..metrics import TurnTimings
@@ -55,14 +56,20 @@ class ResponseEvents(SessionParts):
         td = self.config["turn_detection"] or {}
         return bool(td.get("create_response", True)) and not (self.response is not None and self.response.active)
 
+    def _free_roles(self) -> bool:
+        """Prompts may keep the conversation's cached prefix (`llm.chat_roles`)."""
+        mode = self.settings.llm.chat_roles
+        return mode == "free" or (mode == "auto" and free_roles(self.engines.llm))
+
     def _turn_messages(self, said: Awaitable[str]) -> Callable[[], Awaitable[list[dict[str, Any]]]]:
         """The messages of an answer to the conversation as it is now, then the user's `said`."""
         snapshot = list(self.conversation.entries)
         instructions = self.config["instructions"]
+        join = not self._free_roles()
 
         async def messages() -> list[dict[str, Any]]:
             text = await asyncio.shield(said)
-            msgs = await to_messages(snapshot, instructions)
+            msgs = await to_messages(snapshot, instructions, join_users=join)
             if text:
                 msgs.append({"role": "user", "content": text})
             return msgs
@@ -105,10 +112,15 @@ class ResponseEvents(SessionParts):
         if extra is not None and (not isinstance(extra, str) or len(extra) > MAX_ADDITIONAL_INSTRUCTIONS):
             raise ProtocolError("invalid_value", "'additional_instructions' must be a string of at most "
                                 f"{MAX_ADDITIONAL_INSTRUCTIONS} characters", param="additional_instructions")
-        params = response_params(self.config, r, extra)
+        key = "input_items" if "input_items" in r else "input"
+        # On the default conversation, the response's own instructions follow it where the
+        # template allows: the prompt then starts as the conversation's cached one.
+        params = response_params(self.config, r, extra, late=key not in r and self._free_roles())
+        params.extends_conversation = (not params.in_conversation and key not in r
+                                       and params.instructions == self.config["instructions"]
+                                       and params.tools == self.config["tools"])
         # Everything is checked before anything changes: a bad item leaves the session as it was.
         entries = None
-        key = "input_items" if "input_items" in r else "input"
         if key in r:
             entries = [self._input_entry(raw, f"response.{key}[{i}]") for i, raw in enumerate(r[key])]
         appended = [self._client_item(raw, f"response.append_input_items[{i}]")
@@ -143,10 +155,12 @@ class ResponseEvents(SessionParts):
     async def _start_response(self, params: ResponseParams, entries: list[ConversationItem] | None,
                               timings: TurnTimings) -> None:
         source = entries
+        join = not self._free_roles()
 
         async def messages() -> list[dict[str, Any]]:
             items = source if source is not None else list(self.conversation.entries)
-            return await to_messages(items, params.instructions)
+            return await to_messages(items, params.instructions, join_users=join,
+                                     late_instructions=params.late_instructions)
 
         run = ResponseRun(self, params, self._context(params), messages, timings)
         timings.response_start = time.monotonic()
