@@ -161,3 +161,23 @@ async def test_a_responses_own_instructions_keep_the_conversation_cached(chat_ro
         assert all(served), (usage(oob), usage(extra), after_delete)
     else:
         assert not any(served), (usage(oob), usage(extra), after_delete)
+
+
+async def test_a_turn_with_its_own_instructions_answers_the_users_words() -> None:
+    """Per-response instructions on a spoken agent's turn (some clients steer every answer so):
+    placed after the user's words, SmolLM2-135M answered the instructions ("I'm ready to help.
+    What's your question?"); before them, it answers the question."""
+    srv = llm_server(64, n_ctx=2048)
+    try:
+        c = await RealtimeClient.connect(srv.ws)
+        await c.update({"turn_detection": None, "modalities": ["text"], "max_response_output_tokens": 30,
+                        "instructions": "You are a friendly assistant."})
+        answers = []
+        for q, word in (("What is the capital of France?", "paris"), ("How many legs does a spider have?", "eight"),
+                        ("What is the capital of Italy?", "rome")):
+            done = await ask(c, q, {"instructions": "Answer in one short sentence."})
+            answers.append((word, text_of(done).lower().replace("8", "eight")))
+        await c.close()
+    finally:
+        srv.stop()
+    assert sum(word in text for word, text in answers) >= 2, answers

@@ -250,7 +250,8 @@ async def test_a_responses_own_instructions_follow_the_conversation_where_the_te
         chat_roles: str) -> None:
     """`llm.chat_roles` "free" (ChatML): the session's instructions stay first, as the cached
     prompt has them, and the response's own (`instructions`, `additional_instructions`) come in
-    a system message after the conversation; user messages are not joined. "strict": one system
+    a system message after the conversation (before the turn it answers; last when the agent
+    has answered the last turn); user messages are not joined. "strict": one system
     message first, consecutive user messages joined (the scripted engine is the stand-in)."""
     srv = ServerThread(scripted_settings(llm={"engine": "scripted", "chat_roles": chat_roles})).start()
     try:
@@ -274,8 +275,9 @@ async def test_a_responses_own_instructions_follow_the_conversation_where_the_te
         srv.stop()
     roles = [m["role"] for m in extra]
     if chat_roles == "free":
-        assert roles == ["system", "user", "user", "system"], extra
-        assert extra[0]["content"] == "Be brief." and extra[-1]["content"] == "Answer in French."
+        # Before the turn it answers (the two user messages), so the model answers the user.
+        assert roles == ["system", "system", "user", "user"], extra
+        assert extra[0]["content"] == "Be brief." and extra[1]["content"] == "Answer in French."
         assert oob.messages[0]["content"] == "Be brief."
         assert oob.messages[-1] == {"role": "system", "content": "Summarize."}
         assert oob.conversation  # it runs where the conversation is cached
@@ -398,3 +400,19 @@ async def test_the_options_through_the_voicelive_sdk(server: ServerThread) -> No
     assert [s for r, s in statuses.items() if r != first] == ["completed"]
     req = ScriptedLLM.calls[-1]
     assert user_texts(req) == "a note" and req.messages[0]["content"].endswith("Answer in French.")
+
+
+def test_late_instructions_go_before_the_turn_they_answer() -> None:
+    from livevox.realtime.conversation import late_position
+
+    sys_msg = {"role": "system", "content": "Be brief."}
+    call = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]}
+    result = {"role": "tool", "tool_call_id": "c1", "content": "12 C"}
+    assert late_position([sys_msg]) == 1
+    assert late_position([sys_msg, {"role": "user", "content": "Hi."}]) == 1
+    # A turn with its tool call and result: before the user's words, so the answer uses the result.
+    assert late_position([sys_msg, {"role": "user", "content": "Weather?"}, call, result]) == 1
+    # The agent has answered the last turn: the instructions are the response's task, last.
+    answered = [sys_msg, {"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}]
+    assert late_position(answered) == 3
+    assert late_position([*answered, {"role": "user", "content": "One."}, {"role": "user", "content": "Two."}]) == 3

@@ -175,7 +175,8 @@ async def to_messages(entries: list[ConversationItem], instructions: str, *, joi
     `join_users`: consecutive user messages become one, for chat templates that want user and
     assistant alternating. Joined, they change the prompt where an item between them was
     deleted, so a template that takes them apart (ChatML) keeps them apart, and the prompt cache
-    keeps what follows. `late_instructions`: a system message after the conversation."""
+    keeps what follows. `late_instructions`: a system message after the conversation
+    (`late_position`)."""
     msgs: list[dict[str, Any]] = []
     if instructions:
         msgs.append({"role": "system", "content": instructions})
@@ -213,8 +214,25 @@ async def to_messages(entries: list[ConversationItem], instructions: str, *, joi
             result = it["output"] if it.get("output") is not None else f"error: {it['error'].get('message', '')}"
             msgs.append({"role": "tool", "tool_call_id": it["id"], "content": result})
     if late_instructions:
-        msgs.append({"role": "system", "content": late_instructions})
+        msgs.insert(late_position(msgs), {"role": "system", "content": late_instructions})
     return msgs
+
+
+def late_position(msgs: list[dict[str, Any]]) -> int:
+    """Where a response's own instructions go after the conversation: before the turn being
+    answered (the last user message and the tool calls and results after it), so that the model
+    answers the user's words and not the instructions (SmolLM2-135M, given them last, answered
+    "I'm ready to help. What's your question?"); at the end when the agent has answered the last
+    user message (a response with no new input: the instructions are then its task)."""
+    users = [i for i, m in enumerate(msgs) if m["role"] == "user"]
+    if not users:
+        return len(msgs)
+    last = users[-1]
+    if any(m["role"] == "assistant" and m.get("content") for m in msgs[last + 1:]):
+        return len(msgs)
+    while last > 0 and msgs[last - 1]["role"] == "user":  # user messages in a row are one turn
+        last -= 1
+    return last
 
 
 async def _message_text(e: ConversationItem) -> str:

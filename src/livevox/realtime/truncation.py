@@ -106,9 +106,12 @@ def _head_len(messages: list[dict[str, Any]]) -> int:
 
 
 def _latest_turn(conv: list[dict[str, Any]]) -> int:
-    """Index in `conv` where the latest turn starts (its last user message); it always stays."""
+    """Index in `conv` where the latest turn starts (its last user message, and a response's own
+    instructions right before it, `conversation.late_position`); it always stays."""
     for i in range(len(conv) - 1, -1, -1):
         if conv[i].get("role") == "user":
+            while i > 0 and conv[i - 1].get("role") in ("user", "system"):
+                i -= 1
             return i
     return max(0, len(conv) - 1)
 
