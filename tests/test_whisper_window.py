@@ -65,6 +65,8 @@ async def test_a_transcription_among_other_callers_uses_the_busy_window() -> Non
         alone = await transcribe(engine, audio)
         assert engine.last_window == 3000 and {"weather", "paris"} <= set(words(alone)), alone
         ex = stage_executor("stt")
+        # The worker counts the job above done just after its caller has the result.
+        assert await eventually(lambda: ex.others_in_flight("other-session") == 0)
         gate, running = threading.Event(), threading.Event()
 
         def other_caller() -> None:  # another session's transcription, on the other worker
