@@ -38,14 +38,17 @@ MAX_PRE_GENERATED_CHARS = 4000
 
 
 def response_params(config: dict[str, Any], r: dict[str, Any],
-                    additional_instructions: str | None = None, late: bool = False) -> ResponseParams:
+                    additional_instructions: str | None = None, free_roles: bool = False) -> ResponseParams:
     """The response's parameters: `response.create`'s own, else the session's.
 
-    `late`: the response's own instructions go after the conversation (`late_instructions`), the
-    session's stay first, so the prompt keeps the conversation's cached prefix (`llm.chat_roles`
-    "free", a response on the default conversation). Otherwise they replace the session's."""
+    `free_roles` (`llm.chat_roles` "free"): on the default conversation (no `input` of its own),
+    the response's own instructions go after the conversation (`late_instructions`) and the
+    session's stay first, so the prompt keeps the conversation's cached prefix. Otherwise they
+    replace the session's."""
     c = config
     mot = r.get("max_output_tokens", r.get("max_response_output_tokens", c["max_response_output_tokens"]))
+    on_conversation = "input" not in r and "input_items" not in r
+    late = free_roles and on_conversation
     session = c["instructions"]
     instructions = r.get("instructions", session)
     after = ""
@@ -56,18 +59,22 @@ def response_params(config: dict[str, Any], r: dict[str, Any],
             after = _joined(after, additional_instructions)
         else:
             instructions = _joined(instructions, additional_instructions)
+    tools = r.get("tools", c["tools"])
+    in_conversation = r.get("conversation", "auto") != "none"
     return ResponseParams(
         modalities=r.get("modalities", c["modalities"]),
         instructions=instructions,
         late_instructions=after,
         voice=r.get("voice", c["voice"]),
         output_audio_format=r.get("output_audio_format", c["output_audio_format"]),
-        tools=r.get("tools", c["tools"]),
+        tools=tools,
         tool_choice=r.get("tool_choice", c["tool_choice"]),
         temperature=r.get("temperature", c["temperature"]),
         max_output_tokens=mot,
         speed=c.get("speed", 1.0),
-        in_conversation=r.get("conversation", "auto") != "none",
+        in_conversation=in_conversation,
+        extends_conversation=(not in_conversation and on_conversation and instructions == session
+                              and tools == c["tools"]),
         metadata=r.get("metadata"),
         pre_generated=r.get("pre_generated_assistant_message"),
         reasoning_effort=r.get("reasoning_effort", c.get("reasoning_effort")),

@@ -112,15 +112,10 @@ class ResponseEvents(SessionParts):
         if extra is not None and (not isinstance(extra, str) or len(extra) > MAX_ADDITIONAL_INSTRUCTIONS):
             raise ProtocolError("invalid_value", "'additional_instructions' must be a string of at most "
                                 f"{MAX_ADDITIONAL_INSTRUCTIONS} characters", param="additional_instructions")
-        key = "input_items" if "input_items" in r else "input"
-        # On the default conversation, the response's own instructions follow it where the
-        # template allows: the prompt then starts as the conversation's cached one.
-        params = response_params(self.config, r, extra, late=key not in r and self._free_roles())
-        params.extends_conversation = (not params.in_conversation and key not in r
-                                       and params.instructions == self.config["instructions"]
-                                       and params.tools == self.config["tools"])
+        params = response_params(self.config, r, extra, free_roles=self._free_roles())
         # Everything is checked before anything changes: a bad item leaves the session as it was.
         entries = None
+        key = "input_items" if "input_items" in r else "input"
         if key in r:
             entries = [self._input_entry(raw, f"response.{key}[{i}]") for i, raw in enumerate(r[key])]
         appended = [self._client_item(raw, f"response.append_input_items[{i}]")
