@@ -7,7 +7,9 @@ right after the agent's own message is a new message. Real LLM (SmolLM2-135M), s
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,12 +18,32 @@ from server_harness import ServerThread, scripted_settings
 from wsclient import RealtimeClient
 
 
-def llm_server(cache_reuse: int, n_ctx: int = 512, chat_roles: str = "auto") -> ServerThread:
+@contextlib.asynccontextmanager
+async def text_session(max_tokens: int, instructions: str | None = None, *, cache_reuse: int = 64,
+                       n_ctx: int = 512, chat_roles: str = "auto") -> AsyncIterator[RealtimeClient]:
+    """A text-only session without turn detection on a server of its own, stopped after it."""
     # A small context so that the conversation is cut within a few turns; one thread, as the
     # test machine is shared; four slots, as on a 2-core box by default.
     llm = {"engine": "llamacpp", "n_ctx": n_ctx, "threads": 1, "parallel": 4, "cache_reuse": cache_reuse,
            "chat_roles": chat_roles}
-    return ServerThread(scripted_settings(llm=llm)).start(timeout=300)
+    srv = ServerThread(scripted_settings(llm=llm)).start(timeout=300)
+    try:
+        c = await RealtimeClient.connect(srv.ws)
+        session: dict[str, Any] = {"turn_detection": None, "modalities": ["text"],
+                                   "max_response_output_tokens": max_tokens}
+        if instructions is not None:
+            session["instructions"] = instructions
+        await c.update(session)
+        try:
+            yield c
+        finally:
+            await c.close()
+    finally:
+        srv.stop()
+
+
+def text_of(done: dict[str, Any]) -> str:
+    return str(done["output"][0]["content"][0]["text"]) if done["output"] else ""
 
 
 async def ask(c: RealtimeClient, text: str | None, response: dict[str, Any] | None = None,
@@ -57,14 +79,8 @@ async def cut_turns(c: RealtimeClient, turns: int) -> list[tuple[int, int, int]]
 
 @pytest.mark.parametrize("cache_reuse", [64, 0], ids=["reuse", "off"])
 async def test_a_cut_conversation_is_served_from_the_cache(cache_reuse: int) -> None:
-    srv = llm_server(cache_reuse)
-    try:
-        c = await RealtimeClient.connect(srv.ws)
-        await c.update({"turn_detection": None, "modalities": ["text"], "max_response_output_tokens": 40})
+    async with text_session(40, cache_reuse=cache_reuse) as c:
         cuts = await cut_turns(c, 24)
-        await c.close()
-    finally:
-        srv.stop()
     assert cuts, "the conversation was never cut: the test did not test anything"
     # After a cut the prompt keeps the recent turns, which the slot already holds: with reuse,
     # llama.cpp shifts them into place and evaluates little more than the new question; without
@@ -77,10 +93,7 @@ async def test_a_cut_conversation_is_served_from_the_cache(cache_reuse: int) -> 
 
 
 async def test_deletes_and_out_of_band_responses_keep_the_conversation_cached() -> None:
-    srv = llm_server(64)
-    try:
-        c = await RealtimeClient.connect(srv.ws)
-        await c.update({"turn_detection": None, "modalities": ["text"], "max_response_output_tokens": 30})
+    async with text_session(30) as c:
         ids: list[str] = []
         # Seven exchanges: what follows the deleted second one (five of them) is well over the
         # 64-token chunk that cache reuse needs, however short the answers.
@@ -95,34 +108,20 @@ async def test_deletes_and_out_of_band_responses_keep_the_conversation_cached() 
         # conversation's slot.
         oob = await ask(c, None, {"conversation": "none", "instructions": "Answer in French.", "modalities": ["text"]})
         after_oob = usage(await ask(c, "Go on."))
-        await c.close()
-    finally:
-        srv.stop()
-    assert oob["output"] and oob["output"][0]["content"][0]["text"].strip(), oob
+    assert text_of(oob).strip(), oob
     # What follows the deleted exchange was shifted into place, not evaluated again.
     assert after_delete[1] >= after_delete[0] // 2, after_delete
     assert after_oob[1] >= after_oob[0] // 2, after_oob
 
 
 async def test_a_response_after_the_agents_own_message_is_a_new_message() -> None:
-    srv = llm_server(64)
-    try:
-        c = await RealtimeClient.connect(srv.ws)
-        await c.update({"turn_detection": None, "modalities": ["text"], "max_response_output_tokens": 30})
+    async with text_session(30) as c:
         first = await ask(c, "Tell me a fact about cats.")
         again = await ask(c, None)  # a second response.create, no new input
         oob = await ask(c, None, {"conversation": "none", "instructions": "Say hello in French.",
                                   "modalities": ["text"]})
-        await c.close()
-    finally:
-        srv.stop()
     for done in (first, again, oob):
-        text = done["output"][0]["content"][0]["text"] if done["output"] else ""
-        assert text.strip(), done  # llama.cpp went on from the last answer and stopped at once
-
-
-def text_of(done: dict[str, Any]) -> str:
-    return str(done["output"][0]["content"][0]["text"]) if done["output"] else ""
+        assert text_of(done).strip(), done  # llama.cpp went on from the last answer and stopped at once
 
 
 @pytest.mark.parametrize("chat_roles", ["auto", "strict"])
@@ -131,11 +130,8 @@ async def test_a_responses_own_instructions_keep_the_conversation_cached(chat_ro
     the conversation, and a deleted lone answer leaves its two user messages apart, so each
     prompt starts as the cached one. "strict" (templates that want one system message first and
     alternation) evaluates those prompts again: the comparison shows the test can tell."""
-    srv = llm_server(64, n_ctx=2048, chat_roles=chat_roles)
-    try:
-        c = await RealtimeClient.connect(srv.ws)
-        await c.update({"turn_detection": None, "modalities": ["text"], "max_response_output_tokens": 30,
-                        "instructions": "You are a helpful assistant. Answer in one short sentence."})
+    async with text_session(30, "You are a helpful assistant. Answer in one short sentence.", n_ctx=2048,
+                            chat_roles=chat_roles) as c:
         answers: list[str] = []
         for i in range(7):
             evs = await exchange(c, f"Tell me a fact about the number {i}.")
@@ -151,9 +147,6 @@ async def test_a_responses_own_instructions_keep_the_conversation_cached(chat_ro
         await c.send({"type": "conversation.item.delete", "item_id": answers[1]})
         await c.until("conversation.item.deleted", 10)
         after_delete = usage(await ask(c, "Thanks."))
-        await c.close()
-    finally:
-        srv.stop()
     assert text_of(oob).strip() and text_of(extra).strip(), (oob, extra)
     assert after_oob[1] >= after_oob[0] // 2, after_oob  # the side response left the conversation cached
     served = [cached >= prompt // 2 for prompt, cached in (usage(oob), usage(extra), after_delete)]
@@ -167,17 +160,10 @@ async def test_a_turn_with_its_own_instructions_answers_the_users_words() -> Non
     """Per-response instructions on a spoken agent's turn (some clients steer every answer so):
     placed after the user's words, SmolLM2-135M answered the instructions ("I'm ready to help.
     What's your question?"); before them, it answers the question."""
-    srv = llm_server(64, n_ctx=2048)
-    try:
-        c = await RealtimeClient.connect(srv.ws)
-        await c.update({"turn_detection": None, "modalities": ["text"], "max_response_output_tokens": 30,
-                        "instructions": "You are a friendly assistant."})
+    async with text_session(30, "You are a friendly assistant.", n_ctx=2048) as c:
         answers = []
         for q, word in (("What is the capital of France?", "paris"), ("How many legs does a spider have?", "eight"),
                         ("What is the capital of Italy?", "rome")):
             done = await ask(c, q, {"instructions": "Answer in one short sentence."})
             answers.append((word, text_of(done).lower().replace("8", "eight")))
-        await c.close()
-    finally:
-        srv.stop()
     assert sum(word in text for word, text in answers) >= 2, answers
